@@ -1,0 +1,51 @@
+# `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+APT_STAMP := $(VENV)/.system-packages
+
+.PHONY: run test lint apikey system-packages clean
+
+run: $(VENV)/.base-installed
+	$(VENV_PYTHON) -m supervisor_site.launcher
+
+test: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+apikey: $(VENV)/.base-installed
+	@$(VENV_PYTHON) manage.py apikey
+
+# Debian packages the agent drives or the tests need; apt runs only when one is missing.
+system-packages:
+	@missing=""; \
+	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(VENV_PYTHON): | system-packages
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install -q --upgrade pip
+
+$(VENV)/.base-installed: requirements/base.txt | $(VENV_PYTHON) system-packages
+	$(VENV_PYTHON) -m pip install -q -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements/base.txt requirements/dev.txt | $(VENV_PYTHON) system-packages
+	$(VENV_PYTHON) -m pip install -q -r requirements/dev.txt
+	touch $@ $(VENV)/.base-installed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,59 @@
+"""API key authentication for the device API (spec/auth.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from apps_api.apikeys import find_api_key
+from hostcfg.identity import load_device_identity
+
+AUTHORIZATION_HEADER = re.compile(r"(?:bearer|apikey) (\w+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """What the caller may act on: every app, or only the listed app ids."""
+
+    all_apps: bool
+    app_ids: frozenset[int] = frozenset()
+    key: str = ""
+
+    def allows_app(self, app_id: int) -> bool:
+        return self.all_apps or app_id in self.app_ids
+
+
+def presented_key(request: Request) -> str:
+    """The `apikey` query parameter, else the key of `Authorization: Bearer|ApiKey <key>`."""
+    if key := request.query_params.get("apikey"):
+        return key
+    match = AUTHORIZATION_HEADER.fullmatch(request.headers.get("Authorization", ""))
+    return match.group(1) if match else ""
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Sets request.auth to an ApiAccess; unmanaged devices (local mode) need no key."""
+
+    def authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
+        key = presented_key(request)
+        if not load_device_identity().managed:
+            return None, ApiAccess(all_apps=True, key=key)
+        stored = find_api_key(key)
+        if stored is None:
+            return None
+        if stored.is_global:
+            return None, ApiAccess(all_apps=True, key=key)
+        app_ids = frozenset(int(s["appId"]) for s in stored.scopes if s.get("type") == "app")
+        return None, ApiAccess(all_apps=False, app_ids=app_ids, key=key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return "ApiKey"
+
+
+class HasValidApiKey(BasePermission):
+    def has_permission(self, request: Request, view: object) -> bool:
+        return isinstance(request.auth, ApiAccess)

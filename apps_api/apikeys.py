@@ -1,0 +1,36 @@
+"""API keys: the global key, lookup of a presented key."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.db import IntegrityError, transaction
+
+from apps_api.models import ApiKey
+from hostcfg.identity import new_device_secret
+
+GLOBAL_SCOPES = [{"type": "global"}]
+
+
+def get_or_create_global_key() -> ApiKey:
+    """The global key, created on first use; safe when two processes start at once."""
+    lookup = {"app_id": ApiKey.GLOBAL_APP_ID, "service_name": ""}
+    existing = ApiKey.objects.filter(**lookup).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return ApiKey.objects.create(**lookup, key=new_device_secret(), scopes=GLOBAL_SCOPES)
+    except IntegrityError:
+        return ApiKey.objects.get(**lookup)
+
+
+def find_api_key(presented: str) -> ApiKey | None:
+    """The stored key equal to `presented`, compared in constant time."""
+    if not presented:
+        return None
+    found = None
+    for candidate in ApiKey.objects.only("id", "app_id", "service_name", "key", "scopes"):
+        if hmac.compare_digest(candidate.key.encode(), presented.encode()):
+            found = candidate
+    return found

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AppsApiConfig(AppConfig):
+    name = "apps_api"
+    verbose_name = "Applications and services"

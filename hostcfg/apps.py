@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HostcfgConfig(AppConfig):
+    name = "hostcfg"
+    verbose_name = "Host and device configuration"

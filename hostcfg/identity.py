@@ -1,0 +1,121 @@
+"""Device identity kept in config.json: uuid, device API key and cloud settings.
+
+config.json is the device's own file (the boot partition's on a real device): we add
+what is missing and never rewrite a file we could not parse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+class DeviceConfigError(Exception):
+    """config.json exists but cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    uuid: str
+    device_api_key: str
+    api_endpoint: str | None
+    config_path: Path
+
+    @property
+    def managed(self) -> bool:
+        """A device without an API endpoint is unmanaged (and so in local mode)."""
+        return bool(self.api_endpoint)
+
+
+def new_device_secret() -> str:
+    """32 lowercase hex characters, the shape balena uses for uuids and keys."""
+    return uuid.uuid4().hex
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """The parsed config.json; {} when the file does not exist."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise DeviceConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeviceConfigError(f"{path}: not valid JSON ({exc}); fix or remove it") from exc
+    if not isinstance(data, dict):
+        raise DeviceConfigError(f"{path}: must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def write_config_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace config.json atomically: a crash leaves the old or the new file, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextmanager
+def config_json_lock(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of config.json across the supervisor's processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def load_device_identity(path: Path | None = None) -> DeviceIdentity:
+    """Read the identity, first adding a fresh uuid and deviceApiKey where missing."""
+    config_path = Path(path or settings.SUPERVISOR_CONFIG_JSON)
+    data = read_config_json(config_path)
+    if not (data.get("uuid") and data.get("deviceApiKey")):
+        with config_json_lock(config_path):
+            data = read_config_json(config_path)
+            missing = [field for field in ("uuid", "deviceApiKey") if not data.get(field)]
+            if missing:
+                for field in missing:
+                    data[field] = new_device_secret()
+                write_config_json(config_path, data)
+    return DeviceIdentity(
+        uuid=str(data["uuid"]),
+        device_api_key=str(data["deviceApiKey"]),
+        api_endpoint=data.get("apiEndpoint") or None,
+        config_path=config_path,
+    )
+
+
+def prepare_device_identity() -> DeviceIdentity:
+    """Start-up: make sure config.json and the global API key exist."""
+    from apps_api.apikeys import get_or_create_global_key
+
+    identity = load_device_identity()
+    get_or_create_global_key()
+    return identity

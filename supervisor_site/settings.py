@@ -1,0 +1,162 @@
+"""Settings, read from the environment (names and defaults: ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _path(value: str) -> Path:
+    """Relative paths are taken from the project directory, not the caller's cwd."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (BASE_DIR / path).resolve()
+
+
+SUPERVISOR_DATA_DIR = _path(env.str("SUPERVISOR_DATA_DIR", default="./var"))
+SUPERVISOR_LISTEN_ADDRESS = env.str("SUPERVISOR_LISTEN_ADDRESS", default="127.0.0.1")
+SUPERVISOR_PORT = env.int("SUPERVISOR_PORT", default=48484)
+SUPERVISOR_HOST_ROOT = _path(env.str("SUPERVISOR_HOST_ROOT", default="/"))
+SUPERVISOR_BOOT_ROOT = _path(env.str("SUPERVISOR_BOOT_ROOT", default=str(SUPERVISOR_DATA_DIR / "boot")))
+SUPERVISOR_CONFIG_JSON = _path(
+    env.str("SUPERVISOR_CONFIG_JSON", default=str(SUPERVISOR_BOOT_ROOT / "config.json"))
+)
+SUPERVISOR_DATABASE = _path(
+    env.str("SUPERVISOR_DATABASE", default=str(SUPERVISOR_DATA_DIR / "supervisor.sqlite3"))
+)
+DOCKER_HOST = env.str("DOCKER_HOST", default="unix:///var/run/docker.sock")
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=/run/dbus/system_bus_socket")
+SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
+SUPERVISOR_LOG_LEVEL = env.str("SUPERVISOR_LOG_LEVEL", default="INFO").upper()
+
+SUPERVISOR_DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """Use DJANGO_SECRET_KEY, else a key generated once and kept in the data dir."""
+    if key := env.str("DJANGO_SECRET_KEY", default=""):
+        return key
+    key_file = SUPERVISOR_DATA_DIR / "secret_key"
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        key = secrets.token_urlsafe(50)
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The device API is reached by IP, by the device's hostname and through the cloud proxy.
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "apps_api",
+    "hostcfg",
+    "localmode",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "supervisor_site.urls"
+ASGI_APPLICATION = "supervisor_site.asgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# WAL lets readers run beside one writer; IMMEDIATE transactions take the write lock
+# up front, so the web process and the worker queue on busy_timeout instead of failing
+# with "database is locked" when both upgrade a read to a write.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": SUPERVISOR_DATABASE,
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"NAME": str(SUPERVISOR_DATA_DIR / "test.sqlite3")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps_api.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps_api.api.auth.HasValidApiKey"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_DEFAULT_QUEUE = "supervisor"
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(SUPERVISOR_DATA_DIR / "celerybeat-schedule")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": SUPERVISOR_LOG_LEVEL},
+    "loggers": {"django": {"level": "WARNING"}},
+}

@@ -1,0 +1,103 @@
+"""Session fixtures that start the real services the integration tests drive.
+
+Each service is started only when absent and stopped only if started here.
+Tests whose worker-side code writes to the database must use `transactional_db`:
+a `db` test holds SQLite's write lock for its whole length.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BUSYBOX_IMAGE = "local/busybox:latest"
+BUSYBOX_APPLETS = ["sh", "sleep", "echo", "cat", "ls", "env", "date", "seq", "true", "false", "kill"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(os.environ["SUPERVISOR_TEST_DATA_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service_log_dir() -> Path:
+    path = Path(settings.SUPERVISOR_DATA_DIR) / "log"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker_engine(service_log_dir: Path) -> Iterator[None]:
+    started = ensure_dockerd(settings.DOCKER_HOST, service_log_dir)
+    yield
+    if started is not None:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: None) -> str:
+    """local/busybox:latest, imported from Debian's static busybox (nothing can be pulled)."""
+    if subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True).returncode == 0:
+        return BUSYBOX_IMAGE
+    with tempfile.TemporaryDirectory() as root:
+        bin_dir = Path(root, "bin")
+        bin_dir.mkdir()
+        shutil.copy("/bin/busybox", bin_dir / "busybox")
+        for applet in BUSYBOX_APPLETS:
+            (bin_dir / applet).symlink_to("busybox")
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(
+            ["docker", "import", "-", BUSYBOX_IMAGE], stdin=tar.stdout, check=True, capture_output=True
+        )
+        assert tar.wait() == 0
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def redis_server(service_log_dir: Path) -> Iterator[str]:
+    started = ensure_redis(settings.REDIS_URL, service_log_dir)
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().flushdb()
+    yield settings.REDIS_URL
+    if started is not None:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server: str, django_db_setup: None, service_log_dir: Path) -> Iterator[None]:
+    """A real worker process on the real Redis, with these test settings."""
+    from supervisor_site.celery import app
+
+    log_path = service_log_dir / "celery-worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
+             "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
+             "--without-mingle", "--loglevel=INFO", "--hostname=test-worker@%h"],
+            cwd=PROJECT_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        if not wait_until(lambda: bool(app.control.ping(timeout=0.5)) or worker.poll() is not None, 60):
+            pytest.fail(f"the Celery worker did not answer; see {log_path}")
+        if worker.poll() is not None:
+            pytest.fail(f"the Celery worker exited with {worker.returncode}; see {log_path}")
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()

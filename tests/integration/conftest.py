@@ -1,0 +1,108 @@
+"""A real web process (daphne) in a data dir of its own, for start-up and fault tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from supervisor_site.system_services import wait_until
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def agent_environment(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a supervisor process: test variables dropped, `overrides` set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="supervisor_site.settings",
+        SUPERVISOR_DATA_DIR=str(data_dir),
+        SUPERVISOR_LED_FILE=str(data_dir / "led0"),
+        SUPERVISOR_HOST_ROOT=str(data_dir / "host"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@dataclass
+class WebProcess:
+    base_url: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.get(self.base_url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def output(self) -> str:
+        """What the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+StartWeb = Callable[..., WebProcess]
+
+
+@pytest.fixture
+def start_web(tmp_path: Path) -> Iterator[StartWeb]:
+    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers."""
+    started: list[WebProcess] = []
+
+    def start(*, wait: bool = True, **overrides: str) -> WebProcess:
+        port = free_port()
+        env = agent_environment(tmp_path / "data", SUPERVISOR_PORT=str(port), **overrides)
+        migrated = manage(env, "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        log_path = tmp_path / f"web-{port}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                 "supervisor_site.asgi:application"],
+                cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        web = WebProcess(f"http://127.0.0.1:{port}", env, process, log_path)
+        started.append(web)
+        if wait:
+            assert wait_until(lambda: _answers(web) or process.poll() is not None, 60), "daphne did not start"
+            assert process.poll() is None, web.output()
+        return web
+
+    yield start
+    for web in started:
+        if web.process.poll() is None:
+            web.process.terminate()
+            try:
+                web.process.wait(20)
+            except subprocess.TimeoutExpired:
+                web.process.kill()
+
+
+def _answers(web: WebProcess) -> bool:
+    try:
+        return web.get("/ping").status_code == 200
+    except requests.ConnectionError:
+        return False

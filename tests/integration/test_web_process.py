@@ -1,0 +1,110 @@
+"""The web process as `make run` starts it: identity on first start, ping, health, faults."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from supervisor_site.system_services import wait_until
+from tests.integration.conftest import StartWeb, free_port, manage
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+pytestmark = pytest.mark.usefixtures("docker_engine", "redis_server")
+
+
+def test_first_start_creates_device_identity_and_global_key(start_web: StartWeb) -> None:
+    web = start_web()
+    config_path = Path(web.env["SUPERVISOR_DATA_DIR"]) / "boot" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert HEX32.match(config["uuid"])
+    assert HEX32.match(config["deviceApiKey"])
+    assert "apiEndpoint" not in config
+
+    printed = manage(web.env, "apikey")
+    assert printed.returncode == 0, printed.stderr
+    assert HEX32.match(printed.stdout.strip())
+    assert manage(web.env, "apikey").stdout == printed.stdout, "the global key is stable"
+    assert json.loads(config_path.read_text()) == config, "a second start keeps the identity"
+
+
+def test_ping_answers_ok_in_text_with_or_without_a_key(start_web: StartWeb) -> None:
+    web = start_web()
+    for params in ({}, {"apikey": "not-a-key"}):
+        response = web.get("/ping", params=params)
+        assert response.status_code == 200
+        assert response.text == "OK"
+        assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_healthy_when_database_redis_and_docker_answer(start_web: StartWeb) -> None:
+    response = start_web().get("/v1/healthy")
+    assert (response.status_code, response.text) == (200, "OK")
+
+
+def test_health_names_redis_while_it_is_down_and_recovers(start_web: StartWeb, tmp_path: Path) -> None:
+    port = free_port()
+    redis_argv = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    redis = subprocess.Popen(redis_argv, stdout=subprocess.DEVNULL)
+    try:
+        web = start_web(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        assert wait_until(lambda: web.get("/v1/healthy").status_code == 200, 10)
+
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True)
+        redis.wait(10)
+        unhealthy = web.get("/v1/healthy")
+        assert unhealthy.status_code == 500
+        assert unhealthy.text.startswith("Unhealthy")
+        assert "redis" in unhealthy.text
+        assert "docker" not in unhealthy.text
+        assert web.get("/ping").text == "OK"
+        assert web.process.poll() is None
+
+        redis = subprocess.Popen(redis_argv, stdout=subprocess.DEVNULL)
+        assert wait_until(lambda: web.get("/v1/healthy").status_code == 200, 20), web.output()
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+def test_missing_docker_socket_still_serves_and_health_names_docker(
+    start_web: StartWeb, tmp_path: Path
+) -> None:
+    web = start_web(DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock")
+    assert web.get("/ping").text == "OK"
+    unhealthy = web.get("/v1/healthy")
+    assert unhealthy.status_code == 500
+    assert "docker" in unhealthy.text
+    assert "redis" not in unhealthy.text
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_unusable_config_json_stops_start_up_and_is_kept(
+    start_web: StartWeb, tmp_path: Path, content: str
+) -> None:
+    config_path = tmp_path / "broken" / "config.json"
+    config_path.parent.mkdir()
+    config_path.write_text(content)
+
+    web = start_web(wait=False, SUPERVISOR_CONFIG_JSON=str(config_path))
+    assert web.process.wait(60) != 0
+    assert str(config_path) in web.output()
+    assert config_path.read_text() == content
+
+    printed = manage(web.env, "apikey")
+    assert printed.returncode != 0
+    assert str(config_path) in printed.stderr
+    assert config_path.read_text() == content
