@@ -1,0 +1,113 @@
+"""Idle memory of the whole agent: PSS summed over every process `make run` starts.
+
+Starts the launcher (which starts honcho and the Procfile's processes) in a fresh data
+dir, waits until /ping answers and the processes settle, then sums the PSS of the
+launcher's process tree (dockerd and redis-server excluded: they are the system's).
+Prints the figure, a bare Python interpreter measured in the same run as a baseline,
+and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
+
+    .venv/bin/python bench/idle_memory.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ORIGINAL_SUPERVISOR_MIB = 97.0
+SETTLE_SECONDS = 10
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, []))
+    return tree
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:70]
+    except OSError:
+        return "?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    baseline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    time.sleep(1)
+    baseline_kib = pss_kib(baseline.pid)
+    baseline.kill()
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_site.launcher"],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            time.sleep(SETTLE_SECONDS)
+            skip = ("redis-server", "dockerd", "containerd")
+            processes = [p for p in process_tree(launcher.pid) if not command_name(p).startswith(skip)]
+            total_kib = 0
+            for pid in processes:
+                total_kib += pss_kib(pid)
+                print(f"  {pss_kib(pid) / 1024:7.1f} MiB  {command_name(pid)}")
+        finally:
+            os.killpg(launcher.pid, signal.SIGINT)
+            launcher.wait(60)
+
+    total_mib = total_kib / 1024
+    print(f"agent idle PSS: {total_mib:.1f} MiB in {len(processes)} processes")
+    print(
+        f"bare python interpreter: {baseline_kib / 1024:.1f} MiB -> agent = {total_kib / baseline_kib:.1f}x"
+    )
+    print(
+        f"original supervisor: {ORIGINAL_SUPERVISOR_MIB} MiB RSS"
+        f" -> ratio {total_mib / ORIGINAL_SUPERVISOR_MIB:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
