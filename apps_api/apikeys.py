@@ -34,3 +34,17 @@ def find_api_key(presented: str) -> ApiKey | None:
         if hmac.compare_digest(candidate.key.encode(), presented.encode()):
             found = candidate
     return found
+
+
+def get_or_create_service_key(app_id: int, service_name: str) -> str:
+    """The scoped key of a service labelled io.balena.features.supervisor-api: the same
+    key every time, so the service's environment (and container) stays the same."""
+    scopes = [{"type": "app", "appId": app_id}]
+    existing = ApiKey.objects.filter(app_id=app_id, service_name=service_name).first()
+    if existing is not None and existing.scopes == scopes:
+        return existing.key
+    with transaction.atomic():
+        ApiKey.objects.filter(app_id=app_id, service_name=service_name).delete()
+        return ApiKey.objects.create(
+            app_id=app_id, service_name=service_name, key=new_device_secret(), scopes=scopes
+        ).key

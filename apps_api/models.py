@@ -34,3 +34,105 @@ class ApiKey(models.Model):
     @property
     def is_global(self) -> bool:
         return any(scope.get("type") == "global" for scope in self.scopes)
+
+
+class TargetRecord(models.Model):
+    """Each accepted target state, newest last; the newest is what the engine applies."""
+
+    document = models.JSONField(help_text="the validated target, in the internal shape")
+    source = models.CharField(max_length=16)
+    force = models.BooleanField(default=False, help_text="apply overriding update locks")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "target state"
+
+    def __str__(self) -> str:
+        return f"target #{self.pk} ({self.source})"
+
+
+class App(models.Model):
+    """An app of the current target (rewritten with each target, for the admin and API reads)."""
+
+    app_id = models.PositiveBigIntegerField(unique=True)
+    uuid = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    commit = models.CharField(max_length=255, blank=True, default="")
+    release_id = models.PositiveBigIntegerField(null=True, blank=True)
+    app_class = models.CharField(max_length=16, default="fleet")
+    source = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["app_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.app_id})"
+
+
+class Service(models.Model):
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="services")
+    service_name = models.CharField(max_length=255)
+    service_id = models.PositiveBigIntegerField()
+    image_id = models.PositiveBigIntegerField()
+    image = models.CharField(max_length=255)
+    running = models.BooleanField(default=True)
+    environment = models.JSONField(default=dict)
+    labels = models.JSONField(default=dict)
+    composition = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["app_id", "service_name"]
+        constraints = [models.UniqueConstraint(fields=["app", "service_name"], name="one_service_per_name")]
+
+    def __str__(self) -> str:
+        return self.service_name
+
+
+class Network(models.Model):
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="networks")
+    name = models.CharField(max_length=255)
+    config = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Volume(models.Model):
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="volumes")
+    name = models.CharField(max_length=255)
+    config = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Image(models.Model):
+    """An image the supervisor fetched itself: the only kind it may remove."""
+
+    reference = models.CharField(max_length=512, unique=True)
+    docker_id = models.CharField(max_length=128, blank=True, default="")
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class StepRecord(models.Model):
+    """The journal of applied steps: what, why, result, how long."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=32)
+    app_id = models.PositiveBigIntegerField(null=True, blank=True)
+    service_name = models.CharField(max_length=255, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    succeeded = models.BooleanField()
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "applied step"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.service_name or ''}".strip()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
@@ -96,3 +96,179 @@ def follow_container_output(container_id: str, *, stderr: bool, since: int) -> I
         timestamps=True,
         since=since or None,
     )
+
+
+# --- reconciliation ------------------------------------------------------------------
+# Raw engine listings and actions for current.py and executor.py; they translate.
+
+LEGACY_SUPERVISED_LABEL = "io.resin.supervised"
+
+
+class EngineObjectMissing(Exception):
+    """The container, network, volume or image is not (or no longer) in the engine."""
+
+
+def _not_found(exc: Exception) -> bool:
+    import docker
+
+    return isinstance(exc, docker.errors.NotFound)
+
+
+def list_supervised_containers() -> list[dict[str, Any]]:
+    api = docker_client().api
+    seen: dict[str, dict[str, Any]] = {}
+    for label in (SUPERVISED_LABEL, LEGACY_SUPERVISED_LABEL):
+        for summary in api.containers(all=True, filters={"label": label}):
+            seen[summary["Id"]] = summary
+    return list(seen.values())
+
+
+def list_supervised_networks() -> list[dict[str, Any]]:
+    return list(docker_client().api.networks(filters={"label": SUPERVISED_LABEL}))
+
+
+def list_supervised_volumes() -> list[dict[str, Any]]:
+    return list(docker_client().api.volumes(filters={"label": SUPERVISED_LABEL}).get("Volumes") or [])
+
+
+def list_image_references() -> dict[str, str]:
+    """Every tag and digest reference in the engine → its image id."""
+    references: dict[str, str] = {}
+    for image in docker_client().api.images():
+        for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
+            if ref != "<none>:<none>" and not ref.endswith("@<none>"):
+                references[ref] = image["Id"]
+    return references
+
+
+def create_container(
+    name: str, image: str, *, environment: dict[str, str], labels: dict[str, str],
+    create: dict[str, Any], host_config: dict[str, Any], network: str | None, aliases: list[str],
+) -> str:  # fmt: skip
+    api = docker_client().api
+    networking = None
+    if network is not None:
+        networking = api.create_networking_config({network: api.create_endpoint_config(aliases=aliases)})
+    created = api.create_container(
+        image,
+        name=name,
+        environment=environment,
+        labels=labels,
+        host_config=api.create_host_config(**host_config),
+        networking_config=networking,
+        **create,
+    )
+    return str(created["Id"])
+
+
+def connect_container(container_id: str, network: str, aliases: list[str]) -> None:
+    docker_client().api.connect_container_to_network(container_id, network, aliases=aliases)
+
+
+def start_container(container_id: str) -> None:
+    docker_client().api.start(container_id)
+
+
+def stop_container(container_id: str) -> None:
+    """Stop with the container's own stop signal and grace period; tolerate one already gone."""
+    try:
+        docker_client().api.stop(container_id)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+def remove_container(container_id: str) -> None:
+    """Remove the container with its anonymous volumes; tolerate one already gone."""
+    try:
+        docker_client().api.remove_container(container_id, v=True, force=True)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+def rename_container(container_id: str, name: str) -> None:
+    docker_client().api.rename(container_id, name)
+
+
+def clear_restart_policy(container_id: str) -> None:
+    docker_client().api.update_container(container_id, restart_policy={"Name": ""})
+
+
+def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dict[str, Any] | None,
+                   enable_ipv6: bool, internal: bool, labels: dict[str, str]) -> None:  # fmt: skip
+    api = docker_client().api
+    ipam_config = None
+    if ipam:
+        import docker
+
+        pools = [docker.types.IPAMPool(**pool) for pool in ipam.get("config", [])]
+        ipam_config = docker.types.IPAMConfig(
+            driver=ipam.get("driver", "default"), pool_configs=pools, options=ipam.get("options") or None
+        )
+    try:
+        api.create_network(
+            name, driver=driver, options=options or None, ipam=ipam_config, enable_ipv6=enable_ipv6,
+            internal=internal, labels=labels, check_duplicate=True,
+        )  # fmt: skip
+    except Exception as exc:
+        # A crash between create and record leaves the network there: creating it again is done.
+        if "already exists" not in str(exc):
+            raise
+
+
+def remove_network(name: str) -> None:
+    try:
+        docker_client().api.remove_network(name)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+def create_volume(name: str, *, driver: str, driver_opts: dict[str, str], labels: dict[str, str]) -> None:
+    docker_client().api.create_volume(name, driver=driver, driver_opts=driver_opts or None, labels=labels)
+
+
+def remove_volume(name: str) -> None:
+    try:
+        docker_client().api.remove_volume(name)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+def pull_image(
+    ref: str, *, auth: dict[str, str] | None = None, on_progress: Callable[[int], None] | None = None
+) -> str:
+    """Pull `ref`, reporting whole percent across all layers; returns the image id."""
+    api = docker_client().api
+    repository, _, tag = ref.rpartition(":") if "@" not in ref else (ref, "", "")
+    if "/" in tag:  # the colon was a registry port, not a tag
+        repository, tag = ref, "latest"
+    layers: dict[str, tuple[int, int]] = {}
+    last_percent = -1
+    for event in api.pull(repository, tag=tag or None, stream=True, decode=True, auth_config=auth):
+        if "error" in event:
+            raise RuntimeError(event["error"])
+        layer, detail = event.get("id"), event.get("progressDetail") or {}
+        if layer and event.get("status") == "Downloading" and detail.get("total"):
+            layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        elif layer and event.get("status") in ("Download complete", "Pull complete", "Already exists"):
+            total = layers.get(layer, (1, 1))[1]
+            layers[layer] = (total, total)
+        if on_progress is not None and layers:
+            done = sum(current for current, _ in layers.values())
+            total = sum(total for _, total in layers.values())
+            percent = min(100, done * 100 // max(total, 1))
+            if percent != last_percent:
+                last_percent = percent
+                on_progress(percent)
+    return str(api.inspect_image(ref)["Id"])
+
+
+def remove_image(ref: str) -> None:
+    try:
+        docker_client().api.remove_image(ref)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise

@@ -1,0 +1,290 @@
+"""The apply loop: plan a round, run it, repeat until the target is reached.
+
+Single-flight across the worker's threads and processes: a Redis lock names the one
+running apply; a request arriving meanwhile is left in Redis and picked up by that
+apply before it lets go. The target is re-read every round, so a new target changes
+course at the next round boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+from apps_api import apply_status
+from apps_api.engine.container_config import DeviceContext, feature_enabled
+from apps_api.engine.current import read_current_state
+from apps_api.engine.executor import Executor
+from apps_api.engine.locks import UpdateLocks, UpdatesLocked
+from apps_api.engine.planner import PlanConfig, plan
+from apps_api.engine.state import Step, TargetState
+from apps_api.logs import LogRecord, now_ms, publish_log_record
+
+logger = logging.getLogger(__name__)
+
+APPLY_LOCK_KEY = "supervisor:apply:lock"
+APPLY_REQUEST_KEY = "supervisor:apply:requested"
+# Long enough for the longest round (a hand-over waits up to its timeout); renewed each round.
+APPLY_LOCK_SECONDS = 600
+DEFAULT_POLL_INTERVAL_MS = 900_000
+BACKOFF_BASE_SECONDS = 0.5
+
+
+@cache
+def update_locks() -> UpdateLocks:
+    """The process's registry of held update locks (engine and synchronous actions share it)."""
+    return UpdateLocks()
+
+
+def request_apply(*, force: bool = False) -> None:
+    """Record that the target must be applied; the running apply (or the next) sees it."""
+    from supervisor_site.redis_connection import redis_client
+
+    client = redis_client()
+    previous: bytes | None = client.getset(APPLY_REQUEST_KEY, json.dumps({"force": force}))  # type: ignore[assignment]
+    if previous is not None and json.loads(previous).get("force") and not force:
+        client.set(APPLY_REQUEST_KEY, json.dumps({"force": True}))
+
+
+def run_requested_applies() -> bool:
+    """Apply while requests are pending, unless another apply runs (it will see them).
+
+    Returns whether this call did the applying.
+    """
+    from supervisor_site.redis_connection import redis_client
+
+    client = redis_client()
+    ran = False
+    while client.exists(APPLY_REQUEST_KEY):
+        lock = client.lock(APPLY_LOCK_KEY, timeout=APPLY_LOCK_SECONDS, blocking=False)
+        if not lock.acquire():
+            return ran
+        ran = True
+        try:
+            while (request := client.getdel(APPLY_REQUEST_KEY)) is not None:
+                force = bool(json.loads(request).get("force"))  # type: ignore[arg-type]
+                converge(force=force, renew=lock.reacquire)
+        finally:
+            apply_status.set_flags(applying=False)
+            lock.release()
+    return ran
+
+
+def clear_stale_apply_lock() -> None:
+    """At worker start: a lock left by a killed worker would block applies for minutes."""
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().delete(APPLY_LOCK_KEY)
+
+
+def device_context(target: TargetState) -> DeviceContext:
+    from apps_api.apikeys import get_or_create_service_key
+    from hostcfg.device_type import read_device_type
+    from hostcfg.identity import load_device_identity
+
+    identity = load_device_identity()
+    slug, arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
+    keys = {
+        f"{app.app_id}/{service.service_name}": get_or_create_service_key(app.app_id, service.service_name)
+        for app in target.apps
+        for service in app.services
+        if feature_enabled(service, "supervisor-api")
+    }
+    docker_host = settings.DOCKER_HOST
+    return DeviceContext(
+        uuid=identity.uuid,
+        host_root=str(settings.SUPERVISOR_HOST_ROOT),
+        docker_socket=docker_host.removeprefix("unix://") if docker_host.startswith("unix://") else "",
+        device_type=slug,
+        arch=arch,
+        device_name=target.name or "",
+        api_port=settings.SUPERVISOR_PORT,
+        device_api_key=identity.device_api_key,
+        api_endpoint=identity.api_endpoint or "",
+        service_api_keys=keys,
+    )
+
+
+def poll_interval_seconds(target: TargetState) -> float:
+    for key in (
+        "SUPERVISOR_POLL_INTERVAL",
+        "BALENA_SUPERVISOR_POLL_INTERVAL",
+        "RESIN_SUPERVISOR_POLL_INTERVAL",
+    ):
+        value = target.config.get(key, "")
+        if value.isdigit():
+            return int(value) / 1000
+    return DEFAULT_POLL_INTERVAL_MS / 1000
+
+
+@dataclass
+class ConvergeResult:
+    rounds: int
+    converged: bool
+
+
+def converge(
+    *, force: bool = False, renew: Callable[[], object] = lambda: None, max_rounds: int | None = None
+) -> ConvergeResult:
+    """Plan and run rounds until no step remains. Failed rounds back off exponentially
+    (0.5 s * 2^n, capped at the poll interval) and are retried."""
+    from apps_api.models import Image
+    from apps_api.target_store import load_target
+
+    failures, rounds, seen_record = 0, 0, None
+    locks = update_locks()
+    while max_rounds is None or rounds < max_rounds:
+        loaded = load_target()
+        if loaded is None:
+            return ConvergeResult(rounds, True)
+        target, record = loaded
+        if record.pk != seen_record:
+            failures, seen_record = 0, record.pk
+        device = device_context(target)
+        current = read_current_state(
+            managed_images=Image.objects.values_list("reference", flat=True),
+            app_uuids={app.app_id: app.app_uuid for app in target.apps},
+        )
+        local_mode = target.source == "local"
+        steps = plan(
+            current, target.apps, locks_held=locks.held_apps(), config=PlanConfig(device, local_mode)
+        )
+        if not steps:
+            apply_status.set_flags(
+                applying=False, update_pending=False, update_failed=False, update_downloaded=False
+            )
+            return ConvergeResult(rounds, True)
+        apply_status.set_flags(applying=True, update_pending=True)
+        rounds += 1
+        executor = Executor(
+            device=device, locks=locks, observer=JournalObserver(), force=force or record.force,
+            on_image_fetched=_record_image,
+        )  # fmt: skip
+        outcomes = executor.run_round(steps)
+        renew()
+        errors = [o.error for o in outcomes if o.error is not None]
+        if not errors:
+            failures = 0
+            continue
+        failures += 1
+        apply_status.set_flags(update_failed=True)
+        delay = min(BACKOFF_BASE_SECONDS * 2**failures, poll_interval_seconds(target))
+        locked = next((e for e in errors if isinstance(e, UpdatesLocked)), None)
+        if locked is not None:
+            system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
+        else:
+            system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
+        _wait_for_retry(delay, record.pk)
+    return ConvergeResult(rounds, False)
+
+
+def _wait_for_retry(seconds: float, record_pk: int) -> None:
+    """Sleep before a retry, cut short when a new target arrives."""
+    from apps_api.models import TargetRecord
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
+            return
+
+
+def _record_image(reference: str, docker_id: str) -> None:
+    from apps_api.models import Image
+
+    Image.objects.update_or_create(reference=reference, defaults={"docker_id": docker_id})
+    apply_status.set_flags(update_downloaded=True)
+
+
+def system_log(message: str, *, is_stderr: bool = False) -> None:
+    logger.info("%s", message)
+    publish_log_record(LogRecord(message=message, timestamp=now_ms(), is_system=True, is_stderr=is_stderr))
+
+
+# What each step announces (spec: logs-hostconfig-misc.md): (starting, done).
+STEP_MESSAGES = {
+    "fetch": ("Downloading image '{image}'", "Downloaded image '{image}'"),
+    "start": ("Installing service '{service}'", "Started service '{service}'"),
+    "kill": ("Killing service '{service}'", "Killed service '{service}'"),
+    "stop": ("Stopping service '{service}'", "Stopped service '{service}'"),
+    "remove": ("Removing dead container of '{service}'", "Removed dead container of '{service}'"),
+    "updateMetadata": ("Updating metadata of service '{service}'", "Updated metadata of service '{service}'"),
+    "handover": ("Handing over service '{service}'", "Handed over service '{service}'"),
+    "createNetwork": ("Creating network '{network}'", "Created network '{network}'"),
+    "removeNetwork": ("Removing network '{network}'", "Removed network '{network}'"),
+    "createVolume": ("Creating volume '{volume}'", "Created volume '{volume}'"),
+    "removeVolume": ("Removing volume '{volume}'", "Removed volume '{volume}'"),
+    "removeImage": ("Deleting image '{image}'", "Deleted image '{image}'"),
+    "takeLock": ("Taking update locks", "Took update locks"),
+    "releaseLock": ("Releasing update locks", "Released update locks"),
+}
+STATUS_WHILE = {"fetch": "Downloading", "start": "Installing", "kill": "Stopping", "stop": "Stopping",
+                "handover": "Handing over"}  # fmt: skip
+
+
+def _describe(step: Step) -> dict[str, str]:
+    image = step.image or (step.target.image if step.target else "")
+    if step.target is not None:
+        service_text = f"{step.target.service_name} {step.target.image}"
+    elif step.current is not None:
+        service_text = f"{step.current.service_name} {step.current.docker_image_id}"
+    else:
+        service_text = ""
+    network = (
+        step.network.name if step.network else (step.current_network.name if step.current_network else "")
+    )
+    volume = step.volume.name if step.volume else (step.current_volume.name if step.current_volume else "")
+    return {"service": service_text, "image": image, "network": network, "volume": volume}
+
+
+class JournalObserver:
+    """Journals every step, announces it as a system log message and tracks service status."""
+
+    def started(self, step: Step) -> None:
+        if step.kind in STEP_MESSAGES:
+            system_log(STEP_MESSAGES[step.kind][0].format(**_describe(step)))
+        if step.app_id is not None and step.service_name and step.kind in STATUS_WHILE:
+            apply_status.set_service_status(step.app_id, step.service_name, STATUS_WHILE[step.kind])
+
+    def finished(self, step: Step, error: BaseException | None, seconds: float) -> None:
+        from apps_api.models import StepRecord
+
+        if step.kind in STEP_MESSAGES:
+            if error is None:
+                system_log(STEP_MESSAGES[step.kind][1].format(**_describe(step)))
+            elif not isinstance(error, UpdatesLocked):
+                system_log(
+                    f"{STEP_MESSAGES[step.kind][0].format(**_describe(step))} due to '{error}'",
+                    is_stderr=True,
+                )
+        if step.app_id is not None and step.service_name:
+            apply_status.set_service_status(step.app_id, step.service_name, None)
+        if step.image:
+            apply_status.set_image_progress(step.image, None)
+        StepRecord.objects.create(
+            kind=step.kind,
+            app_id=step.app_id,
+            service_name=step.service_name or "",
+            reason=step.reason[:255],
+            succeeded=error is None,
+            error=str(error) if error else "",
+            duration_ms=int(seconds * 1000),
+        )
+
+    def progress(self, step: Step, percent: int) -> None:
+        if step.image:
+            apply_status.set_image_progress(step.image, percent)
+
+
+def apply_in_progress() -> bool:
+    """An apply is requested or running."""
+    from supervisor_site.redis_connection import redis_client
+
+    return bool(redis_client().exists(APPLY_REQUEST_KEY, APPLY_LOCK_KEY))

@@ -1,0 +1,326 @@
+"""The container, network and volume definitions the executor creates, built purely from
+the target (engine.md: injected environment, labels, feature labels, naming).
+
+The same functions give the config hashes the planner compares, so "what would be
+created" and "what counts as changed" cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apps_api.engine.locks import service_lock_dir
+from apps_api.engine.state import (
+    BUILTIN_NETWORK_MODES,
+    AppSpec,
+    NetworkSpec,
+    ServiceSpec,
+    VolumeSpec,
+    is_truthy,
+)
+
+CONFIG_HASH_LABEL = "io.balena.private.config-hash"
+LOCK_DIR_IN_CONTAINER = ("/tmp/balena", "/tmp/resin")  # noqa: S108 - container paths, fixed by the contract
+SUPERVISOR0_GATEWAY = "10.114.104.1"
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+DEFAULT_STOP_GRACE_SECONDS = 10
+
+# Feature label (after io.balena.features.) → host paths bind-mounted at the same place.
+FEATURE_BINDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "dbus": (("/run/dbus", "/host/run/dbus", False),),
+    "sysfs": (("/sys", "/sys", False),),
+    "procfs": (("/proc", "/proc", False),),
+    "kernel-modules": (("/lib/modules", "/lib/modules", False),),
+    "firmware": (("/lib/firmware", "/lib/firmware", False),),
+    "journal-logs": (
+        ("/var/log/journal", "/var/log/journal", True),
+        ("/run/log/journal", "/run/log/journal", True),
+        ("/etc/machine-id", "/etc/machine-id", True),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What the device contributes to every container: identity and paths."""
+
+    uuid: str
+    host_root: str
+    docker_socket: str = "/var/run/docker.sock"
+    device_type: str = "generic-amd64"
+    arch: str = "amd64"
+    os_version: str = ""
+    device_name: str = ""
+    api_port: int = 48484
+    device_api_key: str = ""
+    api_endpoint: str = ""
+    service_api_keys: dict[str, str] = field(default_factory=dict)
+    """`"<appId>/<serviceName>"` → scoped key, for services labelled supervisor-api."""
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    name: str
+    image: str
+    environment: dict[str, str]
+    labels: dict[str, str]
+    create: dict[str, Any]
+    """Keyword arguments of the docker API's create_container besides host_config."""
+    host_config: dict[str, Any]
+    """Keyword arguments of create_host_config."""
+    networks: dict[str, list[str]]
+    """Docker network name → aliases; the first is joined at creation."""
+    init_environment: dict[str, str]
+    """Set at creation only and ignored when comparing (e.g. the device name at init)."""
+
+
+def container_name(service: ServiceSpec) -> str:
+    return f"{service.service_name}_{service.image_id}_{service.release_id}_{service.commit}"
+
+
+def network_docker_name(app: AppSpec, name: str) -> str:
+    return f"{app.app_uuid}_{name}"
+
+
+def volume_docker_name(app_id: int, name: str) -> str:
+    return f"{app_id}_{name}"
+
+
+def host_lock_dir(device: DeviceContext, app_id: int, service_name: str) -> str:
+    return str(service_lock_dir(Path(device.host_root), app_id, service_name))
+
+
+def feature_enabled(service: ServiceSpec, feature: str) -> bool:
+    labels = service.labels
+    return is_truthy(labels.get(f"io.balena.features.{feature}", "")) or is_truthy(
+        labels.get(f"io.resin.features.{feature.replace('balena', 'resin')}", "")
+    )
+
+
+def _supervisor_environment(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
+    values = {
+        "APP_ID": str(app.app_id),
+        "APP_UUID": app.app_uuid,
+        "APP_NAME": app.name,
+        "SERVICE_NAME": service.service_name,
+        "DEVICE_UUID": device.uuid,
+        "DEVICE_TYPE": device.device_type,
+        "DEVICE_ARCH": device.arch,
+        "HOST_OS_VERSION": device.os_version,
+        "APP_LOCK_PATH": "/tmp/balena/updates.lock",  # noqa: S108
+    }
+    if feature_enabled(service, "supervisor-api"):
+        host_networking = service.composition.get("network_mode") == "host"
+        host = "127.0.0.1" if host_networking else SUPERVISOR0_GATEWAY
+        values.update(
+            SUPERVISOR_API_KEY=device.service_api_keys.get(f"{app.app_id}/{service.service_name}", ""),
+            SUPERVISOR_PORT=str(device.api_port),
+            SUPERVISOR_HOST=host,
+            SUPERVISOR_ADDRESS=f"http://{host}:{device.api_port}",
+        )
+    env = {f"{prefix}_{key}": value for key, value in values.items() for prefix in ("BALENA", "RESIN")}
+    env.update(
+        BALENA="1",
+        RESIN="1",
+        BALENA_SERVICE_HANDOVER_COMPLETE_PATH="/tmp/balena/handover-complete",  # noqa: S108
+        RESIN_SERVICE_KILL_ME_PATH="/tmp/balena/handover-complete",  # noqa: S108
+        USER="root",
+    )
+    if feature_enabled(service, "balena-api"):
+        env.update(BALENA_API_KEY=device.device_api_key, BALENA_API_URL=device.api_endpoint)
+    if feature_enabled(service, "balena-socket"):
+        env["DOCKER_HOST"] = "unix:///host/run/balena-engine.sock"
+    return env
+
+
+def _mounts(
+    app: AppSpec, service: ServiceSpec, device: DeviceContext
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(binds, mounts): the lock dir and feature binds; named, anonymous and tmpfs volumes."""
+    lock_dir = host_lock_dir(device, app.app_id, service.service_name)
+    binds = [f"{lock_dir}:{path}" for path in LOCK_DIR_IN_CONTAINER]
+    for feature, paths in FEATURE_BINDS.items():
+        if feature_enabled(service, feature):
+            binds += [f"{src}:{dst}:ro" if ro else f"{src}:{dst}" for src, dst, ro in paths]
+    if feature_enabled(service, "balena-socket"):
+        for target in ("/host/run/balena-engine.sock", "/var/run/docker.sock", "/var/run/balena.sock"):
+            binds.append(f"{device.docker_socket}:{target}")
+    mounts = []
+    for mount in service.composition.get("volumes") or []:
+        if mount["type"] == "tmpfs":
+            mounts.append({"Type": "tmpfs", "Target": mount["target"]})
+            continue
+        source = volume_docker_name(app.app_id, mount["source"]) if mount.get("source") else None
+        mounts.append(
+            {
+                "Type": "volume",
+                "Source": source,
+                "Target": mount["target"],
+                "ReadOnly": bool(mount.get("read_only")),
+            }
+        )
+    return binds, mounts
+
+
+def _networks(app: AppSpec, service: ServiceSpec) -> tuple[str, dict[str, list[str]]]:
+    """(network_mode, docker network name → aliases)."""
+    mode = service.composition.get("network_mode")
+    if mode in BUILTIN_NETWORK_MODES:
+        return str(mode), {}
+    if isinstance(mode, str) and mode.startswith("service:"):
+        return mode, {}  # resolved to container:<id> by the executor at creation
+    declared = service.composition.get("networks") or {}
+    networks = {}
+    for name in service.network_names:
+        aliases = [service.service_name, *(declared.get(name) or {}).get("aliases", [])]
+        networks[network_docker_name(app, name)] = sorted(set(aliases))
+    return next(iter(networks)), networks
+
+
+def _port_bindings(service: ServiceSpec) -> tuple[list[Any], dict[str, list[Any]]]:
+    exposed: list[Any] = []
+    bindings: dict[str, list[Any]] = {}
+    for port in service.composition.get("ports") or []:
+        key = f"{port['container_port']}/{port['protocol']}"
+        exposed.append((port["container_port"], port["protocol"]))
+        host = (port.get("host_ip") or "", port["host_port"]) if port.get("host_port") else None
+        bindings.setdefault(key, [])
+        if host is not None:
+            bindings[key].append(host)
+    return exposed, bindings
+
+
+def build_container_config(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> ContainerConfig:
+    """The container the target asks for (image defaults are Docker's to fill in)."""
+    c = service.composition
+    environment = {**_supervisor_environment(app, service, device), **service.environment}
+    labels = {
+        **service.labels,
+        "io.balena.supervised": "true",
+        "io.balena.app-id": str(app.app_id),
+        "io.balena.app-uuid": app.app_uuid,
+        "io.balena.service-id": str(service.service_id),
+        "io.balena.service-name": service.service_name,
+    }
+    binds, mounts = _mounts(app, service, device)
+    network_mode, networks = _networks(app, service)
+    exposed, port_bindings = _port_bindings(service)
+    restart = c.get("restart", "always")
+    host_config: dict[str, Any] = {
+        "binds": binds,
+        "mounts": mounts,
+        "network_mode": network_mode,
+        "restart_policy": {"Name": "" if restart == "no" else restart},
+        "port_bindings": port_bindings,
+        "shm_size": c.get("shm_size", DEFAULT_SHM_SIZE),
+        "privileged": bool(c.get("privileged", False)),
+        "read_only": bool(c.get("read_only", False)),
+        "init": c.get("init"),
+        "ipc_mode": c.get("ipc", "shareable"),
+    }
+    for compose_key, docker_key in (
+        ("cap_add", "cap_add"),
+        ("cap_drop", "cap_drop"),
+        ("devices", "devices"),
+        ("dns", "dns"),
+        ("dns_opt", "dns_opt"),
+        ("dns_search", "dns_search"),
+        ("extra_hosts", "extra_hosts"),
+        ("group_add", "group_add"),
+        ("mem_limit", "mem_limit"),
+        ("mem_reservation", "mem_reservation"),
+        ("oom_kill_disable", "oom_kill_disable"),
+        ("oom_score_adj", "oom_score_adj"),
+        ("pid", "pid_mode"),
+        ("pids_limit", "pids_limit"),
+        ("security_opt", "security_opt"),
+        ("storage_opt", "storage_opt"),
+        ("sysctls", "sysctls"),
+        ("userns_mode", "userns_mode"),
+        ("cpu_shares", "cpu_shares"),
+        ("cpu_quota", "cpu_quota"),
+        ("cpus", "nano_cpus"),
+        ("cpuset", "cpuset_cpus"),
+        ("cgroup_parent", "cgroup_parent"),
+    ):
+        if compose_key in c:
+            host_config[docker_key] = c[compose_key]
+    if "tmpfs" in c:
+        host_config["tmpfs"] = {path: "" for path in c["tmpfs"]}
+    if "ulimits" in c:
+        host_config["ulimits"] = [
+            {"Name": name, "Soft": v["soft"], "Hard": v["hard"]}
+            if isinstance(v, dict)
+            else {"Name": name, "Soft": v, "Hard": v}
+            for name, v in sorted(c["ulimits"].items())
+        ]
+    if feature_enabled(service, "gpu"):
+        host_config["device_requests"] = [{"Count": 1, "Capabilities": [["gpu"]]}]
+
+    create: dict[str, Any] = {
+        "command": c.get("command"),
+        "entrypoint": c.get("entrypoint"),
+        "ports": exposed,
+        "tty": bool(c.get("tty", True)),
+        "stop_signal": c.get("stop_signal"),
+        "stop_timeout": c.get("stop_grace_period", DEFAULT_STOP_GRACE_SECONDS),
+        "working_dir": c.get("working_dir"),
+        "user": c.get("user"),
+        "hostname": c.get("hostname"),
+        "domainname": c.get("domainname"),
+        "mac_address": c.get("mac_address"),
+        "healthcheck": _healthcheck(c.get("healthcheck")),
+    }
+    config = ContainerConfig(
+        name=container_name(service),
+        image=service.image,
+        environment=environment,
+        labels=labels,
+        create={k: v for k, v in create.items() if v is not None},
+        host_config={k: v for k, v in host_config.items() if v is not None},
+        networks=networks,
+        init_environment={
+            "BALENA_DEVICE_NAME_AT_INIT": device.device_name,
+            "RESIN_DEVICE_NAME_AT_INIT": device.device_name,
+        },
+    )
+    config.labels[CONFIG_HASH_LABEL] = container_config_hash(config)
+    return config
+
+
+def _healthcheck(check: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not check:
+        return None
+    keys = {"test": "test", "interval": "interval", "timeout": "timeout", "retries": "retries"}
+    keys["start_period"] = "start_period"
+    return {docker: check[compose] for compose, docker in keys.items() if compose in check}
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def container_config_hash(config: ContainerConfig) -> str:
+    """Hash of everything that needs a new container when it changes. The name (release
+    metadata) is left out: a release-only change renames without restarting."""
+    labels = {k: v for k, v in config.labels.items() if k != CONFIG_HASH_LABEL}
+    return _digest(
+        [config.image, config.environment, labels, config.create, config.host_config, config.networks]
+    )
+
+
+def service_config_hash(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> str:
+    return build_container_config(app, service, device).labels[CONFIG_HASH_LABEL]
+
+
+def network_config_hash(network: NetworkSpec) -> str:
+    return _digest(asdict(network))
+
+
+def volume_config_hash(volume: VolumeSpec) -> str:
+    return _digest(asdict(volume))

@@ -1,0 +1,234 @@
+"""Runs the planner's steps against the engine, all steps of a round at once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from apps_api.engine import docker as engine
+from apps_api.engine.container_config import (
+    CONFIG_HASH_LABEL,
+    DeviceContext,
+    build_container_config,
+    container_name,
+    network_config_hash,
+    network_docker_name,
+    volume_config_hash,
+    volume_docker_name,
+)
+from apps_api.engine.locks import UpdateLocks, ensure_service_lock_dir, handover_complete
+from apps_api.engine.state import AppSpec, CurrentService, ServiceSpec, Step
+
+logger = logging.getLogger(__name__)
+
+MAX_PARALLEL_STEPS = 16
+HANDOVER_POLL_SECONDS = 0.2
+
+
+class StepObserver(Protocol):
+    """Told about each step: the apply loop journals, logs and tracks status with it."""
+
+    def started(self, step: Step) -> None: ...
+
+    def finished(self, step: Step, error: BaseException | None, seconds: float) -> None: ...
+
+    def progress(self, step: Step, percent: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: Step
+    error: BaseException | None
+    seconds: float
+
+
+@dataclass
+class Executor:
+    device: DeviceContext
+    locks: UpdateLocks
+    observer: StepObserver
+    force: bool = False
+    on_image_fetched: Callable[[str, str], None] = lambda ref, image_id: None
+
+    @property
+    def host_root(self) -> Path:
+        return Path(self.device.host_root)
+
+    def run_round(self, steps: Sequence[Step]) -> list[StepOutcome]:
+        """Run every step concurrently; returns each outcome (errors are not raised)."""
+        work = [s for s in steps if s.kind != "noop"]
+        if not work:
+            return []
+        if len(work) == 1:
+            return [self._run(work[0])]
+        with ThreadPoolExecutor(max_workers=min(len(work), MAX_PARALLEL_STEPS)) as pool:
+            return list(pool.map(self._run, work))
+
+    def _run(self, step: Step) -> StepOutcome:
+        self.observer.started(step)
+        began = time.monotonic()
+        error: BaseException | None = None
+        try:
+            getattr(self, f"_do_{step.kind}")(step)
+        except Exception as exc:
+            error = exc
+        seconds = time.monotonic() - began
+        self.observer.finished(step, error, seconds)
+        return StepOutcome(step, error, seconds)
+
+    # --- containers ---------------------------------------------------------------------
+
+    def _do_fetch(self, step: Step) -> None:
+        assert step.image is not None
+        image_id = engine.pull_image(
+            step.image, on_progress=lambda percent: self.observer.progress(step, percent)
+        )
+        self.on_image_fetched(step.image, image_id)
+
+    def _do_kill(self, step: Step) -> None:
+        assert step.current is not None
+        self._kill(step.current)
+        if step.target is not None and step.target.update_strategy == "delete-then-download":
+            try:
+                engine.remove_image(step.current.docker_image_id)
+            except Exception as exc:  # still used by another container: it stays
+                logger.info("kept image %s: %s", step.current.docker_image_id, exc)
+
+    def _kill(self, container: CurrentService) -> None:
+        engine.stop_container(container.container_id)
+        engine.remove_container(container.container_id)
+
+    def _do_stop(self, step: Step) -> None:
+        assert step.current is not None
+        engine.stop_container(step.current.container_id)
+
+    def _do_remove(self, step: Step) -> None:
+        assert step.current is not None
+        engine.remove_container(step.current.container_id)
+
+    def _do_start(self, step: Step) -> None:
+        if step.current is not None:
+            engine.start_container(step.current.container_id)
+            return
+        assert step.app is not None and step.target is not None
+        container_id = self._create(step.app, step.target, name=container_name(step.target))
+        if step.target.running:
+            engine.start_container(container_id)
+
+    def _create(self, app: AppSpec, service: ServiceSpec, *, name: str) -> str:
+        ensure_service_lock_dir(self.host_root, app.app_id, service.service_name)
+        config = build_container_config(app, service, self.device)
+        host_config = dict(config.host_config)
+        mode = str(host_config.get("network_mode", ""))
+        if mode.startswith("service:"):
+            host_config["network_mode"] = (
+                f"container:{self._service_container_id(app, mode[len('service:') :])}"
+            )
+        networks = list(config.networks.items())
+        first_network, first_aliases = networks[0] if networks else (None, [])
+        container_id = engine.create_container(
+            name,
+            config.image,
+            environment={**config.init_environment, **config.environment},
+            labels=config.labels,
+            create=config.create,
+            host_config=host_config,
+            network=first_network,
+            aliases=first_aliases,
+        )
+        for network, aliases in networks[1:]:
+            engine.connect_container(container_id, network, aliases)
+        return container_id
+
+    def _service_container_id(self, app: AppSpec, service_name: str) -> str:
+        from apps_api.engine.current import current_service
+
+        for summary in engine.list_supervised_containers():
+            service = current_service(summary)
+            if service and service.app_id == app.app_id and service.service_name == service_name:
+                return service.container_id
+        raise RuntimeError(f"network_mode service:{service_name}: no container of that service")
+
+    def _do_updateMetadata(self, step: Step) -> None:
+        assert step.current is not None and step.target is not None
+        engine.rename_container(step.current.container_id, container_name(step.target))
+
+    def _do_handover(self, step: Step) -> None:
+        """Start the new container beside the old one, wait for it to say it has taken
+        over (or for the timeout), then kill the old one."""
+        assert step.app is not None and step.current is not None and step.target is not None
+        old, service = step.current, step.target
+        lock_dir = ensure_service_lock_dir(self.host_root, step.app.app_id, service.service_name)
+        for marker in ("handover-complete", "resin-kill-me"):
+            (lock_dir / marker).unlink(missing_ok=True)
+        engine.clear_restart_policy(old.container_id)
+        engine.rename_container(old.container_id, f"old_{old.container_name}")
+        new_id = self._create(step.app, service, name=container_name(service))
+        engine.start_container(new_id)
+        deadline = time.monotonic() + service.handover_timeout_ms / 1000
+        while time.monotonic() < deadline:
+            if handover_complete(self.host_root, step.app.app_id, service.service_name):
+                break
+            time.sleep(HANDOVER_POLL_SECONDS)
+        self._kill(old)
+
+    # --- networks, volumes, images, locks -----------------------------------------------------
+
+    def _do_createNetwork(self, step: Step) -> None:
+        assert step.app is not None and step.network is not None
+        network = step.network
+        engine.create_network(
+            network_docker_name(step.app, network.name),
+            driver=network.driver,
+            options=network.driver_opts,
+            ipam=network.ipam or None,
+            enable_ipv6=network.enable_ipv6,
+            internal=network.internal,
+            labels={
+                **network.labels,
+                "io.balena.supervised": "true",
+                "io.balena.app-id": str(step.app.app_id),
+                "io.balena.app-uuid": step.app.app_uuid,
+                CONFIG_HASH_LABEL: network_config_hash(network),
+            },
+        )
+
+    def _do_removeNetwork(self, step: Step) -> None:
+        assert step.current_network is not None
+        engine.remove_network(step.current_network.docker_name)
+
+    def _do_createVolume(self, step: Step) -> None:
+        assert step.app is not None and step.volume is not None
+        volume = step.volume
+        engine.create_volume(
+            volume_docker_name(step.app.app_id, volume.name),
+            driver=volume.driver,
+            driver_opts=volume.driver_opts,
+            labels={
+                **volume.labels,
+                "io.balena.supervised": "true",
+                "io.balena.app-uuid": step.app.app_uuid,
+                CONFIG_HASH_LABEL: volume_config_hash(volume),
+            },
+        )
+
+    def _do_removeVolume(self, step: Step) -> None:
+        assert step.current_volume is not None
+        engine.remove_volume(step.current_volume.docker_name)
+
+    def _do_removeImage(self, step: Step) -> None:
+        assert step.image is not None
+        engine.remove_image(step.image)
+
+    def _do_takeLock(self, step: Step) -> None:
+        assert step.app_id is not None
+        self.locks.take(self.host_root, step.app_id, step.services, force=self.force)
+
+    def _do_releaseLock(self, step: Step) -> None:
+        assert step.app_id is not None
+        self.locks.release(self.host_root, step.app_id)

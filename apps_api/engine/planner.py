@@ -1,0 +1,349 @@
+"""The planner: current state + target → the steps of the next apply round. Pure.
+
+Called once per round by the apply loop; every step it returns may run concurrently,
+so a step whose precondition is another step's effect is only emitted in a later
+round (kill the old container this round, start the new one the next).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from apps_api.engine.container_config import (
+    DeviceContext,
+    network_config_hash,
+    service_config_hash,
+)
+from apps_api.engine.state import (
+    DEFAULT_NETWORK,
+    AppSpec,
+    CurrentNetwork,
+    CurrentService,
+    CurrentState,
+    CurrentVolume,
+    NetworkSpec,
+    ServiceSpec,
+    Step,
+    normalise_image_ref,
+)
+
+# Steps that disrupt a running app, so they need the app's update lock (locks.md).
+LOCKED_STEPS = frozenset({"kill", "stop", "start", "updateMetadata", "handover"})
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    device: DeviceContext
+    local_mode: bool = False
+    """Local mode keeps images: nothing is garbage-collected."""
+
+
+@dataclass
+class _AppView:
+    """The current objects of one app."""
+
+    services: list[CurrentService] = field(default_factory=list)
+    networks: dict[str, CurrentNetwork] = field(default_factory=dict)
+    volumes: dict[str, CurrentVolume] = field(default_factory=dict)
+
+
+def plan(
+    current: CurrentState, target: Sequence[AppSpec], *, locks_held: Iterable[int], config: PlanConfig
+) -> list[Step]:
+    """The steps of the next round; [] when current matches target, [noop] while only
+    downloads are in flight."""
+    held = frozenset(locks_held)
+    views: dict[int, _AppView] = {}
+    for service in current.services:
+        views.setdefault(service.app_id, _AppView()).services.append(service)
+    for network in current.networks:
+        views.setdefault(network.app_id, _AppView()).networks[network.name] = network
+    for volume in current.volumes:
+        views.setdefault(volume.app_id, _AppView()).volumes[volume.name] = volume
+    targets = {app.app_id: app for app in target}
+
+    steps: list[Step] = []
+    for app_id in sorted(views.keys() | targets.keys()):
+        view = views.get(app_id, _AppView())
+        app = targets.get(app_id)
+        if app is None:
+            steps += _remove_app(app_id, view, locked=app_id in held)
+        else:
+            steps += _AppPlanner(app, view, current, config, locked=app_id in held).steps()
+
+    if not steps and not config.local_mode:
+        steps = _unused_images(current, target)
+    if not steps and current.downloading:
+        steps = [Step("noop", reason="downloads in progress")]
+    return steps
+
+
+def _remove_app(app_id: int, view: _AppView, *, locked: bool) -> list[Step]:
+    """An app gone from the target loses its containers and networks; its volumes stay."""
+    if view.services:
+        if not locked:
+            names = tuple(sorted({s.service_name for s in view.services}))
+            return [Step("takeLock", app_id=app_id, services=names, reason="app removed from target")]
+        return [
+            Step("kill", app_id=app_id, current=s, reason="app removed from target")
+            for s in view.services
+            if s.status != "removing"
+        ]
+    steps = [
+        Step("removeNetwork", app_id=app_id, current_network=n, reason="app removed from target")
+        for n in view.networks.values()
+    ]
+    if locked:
+        steps.append(Step("releaseLock", app_id=app_id, reason="app removed"))
+    return steps
+
+
+class _AppPlanner:
+    """The steps of one app that stays in (or enters) the target."""
+
+    def __init__(
+        self, app: AppSpec, view: _AppView, current: CurrentState, config: PlanConfig, *, locked: bool
+    ) -> None:
+        self.app = app
+        self.view = view
+        self.images = current.images
+        self.downloading = current.downloading
+        self.device = config.device
+        self.locked = locked
+        self.free: list[Step] = []
+        self.gated: list[Step] = []
+
+    def steps(self) -> list[Step]:
+        alive = [s for s in self.view.services if s.status != "dead"]
+        dead = [s for s in self.view.services if s.status == "dead"]
+        self.free += [Step("remove", app_id=self.app.app_id, current=s, reason="dead") for s in dead]
+        newest = self._newest_per_service(alive)
+        self._plan_volumes()
+        unusable_networks = self._plan_networks(alive)
+        for name, container in sorted(newest.items()):
+            if self.app.service(name) is None:
+                self._gate(Step("kill", app_id=self.app.app_id, current=container, reason="not in target"))
+        being_removed = {s.service_name for s in dead}
+        for service in self.app.services:
+            # A new container takes the dead one's name: create it once that one is gone.
+            if service.service_name not in being_removed or service.service_name in newest:
+                self._plan_service(service, newest.get(service.service_name), newest, unusable_networks)
+
+        steps = list(self.free)
+        if self.gated:
+            if self.locked:
+                steps += self.gated
+            else:
+                names = {s.service_name for s in self.view.services} | {
+                    s.service_name for s in self.app.services
+                }
+                steps.append(
+                    Step(
+                        "takeLock",
+                        app_id=self.app.app_id,
+                        services=tuple(sorted(names)),
+                        reason=self.gated[0].reason,
+                    )
+                )
+        if not steps and self.locked:
+            steps.append(Step("releaseLock", app_id=self.app.app_id, reason="target reached"))
+        return steps
+
+    def _gate(self, step: Step) -> None:
+        # A fresh install has nothing running that a lock could protect: its starts go
+        # through at once, saving two rounds.
+        if step.kind == "start" and not any(s.status != "dead" for s in self.view.services):
+            self.free.append(step)
+        else:
+            self.gated.append(step)
+
+    def _newest_per_service(self, alive: list[CurrentService]) -> dict[str, CurrentService]:
+        """The newest container of each service; older duplicates are killed."""
+        newest: dict[str, CurrentService] = {}
+        for container in sorted(alive, key=lambda s: (s.created_at, s.container_id), reverse=True):
+            if container.service_name in newest:
+                self._gate(
+                    Step("kill", app_id=self.app.app_id, current=container, reason="duplicate container")
+                )
+            else:
+                newest[container.service_name] = container
+        return newest
+
+    def _target_networks(self) -> dict[str, NetworkSpec]:
+        networks = {n.name: n for n in self.app.networks}
+        networks.setdefault(DEFAULT_NETWORK, NetworkSpec(DEFAULT_NETWORK))
+        return networks
+
+    def _plan_volumes(self) -> None:
+        # Volumes of an app in the target are never removed: a changed definition keeps
+        # the existing volume and its data.
+        for volume in self.app.volumes:
+            if volume.name not in self.view.volumes:
+                self.free.append(
+                    Step(
+                        "createVolume",
+                        app_id=self.app.app_id,
+                        app=self.app,
+                        volume=volume,
+                        reason="new volume",
+                    )
+                )
+
+    def _plan_networks(self, alive: list[CurrentService]) -> set[str]:
+        """Create, recreate and remove networks; returns those that containers must leave."""
+        targets = self._target_networks()
+        unusable = set()
+        for name, existing in self.view.networks.items():
+            wanted = targets.get(name)
+            if wanted is not None and existing.config_hash == network_config_hash(wanted):
+                continue
+            unusable.add(name)
+            if not any(name in s.networks for s in alive):
+                reason = "network changed" if wanted is not None else "network not in target"
+                self.free.append(
+                    Step("removeNetwork", app_id=self.app.app_id, current_network=existing, reason=reason)
+                )
+        for name, network in sorted(targets.items()):
+            if name not in self.view.networks:
+                self.free.append(
+                    Step(
+                        "createNetwork",
+                        app_id=self.app.app_id,
+                        app=self.app,
+                        network=network,
+                        reason="new network",
+                    )
+                )
+        return unusable
+
+    def _image_ready(self, service: ServiceSpec) -> bool:
+        return normalise_image_ref(service.image) in self.images
+
+    def _fetch(self, service: ServiceSpec) -> None:
+        ref = normalise_image_ref(service.image)
+        if ref in self.downloading:
+            self.free.append(Step("noop", app_id=self.app.app_id, target=service, reason="downloading"))
+        elif not any(s.kind == "fetch" and s.image == ref for s in self.free):
+            self.free.append(
+                Step(
+                    "fetch",
+                    app_id=self.app.app_id,
+                    app=self.app,
+                    target=service,
+                    image=ref,
+                    reason="image missing",
+                )
+            )
+
+    def _differs(self, container: CurrentService, service: ServiceSpec, unusable_networks: set[str]) -> str:
+        """Why the container must be replaced, or "" when it matches the service."""
+        if not self._image_ready(service):
+            return "new image"
+        if self.images[normalise_image_ref(service.image)] != container.docker_image_id:
+            return "image changed"
+        if container.config_hash != service_config_hash(self.app, service, self.device):
+            return "configuration changed"
+        if unusable_networks.intersection(container.networks):
+            return "network changed"
+        return ""
+
+    def _dependencies_met(
+        self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
+    ) -> bool:
+        if not all(self._image_ready(s) for s in self.app.services):
+            return False
+        networks = {n for n in service.network_names}
+        if not networks <= set(self.view.networks) or networks & unusable_networks:
+            return False
+        if not set(service.volume_names) <= set(self.view.volumes):
+            return False
+        for name in service.depends_on:
+            dependency, container = self.app.service(name), newest.get(name)
+            if dependency is None or container is None or container.status != "running":
+                return False
+            if self._differs(container, dependency, unusable_networks):
+                return False
+        return True
+
+    def _plan_service(
+        self,
+        service: ServiceSpec,
+        container: CurrentService | None,
+        newest: dict[str, CurrentService],
+        unusable_networks: set[str],
+    ) -> None:
+        app_id = self.app.app_id
+        if container is None:
+            if not self._image_ready(service):
+                self._fetch(service)
+            elif self._dependencies_met(service, newest, unusable_networks):
+                self._gate(Step("start", app_id=app_id, app=self.app, target=service, reason="not running"))
+            return
+
+        reason = self._differs(container, service, unusable_networks)
+        if reason:
+            self._replace(service, container, reason)
+        elif (container.commit, container.release_id, container.image_id) != (
+            service.commit,
+            service.release_id,
+            service.image_id,
+        ):
+            self._gate(
+                Step(
+                    "updateMetadata",
+                    app_id=app_id,
+                    app=self.app,
+                    current=container,
+                    target=service,
+                    reason="release changed",
+                )
+            )
+        elif not service.running and container.status in ("running", "restarting"):
+            self._gate(
+                Step("stop", app_id=app_id, current=container, target=service, reason="running: false")
+            )
+        elif service.running and container.status == "created":
+            self._gate(
+                Step(
+                    "start",
+                    app_id=app_id,
+                    app=self.app,
+                    current=container,
+                    target=service,
+                    reason="installed, not started",
+                )
+            )
+
+    def _replace(self, service: ServiceSpec, container: CurrentService, reason: str) -> None:
+        """Apply the service's update strategy to replace `container`."""
+        app_id = self.app.app_id
+        strategy = service.update_strategy
+        if strategy in ("kill-then-download", "delete-then-download"):
+            self._gate(Step("kill", app_id=app_id, current=container, target=service, reason=reason))
+            return
+        if not self._image_ready(service):
+            self._fetch(service)
+            return
+        # download-then-kill and hand-over: disrupt only once every image of the app is here.
+        if not all(self._image_ready(s) for s in self.app.services):
+            return
+        if strategy == "hand-over":
+            self._gate(
+                Step(
+                    "handover", app_id=app_id, app=self.app, current=container, target=service, reason=reason
+                )
+            )
+        else:
+            self._gate(Step("kill", app_id=app_id, current=container, target=service, reason=reason))
+
+
+def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Step]:
+    """Images the supervisor fetched that neither the target nor any container uses."""
+    wanted = {normalise_image_ref(s.image) for app in target for s in app.services}
+    in_use = {s.docker_image_id for s in current.services}
+    return [
+        Step("removeImage", image=ref, reason="no longer used")
+        for ref in sorted(current.managed_images)
+        if ref not in wanted and current.images.get(ref) not in in_use and ref not in current.downloading
+    ]

@@ -1,0 +1,85 @@
+"""The target state in SQLite: stored whole and atomically, read back as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from django.db import transaction
+
+from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
+from apps_api.models import App, Network, Service, TargetRecord, Volume
+
+KEPT_TARGET_RECORDS = 20
+
+
+def target_to_document(target: TargetState) -> dict[str, Any]:
+    return asdict(target)
+
+
+def target_from_document(document: dict[str, Any]) -> TargetState:
+    apps = []
+    for app in document["apps"]:
+        services = tuple(
+            ServiceSpec(**{**service, "depends_on": tuple(service.get("depends_on", ()))})
+            for service in app["services"]
+        )
+        apps.append(
+            AppSpec(
+                **{
+                    **app,
+                    "services": services,
+                    "networks": tuple(NetworkSpec(**n) for n in app["networks"]),
+                    "volumes": tuple(VolumeSpec(**v) for v in app["volumes"]),
+                }
+            )
+        )
+    return TargetState(
+        name=document["name"], config=document["config"], apps=tuple(apps), source=document["source"]
+    )
+
+
+@transaction.atomic
+def store_target(target: TargetState, *, force: bool = False) -> TargetRecord:
+    """Make `target` the one the engine applies; all or nothing."""
+    record = TargetRecord.objects.create(
+        document=target_to_document(target), source=target.source, force=force
+    )
+    App.objects.all().delete()
+    for spec in target.apps:
+        app = App.objects.create(
+            app_id=spec.app_id,
+            uuid=spec.app_uuid,
+            name=spec.name,
+            commit=spec.commit or "",
+            release_id=spec.release_id,
+            app_class=spec.app_class,
+            source=target.source,
+        )
+        Service.objects.bulk_create(
+            Service(
+                app=app,
+                service_name=s.service_name,
+                service_id=s.service_id,
+                image_id=s.image_id,
+                image=s.image,
+                running=s.running,
+                environment=s.environment,
+                labels=s.labels,
+                composition=s.composition,
+            )
+            for s in spec.services
+        )
+        Network.objects.bulk_create(Network(app=app, name=n.name, config=asdict(n)) for n in spec.networks)
+        Volume.objects.bulk_create(Volume(app=app, name=v.name, config=asdict(v)) for v in spec.volumes)
+    stale = TargetRecord.objects.values_list("id", flat=True)[KEPT_TARGET_RECORDS:]
+    TargetRecord.objects.filter(id__in=list(stale)).delete()
+    return record
+
+
+def load_target() -> tuple[TargetState, TargetRecord] | None:
+    """The newest stored target and its record; None before any target was set."""
+    record = TargetRecord.objects.order_by("-id").first()
+    if record is None:
+        return None
+    return target_from_document(record.document), record
