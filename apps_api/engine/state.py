@@ -99,6 +99,8 @@ class ServiceSpec:
         mode = self.composition.get("network_mode")
         if mode in BUILTIN_NETWORK_MODES or (isinstance(mode, str) and mode.startswith("service:")):
             return ()
+        if isinstance(mode, str) and mode:
+            return (mode,)
         networks = self.composition.get("networks") or {}
         return tuple(sorted(networks)) if networks else (DEFAULT_NETWORK,)
 
