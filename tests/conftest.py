@@ -75,29 +75,50 @@ def redis_server(service_log_dir: Path) -> Iterator[str]:
         started.stop()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(redis_server: str, django_db_setup: None, service_log_dir: Path) -> Iterator[None]:
-    """A real worker process on the real Redis, with these test settings."""
-    from supervisor_site.celery import app
+class WorkerProcess:
+    """A real Celery worker process on the real Redis, with the test settings."""
 
-    log_path = service_log_dir / "celery-worker.log"
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
-             "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
-             "--without-mingle", "--loglevel=INFO", "--hostname=test-worker@%h"],
-            cwd=PROJECT_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        if not wait_until(lambda: bool(app.control.ping(timeout=0.5)) or worker.poll() is not None, 60):
-            pytest.fail(f"the Celery worker did not answer; see {log_path}")
-        if worker.poll() is not None:
-            pytest.fail(f"the Celery worker exited with {worker.returncode}; see {log_path}")
-        yield
-    finally:
-        worker.terminate()
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from supervisor_site.celery import app
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
+                 "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
+                 "--without-mingle", "--loglevel=INFO", "--hostname=test-worker@%h"],
+                cwd=PROJECT_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        process = self.process
+        if not wait_until(lambda: bool(app.control.ping(timeout=0.5)) or process.poll() is not None, 60):
+            pytest.fail(f"the Celery worker did not answer; see {self.log_path}")
+        if process.poll() is not None:
+            pytest.fail(f"the Celery worker exited with {process.returncode}; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, as when the device loses power."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
         try:
-            worker.wait(30)
+            self.process.wait(30)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server: str, django_db_setup: None, service_log_dir: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(service_log_dir / "celery-worker.log")
+    worker.start()
+    yield worker
+    worker.stop()

@@ -1,0 +1,96 @@
+"""Driving the engine as users do: set a target, wait for the apply, look at Docker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+import pytest
+
+from apps_api import actions, apply_status
+from apps_api.engine.apply import apply_in_progress
+from apps_api.target import parse_target
+from hostcfg.identity import load_device_identity
+from supervisor_site.system_services import wait_until
+
+SUPERVISED = {"label": "io.balena.supervised"}
+
+
+def local_target(
+    services: dict[str, dict[str, Any]],
+    *,
+    image: str,
+    commit: str = "c1",
+    release: int = 1,
+    volumes: dict[str, Any] | None = None,
+    networks: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A v2 local-mode document for app 1, each service a long-running busybox."""
+    return {
+        "local": {
+            "name": "test-device",
+            "config": {},
+            "apps": {
+                "1": {
+                    "name": "testapp",
+                    "commit": commit,
+                    "releaseId": str(release),
+                    "services": {
+                        str(number): {
+                            "serviceName": name,
+                            "serviceId": number,
+                            "imageId": number,
+                            "image": image,
+                            "environment": {},
+                            "labels": {},
+                            "running": True,
+                            "command": "sleep 100000",
+                            "stop_signal": "SIGKILL",
+                            **fields,
+                        }
+                        for number, (name, fields) in enumerate(services.items(), start=1)
+                    },
+                    "volumes": volumes or {},
+                    "networks": networks or {},
+                }
+            },
+        }
+    }
+
+
+def set_target(document: dict[str, Any], *, force: bool = False) -> None:
+    target = parse_target(document, device_uuid=load_device_identity().uuid)
+    actions.set_target_state(target, force=force)
+
+
+def wait_applied(timeout: float = 60) -> None:
+    if not wait_until(lambda: not apply_in_progress(), timeout, interval=0.05):
+        pytest.fail(f"apply still running after {timeout} s; flags {apply_status.read_flags()}")
+
+
+def apply(document: dict[str, Any], *, force: bool = False, timeout: float = 60) -> None:
+    set_target(document, force=force)
+    wait_applied(timeout)
+
+
+def supervised_containers() -> dict[str, Any]:
+    """Service name → container, for every supervised container (stopped ones too)."""
+    containers = docker.from_env().containers.list(all=True, filters=SUPERVISED)
+    return {c.labels["io.balena.service-name"]: c for c in containers}
+
+
+def supervised_container_names() -> list[str]:
+    """Names of supervised containers, from one listing (safe while the engine removes some)."""
+    return sorted(
+        c["Names"][0].lstrip("/") for c in docker.from_env().api.containers(all=True, filters=SUPERVISED)
+    )
+
+
+def remove_supervised_objects() -> None:
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters=SUPERVISED):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters=SUPERVISED):
+        network.remove()
+    for volume in client.volumes.list(filters=SUPERVISED):
+        volume.remove(force=True)
