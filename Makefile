@@ -4,12 +4,12 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 APT_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test lint apikey system-packages clean
+.PHONY: run test lint apikey system-packages test-packages clean
 
 run: $(VENV)/.base-installed
 	$(VENV_PYTHON) -m supervisor_site.launcher
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed test-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -34,6 +34,11 @@ system-packages:
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
+
+# What only the tests use: a registry for real pulls.
+test-packages:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry; }
 
 $(VENV_PYTHON): | system-packages
 	$(PYTHON) -m venv $(VENV)

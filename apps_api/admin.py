@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from apps_api.models import ApiKey
+from apps_api.models import ApiKey, App, Image, Network, Service, StepRecord, TargetRecord, Volume
 
 
 @admin.register(ApiKey)
@@ -20,3 +20,87 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """State is changed by targets and the engine, never by hand in the admin."""
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class ServiceInline(admin.TabularInline):
+    model = Service
+    fields = ("service_name", "service_id", "image_id", "image", "running")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+class NetworkInline(admin.TabularInline):
+    model = Network
+    fields = ("name", "config")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+class VolumeInline(admin.TabularInline):
+    model = Volume
+    fields = ("name", "config")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(App)
+class AppAdmin(ReadOnlyAdmin):
+    list_display = ("app_id", "name", "uuid", "commit", "release_id", "source")
+    inlines = [ServiceInline, NetworkInline, VolumeInline]
+
+
+@admin.register(Service)
+class ServiceAdmin(ReadOnlyAdmin):
+    list_display = ("service_name", "app", "image", "service_id", "image_id", "running")
+    list_filter = ("app",)
+
+
+@admin.register(Network)
+class NetworkAdmin(ReadOnlyAdmin):
+    list_display = ("name", "app")
+
+
+@admin.register(Volume)
+class VolumeAdmin(ReadOnlyAdmin):
+    list_display = ("name", "app")
+
+
+@admin.register(Image)
+class ImageAdmin(ReadOnlyAdmin):
+    list_display = ("reference", "docker_id", "fetched_at")
+
+
+@admin.register(TargetRecord)
+class TargetRecordAdmin(ReadOnlyAdmin):
+    list_display = ("id", "source", "force", "created_at")
+
+
+@admin.register(StepRecord)
+class StepRecordAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "kind",
+        "app_id",
+        "service_name",
+        "reason",
+        "succeeded",
+        "duration_ms",
+        "error",
+    )
+    list_filter = ("kind", "succeeded")

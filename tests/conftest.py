@@ -122,3 +122,49 @@ def celery_worker(redis_server: str, django_db_setup: None, service_log_dir: Pat
     worker.start()
     yield worker
     worker.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def registry(
+    docker_engine: None, service_log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Docker registry on loopback; yields its address (`127.0.0.1:<port>`).
+
+    The engine accepts loopback registries over plain HTTP without configuration.
+    """
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+    )
+    with open(service_log_dir / "registry.log", "ab") as log:
+        process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def answers() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).status == 200
+        except OSError:
+            return False
+
+    try:
+        if not wait_until(lambda: answers() or process.poll() is not None, 30) or process.poll() is not None:
+            pytest.fail(f"docker-registry did not start; see {service_log_dir / 'registry.log'}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(20)

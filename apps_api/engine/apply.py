@@ -24,7 +24,7 @@ from apps_api.engine.current import read_current_state
 from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdateLocks, UpdatesLocked
 from apps_api.engine.planner import PlanConfig, plan
-from apps_api.engine.state import Step, TargetState
+from apps_api.engine.state import Step, TargetState, is_truthy
 from apps_api.logs import LogRecord, now_ms, publish_log_record
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ APPLY_REQUEST_KEY = "supervisor:apply:requested"
 APPLY_LOCK_SECONDS = 600
 DEFAULT_POLL_INTERVAL_MS = 900_000
 BACKOFF_BASE_SECONDS = 0.5
+MAX_IDENTICAL_ROUNDS = 5
 
 
 @cache
@@ -139,6 +140,7 @@ def converge(
     from apps_api.target_store import load_target
 
     failures, rounds, seen_record = 0, 0, None
+    repeats, last_signature = 0, None
     locks = update_locks()
     while max_rounds is None or rounds < max_rounds:
         loaded = load_target()
@@ -164,12 +166,20 @@ def converge(
         apply_status.set_flags(applying=True, update_pending=True)
         rounds += 1
         executor = Executor(
-            device=device, locks=locks, observer=JournalObserver(), force=force or record.force,
-            on_image_fetched=_record_image,
+            device=device, locks=locks, observer=JournalObserver(),
+            force=force or record.force or lock_override(target),
+            on_image_fetched=_record_image, on_image_removed=_forget_image, cancelled=_new_request_waiting,
         )  # fmt: skip
         outcomes = executor.run_round(steps)
         renew()
-        errors = [o.error for o in outcomes if o.error is not None]
+        errors: list[BaseException] = [o.error for o in outcomes if o.error is not None]
+        signature = [(s.kind, s.app_id, s.service_name, s.image, s.reason) for s in steps]
+        repeats = repeats + 1 if signature == last_signature else 0
+        last_signature = signature
+        if repeats >= MAX_IDENTICAL_ROUNDS:
+            # Succeeding steps that change nothing: a planner/engine disagreement. Back off
+            # instead of spinning.
+            errors.append(RuntimeError(f"no progress after {repeats + 1} identical rounds: {signature}"))
         if not errors:
             failures = 0
             continue
@@ -194,6 +204,28 @@ def _wait_for_retry(seconds: float, record_pk: int) -> None:
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
             return
+
+
+def lock_override(target: TargetState) -> bool:
+    """Device config SUPERVISOR_OVERRIDE_LOCK (any of its prefixes and legacy names)."""
+    names = ("SUPERVISOR_OVERRIDE_LOCK", "OVERRIDE_LOCK")
+    return any(
+        is_truthy(target.config.get(f"{prefix}{name}", ""))
+        for name in names
+        for prefix in ("", "BALENA_", "RESIN_")
+    )
+
+
+def _new_request_waiting() -> bool:
+    from supervisor_site.redis_connection import redis_client
+
+    return bool(redis_client().exists(APPLY_REQUEST_KEY))
+
+
+def _forget_image(reference: str) -> None:
+    from apps_api.models import Image
+
+    Image.objects.filter(reference=reference).delete()
 
 
 def _record_image(reference: str, docker_id: str) -> None:

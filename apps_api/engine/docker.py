@@ -245,24 +245,36 @@ def pull_image(
     repository, _, tag = ref.rpartition(":") if "@" not in ref else (ref, "", "")
     if "/" in tag:  # the colon was a registry port, not a tag
         repository, tag = ref, "latest"
-    layers: dict[str, tuple[int, int]] = {}
-    last_percent = -1
+    # Layer id → (bytes done, bytes total); None while its size is unknown. Layers the
+    # engine already has download nothing and count for nothing.
+    layers: dict[str, tuple[int, int] | None] = {}
+    reported = -1
     for event in api.pull(repository, tag=tag or None, stream=True, decode=True, auth_config=auth):
         if "error" in event:
             raise RuntimeError(event["error"])
-        layer, detail = event.get("id"), event.get("progressDetail") or {}
-        if layer and event.get("status") == "Downloading" and detail.get("total"):
+        layer, status, detail = event.get("id"), event.get("status", ""), event.get("progressDetail") or {}
+        if not layer or layer == tag:
+            continue
+        if status == "Already exists":
+            layers.pop(layer, None)
+        elif status in ("Pulling fs layer", "Waiting"):
+            layers.setdefault(layer, None)
+        elif status == "Downloading" and detail.get("total"):
             layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-        elif layer and event.get("status") in ("Download complete", "Pull complete", "Already exists"):
-            total = layers.get(layer, (1, 1))[1]
-            layers[layer] = (total, total)
-        if on_progress is not None and layers:
-            done = sum(current for current, _ in layers.values())
-            total = sum(total for _, total in layers.values())
-            percent = min(100, done * 100 // max(total, 1))
-            if percent != last_percent:
-                last_percent = percent
-                on_progress(percent)
+        elif status in ("Download complete", "Verifying Checksum", "Extracting", "Pull complete"):
+            known = layers.get(layer)
+            layers[layer] = (known[1], known[1]) if known else (1, 1)
+        sizes = list(layers.values())
+        if on_progress is None or not sizes or any(size is None for size in sizes):
+            continue
+        done = sum(size[0] for size in sizes if size)
+        total = sum(size[1] for size in sizes if size)
+        percent = min(100, done * 100 // max(total, 1))
+        if percent > reported:
+            reported = percent
+            on_progress(percent)
+    if on_progress is not None and reported < 100:
+        on_progress(100)
     return str(api.inspect_image(ref)["Id"])
 
 

@@ -54,6 +54,10 @@ class Executor:
     observer: StepObserver
     force: bool = False
     on_image_fetched: Callable[[str, str], None] = lambda ref, image_id: None
+    on_image_removed: Callable[[str], None] = lambda ref: None
+    cancelled: Callable[[], bool] = lambda: False
+    """True once a new target makes the rest of this round moot: steps not yet begun are
+    skipped and a hand-over stops waiting (the next round re-plans)."""
 
     @property
     def host_root(self) -> Path:
@@ -70,6 +74,8 @@ class Executor:
             return list(pool.map(self._run, work))
 
     def _run(self, step: Step) -> StepOutcome:
+        if self.cancelled():
+            return StepOutcome(step, None, 0.0)
         self.observer.started(step)
         began = time.monotonic()
         error: BaseException | None = None
@@ -89,6 +95,14 @@ class Executor:
             step.image, on_progress=lambda percent: self.observer.progress(step, percent)
         )
         self.on_image_fetched(step.image, image_id)
+
+    def _registry_auth(self, image: str) -> dict[str, str] | None:
+        """A managed device pulls from the cloud's registry as `d_<uuid>` with its key."""
+        first = image.split("/", 1)[0]
+        has_registry_host = "/" in image and ("." in first or ":" in first or first == "localhost")
+        if not (has_registry_host and self.device.api_endpoint and self.device.device_api_key):
+            return None
+        return {"username": f"d_{self.device.uuid}", "password": self.device.device_api_key}
 
     def _do_kill(self, step: Step) -> None:
         assert step.current is not None
@@ -171,7 +185,7 @@ class Executor:
         new_id = self._create(step.app, service, name=container_name(service))
         engine.start_container(new_id)
         deadline = time.monotonic() + service.handover_timeout_ms / 1000
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.cancelled():
             if handover_complete(self.host_root, step.app.app_id, service.service_name):
                 break
             time.sleep(HANDOVER_POLL_SECONDS)
@@ -224,6 +238,7 @@ class Executor:
     def _do_removeImage(self, step: Step) -> None:
         assert step.image is not None
         engine.remove_image(step.image)
+        self.on_image_removed(step.image)
 
     def _do_takeLock(self, step: Step) -> None:
         assert step.app_id is not None

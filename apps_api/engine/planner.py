@@ -345,5 +345,8 @@ def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Ste
     return [
         Step("removeImage", image=ref, reason="no longer used")
         for ref in sorted(current.managed_images)
-        if ref not in wanted and current.images.get(ref) not in in_use and ref not in current.downloading
+        if ref in current.images
+        and ref not in wanted
+        and current.images[ref] not in in_use
+        and ref not in current.downloading
     ]

@@ -33,3 +33,27 @@ def test_admin_requires_login() -> None:
     response = Client().get("/admin/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_admin_shows_the_stored_target_and_the_step_journal(admin_client: Client) -> None:
+    from apps_api.models import App, StepRecord
+    from apps_api.target import parse_target
+    from apps_api.target_store import store_target
+
+    document = {"local": {"name": "d", "config": {}, "apps": {"7": {"name": "shown-app", "commit": "abc",
+                "releaseId": 3, "services": {"1": {"serviceName": "shown-service", "imageId": 1,
+                "image": "local/busybox", "environment": {}, "labels": {}}},
+                "volumes": {"shown-volume": {}}, "networks": {"shown-network": {}}}}}}  # fmt: skip
+    store_target(parse_target(document, device_uuid="unused"))
+    StepRecord.objects.create(kind="start", app_id=7, service_name="shown-service", reason="not running",
+                              succeeded=True, duration_ms=12)  # fmt: skip
+
+    app_page = admin_client.get("/admin/apps_api/app/").content.decode()
+    assert "shown-app" in app_page
+    detail = admin_client.get(f"/admin/apps_api/app/{App.objects.get(app_id=7).pk}/change/").content.decode()
+    for shown in ("shown-service", "shown-volume", "shown-network"):
+        assert shown in detail
+    journal = admin_client.get("/admin/apps_api/steprecord/").content.decode()
+    assert "shown-service" in journal
+    assert "not running" in journal

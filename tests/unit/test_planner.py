@@ -563,3 +563,9 @@ def test_image_of_a_container_still_running_is_kept() -> None:
     new = app(svc("a", image="a:v2"))
     current = settled(old, images=with_images("a:v1"), managed_images=frozenset({"a:v1"}))
     assert kinds(plan(current, [new], locks_held=(), config=CONFIG)) == [("fetch", "a")]
+
+
+def test_managed_image_already_gone_from_the_engine_is_not_removed_again() -> None:
+    target = app(svc("a", image="a:v2"))
+    current = settled(target, managed_images=frozenset({"a:v1:latest"}))
+    assert plan(current, [target], locks_held=(), config=CONFIG) == []
