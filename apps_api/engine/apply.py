@@ -143,6 +143,10 @@ def converge(
     repeats, last_signature = 0, None
     locks = update_locks()
     while max_rounds is None or rounds < max_rounds:
+        round_began = time.monotonic()
+        # This round plans from the newest target, so it answers any request waiting now;
+        # only a request arriving during the round cuts the round short.
+        force = _take_request(force)
         loaded = load_target()
         if loaded is None:
             return ConvergeResult(rounds, True)
@@ -170,7 +174,12 @@ def converge(
             force=force or record.force or lock_override(target),
             on_image_fetched=_record_image, on_image_removed=_forget_image, cancelled=_new_request_waiting,
         )  # fmt: skip
+        planned = time.monotonic()
         outcomes = executor.run_round(steps)
+        logger.info(
+            "round %d: %d steps planned in %.0f ms, ran in %.0f ms",
+            rounds, len(steps), (planned - round_began) * 1000, (time.monotonic() - planned) * 1000,
+        )  # fmt: skip
         renew()
         errors: list[BaseException] = [o.error for o in outcomes if o.error is not None]
         signature = [(s.kind, s.app_id, s.service_name, s.image, s.reason) for s in steps]
@@ -186,6 +195,9 @@ def converge(
         failures += 1
         apply_status.set_flags(update_failed=True)
         delay = min(BACKOFF_BASE_SECONDS * 2**failures, poll_interval_seconds(target))
+        logger.warning(
+            "apply round %d failed (%d errors, retry in %gs): %s", rounds, len(errors), delay, errors[0]
+        )
         locked = next((e for e in errors if isinstance(e, UpdatesLocked)), None)
         if locked is not None:
             system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
@@ -214,6 +226,14 @@ def lock_override(target: TargetState) -> bool:
         for name in names
         for prefix in ("", "BALENA_", "RESIN_")
     )
+
+
+def _take_request(force: bool) -> bool:
+    """Consume a waiting apply request; returns `force`, or'ed with the request's."""
+    from supervisor_site.redis_connection import redis_client
+
+    request = redis_client().getdel(APPLY_REQUEST_KEY)
+    return force or (request is not None and bool(json.loads(request).get("force")))  # type: ignore[arg-type]
 
 
 def _new_request_waiting() -> bool:

@@ -187,6 +187,23 @@ def remove_container(container_id: str) -> None:
             raise
 
 
+def kill_container(container_id: str) -> None:
+    """Stop the container as its own stop signal and grace period say, then remove it with
+    its anonymous volumes; tolerate one already gone."""
+    api = docker_client().api
+    try:
+        details = api.inspect_container(container_id)
+        running = (details.get("State") or {}).get("Running", False)
+        signal = str((details.get("Config") or {}).get("StopSignal") or "").upper()
+        if running and signal not in ("SIGKILL", "KILL", "9"):
+            api.stop(container_id)
+        # A SIGKILL stop is exactly a forced removal, which the engine does in one go.
+        api.remove_container(container_id, v=True, force=True)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
 def rename_container(container_id: str, name: str) -> None:
     docker_client().api.rename(container_id, name)
 
@@ -276,6 +293,16 @@ def pull_image(
     if on_progress is not None and reported < 100:
         on_progress(100)
     return str(api.inspect_image(ref)["Id"])
+
+
+def image_id(ref: str) -> str | None:
+    """The id of the image `ref` names in the engine, or None."""
+    try:
+        return str(docker_client().api.inspect_image(ref)["Id"])
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
 
 
 def remove_image(ref: str) -> None:

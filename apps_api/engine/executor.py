@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -107,15 +108,21 @@ class Executor:
     def _do_kill(self, step: Step) -> None:
         assert step.current is not None
         self._kill(step.current)
-        if step.target is not None and step.target.update_strategy == "delete-then-download":
+        target = step.target
+        if (
+            target is not None
+            and target.update_strategy == "delete-then-download"
+            and engine.image_id(target.image) != step.current.docker_image_id
+        ):
             try:
                 engine.remove_image(step.current.docker_image_id)
             except Exception as exc:  # still used by another container: it stays
                 logger.info("kept image %s: %s", step.current.docker_image_id, exc)
+        if step.then_start:
+            self._do_start(dataclasses.replace(step, kind="start", current=None))
 
     def _kill(self, container: CurrentService) -> None:
-        engine.stop_container(container.container_id)
-        engine.remove_container(container.container_id)
+        engine.kill_container(container.container_id)
 
     def _do_stop(self, step: Step) -> None:
         assert step.current is not None

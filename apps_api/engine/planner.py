@@ -283,7 +283,7 @@ class _AppPlanner:
 
         reason = self._differs(container, service, unusable_networks)
         if reason:
-            self._replace(service, container, reason)
+            self._replace(service, container, reason, newest, unusable_networks)
         elif (container.commit, container.release_id, container.image_id) != (
             service.commit,
             service.release_id,
@@ -315,12 +315,36 @@ class _AppPlanner:
                 )
             )
 
-    def _replace(self, service: ServiceSpec, container: CurrentService, reason: str) -> None:
+    def _startable(
+        self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
+    ) -> bool:
+        """Whether the replacement could start as soon as the old container is gone; then
+        the kill starts it at once instead of leaving it to the next round."""
+        return self._image_ready(service) and self._dependencies_met(service, newest, unusable_networks)
+
+    def _replace(
+        self,
+        service: ServiceSpec,
+        container: CurrentService,
+        reason: str,
+        newest: dict[str, CurrentService],
+        unusable_networks: set[str],
+    ) -> None:
         """Apply the service's update strategy to replace `container`."""
         app_id = self.app.app_id
         strategy = service.update_strategy
         if strategy in ("kill-then-download", "delete-then-download"):
-            self._gate(Step("kill", app_id=app_id, current=container, target=service, reason=reason))
+            self._gate(
+                Step(
+                    "kill",
+                    app_id=app_id,
+                    current=container,
+                    target=service,
+                    reason=reason,
+                    then_start=strategy == "kill-then-download"
+                    and self._startable(service, newest, unusable_networks),
+                )
+            )
             return
         if not self._image_ready(service):
             self._fetch(service)
@@ -335,7 +359,18 @@ class _AppPlanner:
                 )
             )
         else:
-            self._gate(Step("kill", app_id=app_id, current=container, target=service, reason=reason))
+            then_start = self._startable(service, newest, unusable_networks)
+            self._gate(
+                Step(
+                    "kill",
+                    app_id=app_id,
+                    app=self.app,
+                    current=container,
+                    target=service,
+                    reason=reason,
+                    then_start=then_start,
+                )
+            )
 
 
 def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Step]:

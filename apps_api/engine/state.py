@@ -252,6 +252,8 @@ class Step:
     services: tuple[str, ...] = ()
     """takeLock: every current and target service name of the app."""
     reason: str = ""
+    then_start: bool = False
+    """kill: start `target` right after, in the same step (nothing else stands in its way)."""
 
     @property
     def service_name(self) -> str | None:

@@ -569,3 +569,38 @@ def test_managed_image_already_gone_from_the_engine_is_not_removed_again() -> No
     target = app(svc("a", image="a:v2"))
     current = settled(target, managed_images=frozenset({"a:v1:latest"}))
     assert plan(current, [target], locks_held=(), config=CONFIG) == []
+
+
+def test_replacement_ready_to_start_is_started_by_the_kill_itself() -> None:
+    old = app(svc("a"), svc("b"))
+    new = app(svc("a", environment={"X": "1"}), svc("b"))
+    step = only(plan(settled(old), [new], locks_held={1}, config=CONFIG))
+    assert (step.kind, step.then_start, step.target) == ("kill", True, new.services[0])
+
+
+def test_replacement_waiting_for_a_recreated_network_is_started_next_round() -> None:
+    old = app(
+        svc("a", composition={"networks": {"backend": {"aliases": []}}}), networks=[NetworkSpec("backend")]
+    )
+    new = dataclasses.replace(old, networks=(NetworkSpec("backend", internal=True),))
+    assert only(plan(settled(old), [new], locks_held={1}, config=CONFIG)).then_start is False
+
+
+def test_replacement_whose_dependency_is_replaced_too_waits_for_it() -> None:
+    old = app(svc("db"), svc("web", depends_on=("db",)))
+    new = app(svc("db", environment={"V": "2"}), svc("web", depends_on=("db",), environment={"V": "2"}))
+    steps = {s.service_name: s for s in plan(settled(old), [new], locks_held={1}, config=CONFIG)}
+    assert steps["db"].then_start is True
+    assert steps["web"].then_start is False
+
+
+def test_kill_then_download_with_the_image_missing_only_kills() -> None:
+    old = app(svc("a", image="a:v1", strategy="kill-then-download"))
+    new = app(svc("a", image="a:v2", strategy="kill-then-download"))
+    assert only(plan(settled(old), [new], locks_held={1}, config=CONFIG)).then_start is False
+
+
+def test_delete_then_download_never_starts_from_the_kill() -> None:
+    old = app(svc("a", strategy="delete-then-download"))
+    new = app(svc("a", strategy="delete-then-download", environment={"X": "1"}))
+    assert only(plan(settled(old), [new], locks_held={1}, config=CONFIG)).then_start is False

@@ -1,0 +1,236 @@
+"""Time to converge N busybox services, against a plain docker SDK script in the same run.
+
+For N = 1, 5, 20: a fresh target (nothing running), then a target changing every
+service's environment. Each is timed from the request (the target stored and the apply
+enqueued, as the API does) until all N containers run in Docker. The baselines create
+and start the same N containers with the docker SDK, sequentially and with a 4-thread
+pool (for the change: remove and recreate them). Needs dockerd and redis-server (started
+if absent) and a real Celery worker (started here, in a temporary data dir).
+
+    .venv/bin/python bench/converge.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+DATA_DIR = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="supervisor_site.settings",
+    SUPERVISOR_DATA_DIR=str(DATA_DIR),
+    SUPERVISOR_HOST_ROOT=str(DATA_DIR / "host"),
+    REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+)
+
+import django  # noqa: E402
+import docker  # noqa: E402
+
+django.setup()
+
+from apps_api import actions  # noqa: E402
+from apps_api.target import parse_target  # noqa: E402
+from hostcfg.identity import load_device_identity  # noqa: E402
+from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
+
+IMAGE = "local/busybox:latest"
+SIZES = (1, 5, 20)
+BASELINE_LABEL = "io.balena.bench-baseline"
+ORIGINAL_SUPERVISOR_20_FRESH = 3.1
+EMPTY_TARGET = {"local": {"name": "bench", "config": {}, "apps": {}}}
+EMPTY_TARGET = {"local": {"name": "bench", "config": {}, "apps": {}}}
+
+
+def ensure_image(client: docker.DockerClient) -> None:
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        with tempfile.TemporaryDirectory() as root:
+            Path(root, "bin").mkdir()
+            shutil.copy("/bin/busybox", Path(root, "bin", "busybox"))
+            for applet in ("sh", "sleep"):
+                Path(root, "bin", applet).symlink_to("busybox")
+            tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+            subprocess.run(
+                ["docker", "import", "-", IMAGE], stdin=tar.stdout, check=True, capture_output=True
+            )
+
+
+def target_document(n: int, generation: int) -> dict:
+    services = {
+        str(i): {
+            "serviceName": f"s{i}",
+            "serviceId": i,
+            "imageId": i,
+            "image": IMAGE,
+            "environment": {"GENERATION": str(generation)},
+            "labels": {},
+            "command": "sleep 100000",
+            "stop_signal": "SIGKILL",
+        }
+        for i in range(1, n + 1)
+    }
+    app = {"name": "bench", "commit": f"c{generation}", "releaseId": generation, "services": services}
+    return {"local": {"name": "bench", "config": {}, "apps": {"1": app}}}
+
+
+def running_generation(api: docker.APIClient, n: int, generation: int) -> bool:
+    containers = api.containers(filters={"label": "io.balena.app-id=1", "status": "running"})
+    fresh = [c for c in containers if c["Names"][0].endswith(f"_c{generation}")]
+    return len(fresh) == n and len(containers) == n
+
+
+def time_agent(api: docker.APIClient, n: int, generation: int) -> float:
+    target = parse_target(target_document(n, generation), device_uuid=load_device_identity().uuid)
+    began = time.perf_counter()
+    actions.set_target_state(target)
+    deadline = began + 60
+    while not running_generation(api, n, generation):
+        if time.perf_counter() > deadline:
+            log = (DATA_DIR / "worker.log").read_text().splitlines()
+            raise RuntimeError(
+                f"N={n} generation {generation} did not converge; worker log:\n" + "\n".join(log[-30:])
+            )
+        time.sleep(0.005)
+    return time.perf_counter() - began
+
+
+def remove_all(client: docker.DockerClient) -> None:
+    for label in ("io.balena.supervised", BASELINE_LABEL):
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": "io.balena.supervised"}):
+        network.remove()
+    if not client.networks.list(names=[BASELINE_NETWORK]):
+        client.networks.create(BASELINE_NETWORK, labels={BASELINE_LABEL: "1"})
+
+
+BASELINE_NETWORK = "bench_baseline"
+
+
+def sdk_create_and_start(
+    client: docker.DockerClient, name: str, generation: int, network: bool = False
+) -> None:
+    """The plain script's container; with `network`, on a user-defined network with an
+    alias, as every compose-style service is."""
+    container = client.containers.create(
+        IMAGE,
+        ["sleep", "100000"],
+        name=name,
+        environment={"GENERATION": str(generation)},
+        labels={BASELINE_LABEL: "1"},
+        stop_signal="SIGKILL",
+        network=BASELINE_NETWORK if network else None,
+    )
+    container.start()
+
+
+def sdk_replace(client: docker.DockerClient, name: str, generation: int, network: bool = False) -> None:
+    client.containers.get(name).remove(force=True)
+    sdk_create_and_start(client, name, generation, network)
+
+
+def time_sdk(client: docker.DockerClient, n: int, threads: int, action) -> float:  # type: ignore[no-untyped-def]
+    names = [f"baseline_s{i}" for i in range(n)]
+    began = time.perf_counter()
+    if threads == 1:
+        for name in names:
+            action(client, name)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda name: action(client, name), names))
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    services = (
+        ensure_redis(os.environ["REDIS_URL"], DATA_DIR),
+        ensure_dockerd("unix:///var/run/docker.sock", DATA_DIR),
+    )
+    started = [s for s in services if s]
+    client = docker.from_env()
+    ensure_image(client)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().flushdb()
+    with open(DATA_DIR / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
+             "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
+             "--without-mingle", "--loglevel=WARNING"],
+            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+        from supervisor_site.celery import app
+
+        while not app.control.ping(timeout=0.5):
+            time.sleep(0.2)
+        remove_all(client)
+        header = (
+            "N",
+            "case",
+            "agent s",
+            "sdk seq s",
+            "sdk x4 s",
+            "x4+net s",
+            "agent/x4",
+            "agent/x4net",
+            "agent/seq",
+        )
+        print("{:>3} {:<7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}".format(*header))
+        for n in SIZES:
+            remove_all(client)
+            fresh = time_agent(client.api, n, 1)
+            changed = time_agent(client.api, n, 2)
+            remove_all(client)
+            seq_fresh = time_sdk(client, n, 1, lambda c, name: sdk_create_and_start(c, name, 1))
+            remove_all(client)
+            pool_fresh = time_sdk(client, n, 4, lambda c, name: sdk_create_and_start(c, name, 1))
+            seq_change = time_sdk(client, n, 1, lambda c, name: sdk_replace(c, name, 2))
+            pool_change = time_sdk(client, n, 4, lambda c, name: sdk_replace(c, name, 3))
+            remove_all(client)
+            net_fresh = time_sdk(client, n, 4, lambda c, name: sdk_create_and_start(c, name, 1, True))
+            net_change = time_sdk(client, n, 4, lambda c, name: sdk_replace(c, name, 2, True))
+            remove_all(client)
+            rows = (
+                ("fresh", fresh, seq_fresh, pool_fresh, net_fresh),
+                ("change", changed, seq_change, pool_change, net_change),
+            )
+            for case, agent, seq, pool, net in rows:
+                print(
+                    f"{n:>3} {case:<7} {agent:8.2f} {seq:10.2f} {pool:9.2f} {net:9.2f}"
+                    f" {agent / pool:9.2f} {agent / net:11.2f} {agent / seq:10.2f}"
+                )
+        ratio = fresh / ORIGINAL_SUPERVISOR_20_FRESH
+        print(
+            f"original supervisor, 20 fresh: {ORIGINAL_SUPERVISOR_20_FRESH} s (not this run)"
+            f" -> ours / it = {ratio:.2f}"
+        )
+    finally:
+        actions.set_target_state(parse_target(EMPTY_TARGET, device_uuid=""))
+        time.sleep(1)
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            print(f"the worker did not stop; its log: {DATA_DIR / 'worker.log'}")
+            worker.kill()
+        remove_all(client)
+        for network in client.networks.list(names=[BASELINE_NETWORK]):
+            network.remove()
+        for service in started:
+            service.stop()
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
