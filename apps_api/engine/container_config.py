@@ -25,6 +25,9 @@ from apps_api.engine.state import (
 
 CONFIG_HASH_LABEL = "io.balena.private.config-hash"
 LOCK_DIR_IN_CONTAINER = ("/tmp/balena", "/tmp/resin")  # noqa: S108 - container paths, fixed by the contract
+# The bridge through which services labelled supervisor-api reach the API (engine.md).
+SUPERVISOR_NETWORK = "supervisor0"
+SUPERVISOR0_SUBNET = "10.114.104.0/25"
 SUPERVISOR0_GATEWAY = "10.114.104.1"
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 DEFAULT_STOP_GRACE_SECONDS = 10
@@ -178,6 +181,8 @@ def _networks(app: AppSpec, service: ServiceSpec) -> tuple[str, dict[str, list[s
     for name in service.network_names:
         aliases = [service.service_name, *(declared.get(name) or {}).get("aliases", [])]
         networks[network_docker_name(app, name)] = sorted(set(aliases))
+    if feature_enabled(service, "supervisor-api"):
+        networks[SUPERVISOR_NETWORK] = []
     return next(iter(networks)), networks
 
 

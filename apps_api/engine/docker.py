@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -11,6 +12,8 @@ from django.conf import settings
 
 if TYPE_CHECKING:
     import docker
+
+logger = logging.getLogger(__name__)
 
 # Pinning the API version saves a round trip per client and works on engines >= 20.10.
 DOCKER_API_VERSION = "1.41"
@@ -230,6 +233,39 @@ def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dic
         )  # fmt: skip
     except Exception as exc:
         # A crash between create and record leaves the network there: creating it again is done.
+        if "already exists" not in str(exc):
+            raise
+
+
+def ensure_supervisor_network(name: str, *, subnet: str, gateway: str) -> None:
+    """The bridge between the supervisor and the services using its API; recreated when its
+    addressing differs (only when no container uses it)."""
+    import docker
+
+    api = docker_client().api
+    try:
+        details = api.inspect_network(name)
+    except docker.errors.NotFound:
+        details = None
+    if details is not None:
+        pools = (details.get("IPAM") or {}).get("Config") or []
+        if any(p.get("Subnet") == subnet and p.get("Gateway") == gateway for p in pools):
+            return
+        if details.get("Containers"):
+            logger.warning("network %s has other addressing but is in use; keeping it", name)
+            return
+        api.remove_network(name)
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
+    try:
+        api.create_network(
+            name,
+            driver="bridge",
+            ipam=ipam,
+            options={"com.docker.network.bridge.name": name},
+            labels={"io.balena.supervised": "true"},
+            check_duplicate=True,
+        )
+    except docker.errors.APIError as exc:
         if "already exists" not in str(exc):
             raise
 

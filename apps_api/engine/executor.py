@@ -14,6 +14,9 @@ from typing import Protocol
 from apps_api.engine import docker as engine
 from apps_api.engine.container_config import (
     CONFIG_HASH_LABEL,
+    SUPERVISOR0_GATEWAY,
+    SUPERVISOR0_SUBNET,
+    SUPERVISOR_NETWORK,
     DeviceContext,
     build_container_config,
     container_name,
@@ -149,6 +152,10 @@ class Executor:
         if mode.startswith("service:"):
             host_config["network_mode"] = (
                 f"container:{self._service_container_id(app, mode[len('service:') :])}"
+            )
+        if SUPERVISOR_NETWORK in config.networks:
+            engine.ensure_supervisor_network(
+                SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY
             )
         networks = list(config.networks.items())
         first_network, first_aliases = networks[0] if networks else (None, [])

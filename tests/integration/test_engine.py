@@ -222,3 +222,68 @@ def test_killed_worker_mid_apply_converges_after_restart_without_duplicates(
         text=True,
     )
     assert output.stdout == "survived\n"
+
+
+def test_hand_over_runs_both_until_the_new_one_says_it_took_over(engine: str) -> None:
+    labels = {"io.balena.update.strategy": "hand-over", "io.balena.update.handover-timeout": "30000"}
+    command = "sh -c 'sleep 1; touch /tmp/balena/handover-complete; sleep 100000'"
+    apply(local_target({"main": {"labels": labels, "command": command}}, image=engine))
+    old = supervised_containers()["main"]
+
+    set_target(
+        local_target(
+            {"main": {"labels": labels, "command": command, "environment": {"V": "2"}}}, image=engine
+        )
+    )
+    assert wait_until(lambda: "old_main_1_1_c1" in supervised_container_names(), 20, interval=0.02)
+    assert "main_1_1_c1" in supervised_container_names(), "the new container runs beside the old one"
+    wait_applied(60)
+
+    assert supervised_container_names() == ["main_1_1_c1"]
+    new = supervised_containers()["main"]
+    assert new.id != old.id
+    assert "V=2" in new.attrs["Config"]["Env"]
+
+
+def test_ports_and_healthcheck_reach_the_container(engine: str) -> None:
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    service = {
+        "ports": [f"127.0.0.1:{port}:80", "9000-9001:9000-9001/udp"],
+        "healthcheck": {"test": "true", "interval": "2s", "retries": 2},
+        "stop_grace_period": "3s",
+        "privileged": False,
+        "cap_add": ["NET_ADMIN"],
+    }
+    apply(local_target({"main": service}, image=engine))
+
+    attrs = supervised_containers()["main"].attrs
+    bindings = attrs["HostConfig"]["PortBindings"]
+    assert bindings["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+    assert bindings["9001/udp"] == [{"HostIp": "", "HostPort": "9001"}]
+    assert attrs["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert attrs["Config"]["Healthcheck"]["Interval"] == 2_000_000_000
+    assert attrs["Config"]["StopTimeout"] == 3
+    assert attrs["HostConfig"]["CapAdd"] == ["NET_ADMIN"]
+
+
+def test_supervisor_api_service_gets_a_scoped_key_and_the_supervisor0_network(engine: str) -> None:
+    from apps_api.models import ApiKey
+
+    labels = {"io.balena.features.supervisor-api": "1"}
+    apply(local_target({"main": {"labels": labels}, "plain": {}}, image=engine))
+
+    containers = supervised_containers()
+    env = dict(line.split("=", 1) for line in containers["main"].attrs["Config"]["Env"])
+    key = ApiKey.objects.get(app_id=1, service_name="main")
+    assert env["BALENA_SUPERVISOR_API_KEY"] == env["RESIN_SUPERVISOR_API_KEY"] == key.key
+    assert key.scopes == [{"type": "app", "appId": 1}]
+    assert env["BALENA_SUPERVISOR_ADDRESS"] == "http://10.114.104.1:48484"
+    assert "supervisor0" in containers["main"].attrs["NetworkSettings"]["Networks"]
+    plain_env = containers["plain"].attrs["Config"]["Env"]
+    assert not any(line.startswith("BALENA_SUPERVISOR_") for line in plain_env)
+    assert "supervisor0" not in containers["plain"].attrs["NetworkSettings"]["Networks"]
+
+    apply(local_target({"main": {"labels": labels}, "plain": {}}, image=engine))
+    assert supervised_containers()["main"].id == containers["main"].id, "the same key: no recreation"
