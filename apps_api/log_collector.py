@@ -20,6 +20,7 @@ from apps_api.logs import LogRecord, parse_timestamped_line, publish_log_record
 logger = logging.getLogger(__name__)
 
 ENGINE_RETRY_SECONDS = 5.0
+FOLLOWER_END_WAIT_SECONDS = 2.0
 
 
 class LogCollector:
@@ -68,8 +69,11 @@ class LogCollector:
         for stderr in (False, True):
             key = (container.id, stderr)
             follower = self._followers.get(key)
-            if follower is not None and follower.is_alive():
-                continue
+            if follower is not None:
+                # A restart's start event can come before the last run's stream has ended.
+                follower.join(FOLLOWER_END_WAIT_SECONDS)
+                if follower.is_alive():
+                    continue
             if after_ns is not None or key not in self._last_seen_ns:
                 self._last_seen_ns[key] = after_ns or 0
             follower = threading.Thread(

@@ -84,15 +84,25 @@ def redis_answers(host: str, port: int) -> bool:
         return False
 
 
-def _start(name: str, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _start_and_wait(
+    name: str, argv: list[str], log_path: Path, answers: Callable[[], bool], timeout: float
+) -> StartedService:
+    """Start `argv` in a session of its own, logging to `log_path`, and wait until it answers."""
     if shutil.which(argv[0]) is None:
         raise ServiceStartError(f"{argv[0]} is not installed (make run installs it)")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # Own session: a Ctrl-C in the terminal must not reach it before we stop it.
-        return subprocess.Popen(
+        process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
+    service = StartedService(name, process)
+    if not wait_until(lambda: answers() or process.poll() is not None, timeout):
+        service.stop()
+        raise ServiceStartError(f"{name} did not answer within {timeout:.0f} s; see {log_path}")
+    if process.poll() is not None:
+        raise ServiceStartError(f"{name} exited with {process.returncode}; see {log_path}")
+    return service
 
 
 def ensure_dockerd(docker_host: str, log_dir: Path, timeout: float = 60.0) -> StartedService | None:
@@ -103,15 +113,9 @@ def ensure_dockerd(docker_host: str, log_dir: Path, timeout: float = 60.0) -> St
     argv = ["dockerd"]
     if socket_path != DEFAULT_DOCKER_SOCKET:
         argv += ["--host", f"unix://{socket_path}"]
-    log_path = log_dir / "dockerd.log"
-    process = _start("dockerd", argv, log_path)
-    service = StartedService("dockerd", process)
-    if not wait_until(lambda: docker_answers(socket_path) or process.poll() is not None, timeout):
-        service.stop()
-        raise ServiceStartError(f"dockerd did not answer within {timeout:.0f} s; see {log_path}")
-    if process.poll() is not None:
-        raise ServiceStartError(f"dockerd exited with {process.returncode}; see {log_path}")
-    return service
+    return _start_and_wait(
+        "dockerd", argv, log_dir / "dockerd.log", lambda: docker_answers(socket_path), timeout
+    )
 
 
 def ensure_redis(redis_url: str, log_dir: Path, timeout: float = 20.0) -> StartedService | None:
@@ -120,12 +124,6 @@ def ensure_redis(redis_url: str, log_dir: Path, timeout: float = 20.0) -> Starte
     if redis_answers(host, port):
         return None
     argv = ["redis-server", "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"]
-    log_path = log_dir / f"redis-{port}.log"
-    process = _start("redis-server", argv, log_path)
-    service = StartedService("redis-server", process)
-    if not wait_until(lambda: redis_answers(host, port) or process.poll() is not None, timeout):
-        service.stop()
-        raise ServiceStartError(f"redis-server did not answer within {timeout:.0f} s; see {log_path}")
-    if process.poll() is not None:
-        raise ServiceStartError(f"redis-server exited with {process.returncode}; see {log_path}")
-    return service
+    return _start_and_wait(
+        "redis-server", argv, log_dir / f"redis-{port}.log", lambda: redis_answers(host, port), timeout
+    )

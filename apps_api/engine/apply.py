@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -59,6 +60,8 @@ def run_requested_applies() -> bool:
 
     Returns whether this call did the applying.
     """
+    from redis.exceptions import LockError
+
     from supervisor_site.redis_connection import redis_client
 
     client = redis_client()
@@ -68,14 +71,32 @@ def run_requested_applies() -> bool:
         if not lock.acquire():
             return ran
         ran = True
+        renewing = threading.Event()
+        renewer = threading.Thread(target=_keep_lock, args=(lock, renewing), daemon=True, name="apply-lock")
+        renewer.start()
         try:
-            while (request := client.getdel(APPLY_REQUEST_KEY)) is not None:
-                force = bool(json.loads(request).get("force"))  # type: ignore[arg-type]
-                converge(force=force, renew=lock.reacquire)
+            converge()
         finally:
+            renewing.set()
+            renewer.join()
             apply_status.set_flags(applying=False)
-            lock.release()
+            try:
+                lock.release()
+            except LockError:
+                logger.warning("the apply lock expired before the apply ended")
     return ran
+
+
+def _keep_lock(lock: Any, stop: threading.Event) -> None:
+    """Renew the apply lock while the apply runs, however long a round or a backoff lasts."""
+    from redis.exceptions import LockError
+
+    while not stop.wait(APPLY_LOCK_SECONDS / 10):
+        try:
+            lock.reacquire()
+        except LockError:
+            logger.warning("lost the apply lock; another apply may start")
+            return
 
 
 def clear_stale_apply_lock() -> None:
@@ -131,57 +152,38 @@ class ConvergeResult:
     converged: bool
 
 
-def converge(
-    *, force: bool = False, renew: Callable[[], object] = lambda: None, max_rounds: int | None = None
-) -> ConvergeResult:
-    """Plan and run rounds until no step remains. Failed rounds back off exponentially
-    (0.5 s * 2^n, capped at the poll interval) and are retried."""
-    from apps_api.models import Image
+def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeResult:
+    """Plan and run rounds until no step remains. A failed round (a step, or reading the
+    state, failed) backs off exponentially (0.5 s * 2^n, capped at the poll interval) and
+    is retried; a new target or apply request ends the wait at once."""
     from apps_api.target_store import load_target
 
-    failures, rounds, seen_record = 0, 0, None
+    failures, rounds = 0, 0
+    seen_record: int | None = None
     repeats, last_signature = 0, None
-    locks = update_locks()
+    requested_force = force
     while max_rounds is None or rounds < max_rounds:
-        round_began = time.monotonic()
         # This round plans from the newest target, so it answers any request waiting now;
         # only a request arriving during the round cuts the round short.
-        force = _take_request(force)
+        request_force = _take_request()
         loaded = load_target()
         if loaded is None:
             return ConvergeResult(rounds, True)
         target, record = loaded
         if record.pk != seen_record:
-            failures, seen_record = 0, record.pk
-        device = device_context(target)
-        current = read_current_state(
-            managed_images=Image.objects.values_list("reference", flat=True),
-            app_uuids={app.app_id: app.app_uuid for app in target.apps},
-        )
-        local_mode = target.source == "local"
-        steps = plan(
-            current, target.apps, locks_held=locks.held_apps(), config=PlanConfig(device, local_mode)
-        )
-        if not steps:
+            failures, seen_record, requested_force = 0, record.pk, force
+        requested_force = requested_force or request_force
+        rounds += 1
+        try:
+            steps, errors = _run_round(target, record.force or requested_force, rounds)
+        except Exception as exc:  # reading the state failed (engine restarting, Redis down…)
+            logger.exception("apply round %d could not run", rounds)
+            steps, errors = [], [exc]
+        if not steps and not errors:
             apply_status.set_flags(
                 applying=False, update_pending=False, update_failed=False, update_downloaded=False
             )
             return ConvergeResult(rounds, True)
-        apply_status.set_flags(applying=True, update_pending=True)
-        rounds += 1
-        executor = Executor(
-            device=device, locks=locks, observer=JournalObserver(),
-            force=force or record.force or lock_override(target),
-            on_image_fetched=_record_image, on_image_removed=_forget_image, cancelled=_new_request_waiting,
-        )  # fmt: skip
-        planned = time.monotonic()
-        outcomes = executor.run_round(steps)
-        logger.info(
-            "round %d: %d steps planned in %.0f ms, ran in %.0f ms",
-            rounds, len(steps), (planned - round_began) * 1000, (time.monotonic() - planned) * 1000,
-        )  # fmt: skip
-        renew()
-        errors: list[BaseException] = [o.error for o in outcomes if o.error is not None]
         signature = [(s.kind, s.app_id, s.service_name, s.image, s.reason) for s in steps]
         repeats = repeats + 1 if signature == last_signature else 0
         last_signature = signature
@@ -193,27 +195,68 @@ def converge(
             failures = 0
             continue
         failures += 1
-        apply_status.set_flags(update_failed=True)
         delay = min(BACKOFF_BASE_SECONDS * 2**failures, poll_interval_seconds(target))
-        logger.warning(
-            "apply round %d failed (%d errors, retry in %gs): %s", rounds, len(errors), delay, errors[0]
-        )
-        locked = next((e for e in errors if isinstance(e, UpdatesLocked)), None)
-        if locked is not None:
-            system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
-        else:
-            system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
+        _report_failure(rounds, errors, delay)
         _wait_for_retry(delay, record.pk)
     return ConvergeResult(rounds, False)
 
 
+def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step], list[BaseException]]:
+    """Plan one round and run it; returns its steps and the errors of those that failed."""
+    from apps_api.engine.locks import apps_with_supervisor_lock_files
+    from apps_api.models import Image
+
+    began = time.monotonic()
+    locks = update_locks()
+    device = device_context(target)
+    current = read_current_state(
+        managed_images=Image.objects.values_list("reference", flat=True),
+        app_uuids={app.app_id: app.app_uuid for app in target.apps},
+    )
+    steps = plan(
+        current,
+        target.apps,
+        locks_held=locks.held_apps(),
+        config=PlanConfig(device, local_mode=target.source == "local"),
+        leftover_locks=apps_with_supervisor_lock_files(Path(device.host_root)),
+    )
+    if not steps:
+        return [], []
+    apply_status.set_flags(applying=True, update_pending=True)
+    executor = Executor(
+        device=device, locks=locks, observer=JournalObserver(), force=force or lock_override(target),
+        on_image_fetched=_record_image, on_image_removed=_forget_image, cancelled=_new_request_waiting,
+    )  # fmt: skip
+    planned = time.monotonic()
+    outcomes = executor.run_round(steps)
+    logger.info(
+        "round %d: %d steps planned in %.0f ms, ran in %.0f ms",
+        number, len(steps), (planned - began) * 1000, (time.monotonic() - planned) * 1000,
+    )  # fmt: skip
+    return steps, [o.error for o in outcomes if o.error is not None]
+
+
+def _report_failure(number: int, errors: list[BaseException], delay: float) -> None:
+    apply_status.set_flags(update_failed=True)
+    logger.warning(
+        "apply round %d failed (%d errors, retry in %gs): %s", number, len(errors), delay, errors[0]
+    )
+    locked = next((e for e in errors if isinstance(e, UpdatesLocked)), None)
+    if locked is not None:
+        system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
+    else:
+        system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
+
+
 def _wait_for_retry(seconds: float, record_pk: int) -> None:
-    """Sleep before a retry, cut short when a new target arrives."""
+    """Sleep before a retry, cut short when a new target or apply request arrives."""
     from apps_api.models import TargetRecord
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if _new_request_waiting():
+            return
         if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
             return
 
@@ -228,12 +271,12 @@ def lock_override(target: TargetState) -> bool:
     )
 
 
-def _take_request(force: bool) -> bool:
-    """Consume a waiting apply request; returns `force`, or'ed with the request's."""
+def _take_request() -> bool:
+    """Consume a waiting apply request; returns whether it asked to override locks."""
     from supervisor_site.redis_connection import redis_client
 
     request = redis_client().getdel(APPLY_REQUEST_KEY)
-    return force or (request is not None and bool(json.loads(request).get("force")))  # type: ignore[arg-type]
+    return request is not None and bool(json.loads(request).get("force"))  # type: ignore[arg-type]
 
 
 def _new_request_waiting() -> bool:

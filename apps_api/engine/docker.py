@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -107,14 +108,20 @@ def follow_container_output(container_id: str, *, stderr: bool, since: int) -> I
 LEGACY_SUPERVISED_LABEL = "io.resin.supervised"
 
 
-class EngineObjectMissing(Exception):
-    """The container, network, volume or image is not (or no longer) in the engine."""
-
-
 def _not_found(exc: Exception) -> bool:
     import docker
 
     return isinstance(exc, docker.errors.NotFound)
+
+
+@contextmanager
+def _gone_is_fine() -> Iterator[None]:
+    """Removing or stopping what is already gone has done its job."""
+    try:
+        yield
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
 
 
 def list_supervised_containers() -> list[dict[str, Any]]:
@@ -172,47 +179,54 @@ def start_container(container_id: str) -> None:
     docker_client().api.start(container_id)
 
 
+def _stop_timeout(details: dict[str, Any]) -> int:
+    """The container's grace period, passed explicitly so that the client's HTTP timeout
+    (60 s + this) covers it, however long it is."""
+    return int((details.get("Config") or {}).get("StopTimeout") or 10)
+
+
 def stop_container(container_id: str) -> None:
     """Stop with the container's own stop signal and grace period; tolerate one already gone."""
-    try:
-        docker_client().api.stop(container_id)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise
+    with _gone_is_fine():
+        api = docker_client().api
+        api.stop(container_id, timeout=_stop_timeout(api.inspect_container(container_id)))
 
 
 def remove_container(container_id: str) -> None:
     """Remove the container with its anonymous volumes; tolerate one already gone."""
-    try:
+    with _gone_is_fine():
         docker_client().api.remove_container(container_id, v=True, force=True)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise
 
 
 def kill_container(container_id: str) -> None:
     """Stop the container as its own stop signal and grace period say, then remove it with
     its anonymous volumes; tolerate one already gone."""
     api = docker_client().api
-    try:
+    with _gone_is_fine():
         details = api.inspect_container(container_id)
         running = (details.get("State") or {}).get("Running", False)
         signal = str((details.get("Config") or {}).get("StopSignal") or "").upper()
         if running and signal not in ("SIGKILL", "KILL", "9"):
-            api.stop(container_id)
+            api.stop(container_id, timeout=_stop_timeout(details))
         # A SIGKILL stop is exactly a forced removal, which the engine does in one go.
         api.remove_container(container_id, v=True, force=True)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise
 
 
 def rename_container(container_id: str, name: str) -> None:
     docker_client().api.rename(container_id, name)
 
 
+def restart_policy(container_id: str) -> dict[str, Any]:
+    host_config = docker_client().api.inspect_container(container_id).get("HostConfig") or {}
+    return dict(host_config.get("RestartPolicy") or {"Name": ""})
+
+
+def set_restart_policy(container_id: str, policy: dict[str, Any]) -> None:
+    docker_client().api.update_container(container_id, restart_policy=policy)
+
+
 def clear_restart_policy(container_id: str) -> None:
-    docker_client().api.update_container(container_id, restart_policy={"Name": ""})
+    set_restart_policy(container_id, {"Name": ""})
 
 
 def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dict[str, Any] | None,
@@ -222,7 +236,15 @@ def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dic
     if ipam:
         import docker
 
-        pools = [docker.types.IPAMPool(**pool) for pool in ipam.get("config", [])]
+        pools = [
+            docker.types.IPAMPool(
+                subnet=pool.get("subnet"),
+                iprange=pool.get("ip_range"),
+                gateway=pool.get("gateway"),
+                aux_addresses=pool.get("aux_addresses"),
+            )
+            for pool in ipam.get("config", [])
+        ]
         ipam_config = docker.types.IPAMConfig(
             driver=ipam.get("driver", "default"), pool_configs=pools, options=ipam.get("options") or None
         )
@@ -271,11 +293,8 @@ def ensure_supervisor_network(name: str, *, subnet: str, gateway: str) -> None:
 
 
 def remove_network(name: str) -> None:
-    try:
+    with _gone_is_fine():
         docker_client().api.remove_network(name)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise
 
 
 def create_volume(name: str, *, driver: str, driver_opts: dict[str, str], labels: dict[str, str]) -> None:
@@ -283,11 +302,8 @@ def create_volume(name: str, *, driver: str, driver_opts: dict[str, str], labels
 
 
 def remove_volume(name: str) -> None:
-    try:
+    with _gone_is_fine():
         docker_client().api.remove_volume(name)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise
 
 
 def pull_image(
@@ -342,8 +358,5 @@ def image_id(ref: str) -> str | None:
 
 
 def remove_image(ref: str) -> None:
-    try:
+    with _gone_is_fine():
         docker_client().api.remove_image(ref)
-    except Exception as exc:
-        if not _not_found(exc):
-            raise

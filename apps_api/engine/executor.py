@@ -80,15 +80,19 @@ class Executor:
     def _run(self, step: Step) -> StepOutcome:
         if self.cancelled():
             return StepOutcome(step, None, 0.0)
-        self.observer.started(step)
         began = time.monotonic()
         error: BaseException | None = None
         try:
+            self.observer.started(step)
             getattr(self, f"_do_{step.kind}")(step)
         except Exception as exc:
             error = exc
         seconds = time.monotonic() - began
-        self.observer.finished(step, error, seconds)
+        try:
+            self.observer.finished(step, error, seconds)
+        except Exception as exc:  # the journal must not turn a done step into a lost one
+            logger.exception("could not record step %s", step.kind)
+            error = error or exc
         return StepOutcome(step, error, seconds)
 
     # --- containers ---------------------------------------------------------------------
@@ -96,7 +100,9 @@ class Executor:
     def _do_fetch(self, step: Step) -> None:
         assert step.image is not None
         image_id = engine.pull_image(
-            step.image, on_progress=lambda percent: self.observer.progress(step, percent)
+            step.image,
+            auth=self._registry_auth(step.image),
+            on_progress=lambda percent: self.observer.progress(step, percent),
         )
         self.on_image_fetched(step.image, image_id)
 
@@ -169,8 +175,13 @@ class Executor:
             network=first_network,
             aliases=first_aliases,
         )
-        for network, aliases in networks[1:]:
-            engine.connect_container(container_id, network, aliases)
+        try:
+            for network, aliases in networks[1:]:
+                engine.connect_container(container_id, network, aliases)
+        except Exception:
+            # Half-made, it would look installed and be started next round without its networks.
+            engine.remove_container(container_id)
+            raise
         return container_id
 
     def _service_container_id(self, app: AppSpec, service_name: str) -> str:
@@ -194,12 +205,22 @@ class Executor:
         lock_dir = ensure_service_lock_dir(self.host_root, step.app.app_id, service.service_name)
         for marker in ("handover-complete", "resin-kill-me"):
             (lock_dir / marker).unlink(missing_ok=True)
+        restart_policy = engine.restart_policy(old.container_id)
         engine.clear_restart_policy(old.container_id)
         engine.rename_container(old.container_id, f"old_{old.container_name}")
-        new_id = self._create(step.app, service, name=container_name(service))
-        engine.start_container(new_id)
+        new_id = None
+        try:
+            new_id = self._create(step.app, service, name=container_name(service))
+            engine.start_container(new_id)
+        except Exception:
+            # The old container goes back to what it was; the next round tries again.
+            if new_id is not None:
+                engine.remove_container(new_id)
+            engine.rename_container(old.container_id, old.container_name)
+            engine.set_restart_policy(old.container_id, restart_policy)
+            raise
         deadline = time.monotonic() + service.handover_timeout_ms / 1000
-        while time.monotonic() < deadline and not self.cancelled():
+        while time.monotonic() < deadline:
             if handover_complete(self.host_root, step.app.app_id, service.service_name):
                 break
             time.sleep(HANDOVER_POLL_SECONDS)

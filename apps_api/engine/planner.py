@@ -25,6 +25,7 @@ from apps_api.engine.state import (
     NetworkSpec,
     ServiceSpec,
     Step,
+    StepKind,
     normalise_image_ref,
 )
 
@@ -49,11 +50,19 @@ class _AppView:
 
 
 def plan(
-    current: CurrentState, target: Sequence[AppSpec], *, locks_held: Iterable[int], config: PlanConfig
+    current: CurrentState,
+    target: Sequence[AppSpec],
+    *,
+    locks_held: Iterable[int],
+    config: PlanConfig,
+    leftover_locks: Iterable[int] = (),
 ) -> list[Step]:
     """The steps of the next round; [] when current matches target, [noop] while only
-    downloads are in flight."""
+    downloads are in flight. `locks_held`: apps whose update locks this supervisor holds;
+    `leftover_locks`: apps with lock files of ours that nothing holds (a killed worker's),
+    released once the app has nothing else to do."""
     held = frozenset(locks_held)
+    leftovers = frozenset(leftover_locks) - held
     views: dict[int, _AppView] = {}
     for service in current.services:
         views.setdefault(service.app_id, _AppView()).services.append(service)
@@ -64,13 +73,16 @@ def plan(
     targets = {app.app_id: app for app in target}
 
     steps: list[Step] = []
-    for app_id in sorted(views.keys() | targets.keys()):
+    for app_id in sorted(views.keys() | targets.keys() | leftovers):
         view = views.get(app_id, _AppView())
         app = targets.get(app_id)
         if app is None:
-            steps += _remove_app(app_id, view, locked=app_id in held)
+            app_steps = _remove_app(app_id, view, locked=app_id in held)
         else:
-            steps += _AppPlanner(app, view, current, config, locked=app_id in held).steps()
+            app_steps = _AppPlanner(app, view, current, config, locked=app_id in held).steps()
+        if not app_steps and app_id in leftovers:
+            app_steps = [Step("releaseLock", app_id=app_id, reason="lock files left behind")]
+        steps += app_steps
 
     if not steps and not config.local_mode:
         steps = _unused_images(current, target)
@@ -315,13 +327,6 @@ class _AppPlanner:
                 )
             )
 
-    def _startable(
-        self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
-    ) -> bool:
-        """Whether the replacement could start as soon as the old container is gone; then
-        the kill starts it at once instead of leaving it to the next round."""
-        return self._image_ready(service) and self._dependencies_met(service, newest, unusable_networks)
-
     def _replace(
         self,
         service: ServiceSpec,
@@ -331,46 +336,28 @@ class _AppPlanner:
         unusable_networks: set[str],
     ) -> None:
         """Apply the service's update strategy to replace `container`."""
-        app_id = self.app.app_id
         strategy = service.update_strategy
-        if strategy in ("kill-then-download", "delete-then-download"):
-            self._gate(
-                Step(
-                    "kill",
-                    app_id=app_id,
-                    current=container,
-                    target=service,
-                    reason=reason,
-                    then_start=strategy == "kill-then-download"
-                    and self._startable(service, newest, unusable_networks),
-                )
-            )
-            return
-        if not self._image_ready(service):
-            self._fetch(service)
-            return
-        # download-then-kill and hand-over: disrupt only once every image of the app is here.
-        if not all(self._image_ready(s) for s in self.app.services):
-            return
-        if strategy == "hand-over":
-            self._gate(
-                Step(
-                    "handover", app_id=app_id, app=self.app, current=container, target=service, reason=reason
-                )
-            )
-        else:
-            then_start = self._startable(service, newest, unusable_networks)
-            self._gate(
-                Step(
-                    "kill",
-                    app_id=app_id,
-                    app=self.app,
-                    current=container,
-                    target=service,
-                    reason=reason,
-                    then_start=then_start,
-                )
-            )
+        kill_first = strategy in ("kill-then-download", "delete-then-download")
+        if not kill_first:
+            if not self._image_ready(service):
+                self._fetch(service)
+                return
+            # download-then-kill and hand-over: disrupt only once every image of the app is here.
+            if not all(self._image_ready(s) for s in self.app.services):
+                return
+        kind: StepKind = "handover" if strategy == "hand-over" else "kill"
+        # A replacement that could start as soon as the old container is gone is started by
+        # the kill itself instead of waiting for the next round. Never after a delete: the
+        # image it would start from is the one being deleted.
+        then_start = (
+            kind == "kill"
+            and strategy != "delete-then-download"
+            and self._dependencies_met(service, newest, unusable_networks)
+        )
+        self._gate(
+            Step(kind, app_id=self.app.app_id, app=self.app, current=container, target=service, reason=reason,
+                 then_start=then_start)
+        )  # fmt: skip
 
 
 def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Step]:

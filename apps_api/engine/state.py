@@ -148,8 +148,18 @@ class InvalidTargetState(ValueError):
         super().__init__(f"{path}: {problem}" if path else problem)
 
 
+DOCKER_HUB_PREFIXES = ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/")
+
+
 def normalise_image_ref(image: str) -> str:
-    """`name` → `name:latest`; a digest reference drops its tag (engine.md, Images)."""
+    """`name` → `name:latest`; a digest reference drops its tag (engine.md, Images); Docker
+    Hub's implicit host and `library/` are dropped, as the engine lists them."""
+    for prefix in DOCKER_HUB_PREFIXES:
+        if image.startswith(prefix):
+            image = image[len(prefix) :]
+            break
+    if image.startswith("library/") and image.count("/") == 1:
+        image = image[len("library/") :]
     if "@" in image:
         name, digest = image.split("@", 1)
         last = name.rsplit("/", 1)[-1]

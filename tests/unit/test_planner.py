@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from apps_api.engine.planner import plan
-from apps_api.engine.state import CurrentState, NetworkSpec, Step, VolumeSpec
+from apps_api.engine.state import CurrentState, NetworkSpec, Step, VolumeSpec, normalise_image_ref
 from tests.unit.state_builders import (
     CONFIG,
     LOCAL,
@@ -498,3 +498,40 @@ def test_delete_then_download_never_starts_from_the_kill() -> None:
     old = app(svc("a", strategy="delete-then-download"))
     new = app(svc("a", strategy="delete-then-download", environment={"X": "1"}))
     assert only(plan(settled(old), [new], locks_held={1}, config=CONFIG)).then_start is False
+
+
+def test_kill_then_download_with_the_image_present_starts_from_the_kill() -> None:
+    old = app(svc("a", strategy="kill-then-download"))
+    new = app(svc("a", strategy="kill-then-download", environment={"X": "1"}))
+    step = only(plan(settled(old), [new], locks_held={1}, config=CONFIG))
+    assert (step.kind, step.then_start, step.app) == ("kill", True, new)
+
+
+@pytest.mark.parametrize(
+    ("written", "listed"),
+    [
+        ("redis", "redis:latest"),
+        ("docker.io/library/redis", "redis:latest"),
+        ("index.docker.io/library/redis:7", "redis:7"),
+        ("docker.io/balena/app:1", "balena/app:1"),
+        ("library/redis", "redis:latest"),
+        ("127.0.0.1:5000/app", "127.0.0.1:5000/app:latest"),
+        ("registry.example/app:v1@sha256:abc", "registry.example/app@sha256:abc"),
+    ],
+)
+def test_image_references_are_normalised_as_the_engine_lists_them(written: str, listed: str) -> None:
+    assert normalise_image_ref(written) == listed
+
+
+def test_lock_files_left_by_a_killed_worker_are_released_once_the_app_is_settled() -> None:
+    target = app(svc("a"))
+    steps = plan(settled(target), [target], locks_held=(), config=CONFIG, leftover_locks={1, 9})
+    assert [(s.kind, s.app_id) for s in steps] == [("releaseLock", 1), ("releaseLock", 9)]
+
+
+def test_lock_files_left_behind_wait_while_the_app_still_has_work() -> None:
+    old = app(svc("a"))
+    new = app(svc("a", environment={"X": "1"}))
+    assert kinds(plan(settled(old), [new], locks_held=(), config=CONFIG, leftover_locks={1})) == [
+        ("takeLock", None)
+    ]
