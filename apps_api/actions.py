@@ -8,9 +8,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from apps_api.errors import BadRequest, NotFound
 from hostcfg.blink import BLINK_SECONDS
 
 if TYPE_CHECKING:
+    from apps_api.api.auth import ApiAccess
+    from apps_api.device_state import DeviceSnapshot
     from apps_api.engine.state import TargetState
 
 logger = logging.getLogger(__name__)
@@ -49,3 +52,73 @@ def set_target_state(target: TargetState, *, force: bool = False) -> int:
     request_apply(force=force)
     apply_target_state.delay()
     return record.pk
+
+
+SERVICE_ACTION_TIMEOUT_SECONDS = 120
+SERVICE_ACTIONS = ("restart", "stop", "start")
+
+
+def is_forced(body: object) -> bool:
+    force = body.get("force") if isinstance(body, dict) else None
+    return force is True or str(force).lower() in ("true", "1")
+
+
+def act_on_service(action: str, *, access: ApiAccess, raw_app_id: str, body: object) -> str:
+    """Restart, stop or start one service of an app (v2 service endpoints); returns the
+    container id. Called by: POST /v2/applications/:appId/(restart|stop|start)-service."""
+    from apps_api.device_state import (
+        APP_NOT_FOUND,
+        V2_ENDPOINT_HINT,
+        check_scope,
+        parse_app_id,
+        read_snapshot,
+    )
+
+    app_id = parse_app_id(raw_app_id)
+    check_scope(access, app_id)
+    body = body if isinstance(body, dict) else {}
+    service_name, image_id = body.get("serviceName"), body.get("imageId")
+    if service_name in (None, "") and image_id in (None, ""):
+        raise BadRequest(V2_ENDPOINT_HINT, text=True)
+    snapshot = read_snapshot()
+    containers = snapshot.containers_of(app_id)
+    if not containers:
+        raise NotFound(APP_NOT_FOUND, text=True)
+    names = sorted({c.service_name for c in containers})
+    if len(names) == 1:
+        chosen = names[0]  # a single-service app: the selector's value does not matter
+    else:
+        matches = [c.service_name for c in containers if c.service_name == service_name or
+                   (image_id is not None and str(c.image_id) == str(image_id))]  # fmt: skip
+        if not matches:
+            raise NotFound("Service not found, a container must exist for this endpoint to work", text=True)
+        chosen = matches[0]
+    return _run_service_action(action, snapshot, app_id, chosen, force=is_forced(body))
+
+
+def act_on_single_container_app(action: str, *, access: ApiAccess, raw_app_id: str, body: object) -> str:
+    """Stop or start the one service of a single-container app; returns the container id.
+    Called by: POST /v1/apps/:appId/stop, POST /v1/apps/:appId/start."""
+    from apps_api.device_state import check_scope, parse_app_id, read_snapshot, single_container_app
+
+    app_id = parse_app_id(raw_app_id, "Invalid app id", text=True)
+    check_scope(access, app_id, text=True)
+    snapshot = read_snapshot()
+    _, container = single_container_app(snapshot, app_id)
+    return _run_service_action(action, snapshot, app_id, container.service_name, force=is_forced(body))
+
+
+def _run_service_action(
+    action: str, snapshot: DeviceSnapshot, app_id: int, service_name: str, *, force: bool
+) -> str:
+    from apps_api.engine.service_actions import ServiceGone
+    from apps_api.tasks import service_action
+
+    app = snapshot.target_app(app_id)
+    if app is None or app.service(service_name) is None:
+        raise NotFound("Service does not exist in target release", text=True)
+    pending = service_action.delay(action, app_id, service_name, force)
+    try:
+        return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
+    except ServiceGone as exc:
+        raise NotFound(str(exc), text=True) from exc

@@ -20,3 +20,19 @@ def resume_applying(**_: object) -> None:
     clear_stale_apply_lock()
     request_apply()
     apply_target_state.delay()
+
+
+@shared_task(name="apps_api.service_action")
+def service_action(action: str, app_id: int, service_name: str, force: bool = False) -> str:
+    """restart, stop or start one service; returns its container id."""
+    from apps_api.engine import service_actions
+    from apps_api.engine.apply import JournalObserver
+
+    observer = JournalObserver()
+    if action == "restart":
+        return service_actions.restart_service(app_id, service_name, force=force, observer=observer)
+    if action == "stop":
+        return service_actions.stop_service(app_id, service_name, force=force, observer=observer)
+    if action == "start":
+        return service_actions.start_service(app_id, service_name, observer=observer)
+    raise ValueError(f"unknown service action {action!r}")

@@ -129,7 +129,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps_api.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps_api.api.auth.HasValidApiKey"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
 }

@@ -57,3 +57,10 @@ class ApiKeyAuthentication(BaseAuthentication):
 class HasValidApiKey(BasePermission):
     def has_permission(self, request: Request, view: object) -> bool:
         return isinstance(request.auth, ApiAccess)
+
+
+def access_of(request: Request) -> ApiAccess:
+    """The caller's access, as ApiKeyAuthentication set it (HasValidApiKey guarantees one)."""
+    access = request.auth
+    assert isinstance(access, ApiAccess)
+    return access

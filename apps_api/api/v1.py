@@ -7,7 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps_api import actions
+from apps_api import actions, device_state
+from apps_api.api.auth import access_of
 from apps_api.api.renderers import FirstRendererNegotiation, PlainTextRenderer
 from apps_api.health import failed_health_checks
 
@@ -47,3 +48,35 @@ class BlinkView(PlainTextView):
     def post(self, request: Request) -> Response:
         actions.identify_device()
         return Response("OK")
+
+
+class DeviceView(APIView):
+    """GET /v1/device: the device's state, as the first app's first service sees it."""
+
+    def get(self, request: Request) -> Response:
+        return Response(device_state.v1_device(device_state.read_snapshot()))
+
+
+class AppView(APIView):
+    """GET /v1/apps/:appId: the one container of a single-container app."""
+
+    def get(self, request: Request, app_id: str) -> Response:
+        return Response(device_state.v1_app(device_state.read_snapshot(), app_id, access_of(request)))
+
+
+class AppStopView(APIView):
+    """POST /v1/apps/:appId/stop: stop the app's one container (it stays stopped)."""
+
+    action = "stop"
+
+    def post(self, request: Request, app_id: str) -> Response:
+        container_id = actions.act_on_single_container_app(
+            self.action, access=access_of(request), raw_app_id=app_id, body=request.data
+        )
+        return Response({"containerId": container_id})
+
+
+class AppStartView(AppStopView):
+    """POST /v1/apps/:appId/start: start the app's one container, creating it if missing."""
+
+    action = "start"

@@ -360,3 +360,8 @@ def image_id(ref: str) -> str | None:
 def remove_image(ref: str) -> None:
     with _gone_is_fine():
         docker_client().api.remove_image(ref)
+
+
+def container_environment(container_id: str) -> dict[str, str]:
+    config = docker_client().api.inspect_container(container_id).get("Config") or {}
+    return dict(line.split("=", 1) for line in config.get("Env") or [] if "=" in line)

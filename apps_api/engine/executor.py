@@ -77,6 +77,12 @@ class Executor:
         with ThreadPoolExecutor(max_workers=min(len(work), MAX_PARALLEL_STEPS)) as pool:
             return list(pool.map(self._run, work))
 
+    def run_step(self, step: Step) -> None:
+        """Run one step now, raising its error (the device API's synchronous actions)."""
+        outcome = self._run(step)
+        if outcome.error is not None:
+            raise outcome.error
+
     def _run(self, step: Step) -> StepOutcome:
         if self.cancelled():
             return StepOutcome(step, None, 0.0)

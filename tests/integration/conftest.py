@@ -106,3 +106,27 @@ def _answers(web: WebProcess) -> bool:
         return web.get("/ping").status_code == 200
     except requests.ConnectionError:
         return False
+
+
+@pytest.fixture
+def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
+    """A clean engine and apply state, a worker to apply; yields the test image."""
+    from apps_api import apply_status
+    from apps_api.engine.apply import APPLY_LOCK_KEY, APPLY_REQUEST_KEY
+    from supervisor_site.redis_connection import redis_client
+    from tests.integration.engine_helpers import remove_supervised_objects, wait_applied
+
+    remove_supervised_objects()
+    redis_client().delete(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
+    apply_status.set_flags(update_failed=False)
+    yield busybox_image
+    wait_applied(60)
+    remove_supervised_objects()
+
+
+def lock_dir(service: str, app_id: int = 1) -> Path:
+    from django.conf import settings
+
+    return (
+        Path(settings.SUPERVISOR_HOST_ROOT) / "tmp" / "balena-supervisor" / "services" / str(app_id) / service
+    )

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
-from django.conf import settings
 
 from apps_api import apply_status
-from apps_api.engine.apply import APPLY_LOCK_KEY, APPLY_REQUEST_KEY
 from apps_api.models import StepRecord
 from hostcfg.identity import load_device_identity
-from supervisor_site.redis_connection import redis_client
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess
+from tests.integration.conftest import lock_dir
 from tests.integration.engine_helpers import (
     apply,
     local_target,
-    remove_supervised_objects,
     set_target,
     supervised_container_names,
     supervised_containers,
@@ -29,21 +24,6 @@ from tests.integration.engine_helpers import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def engine(busybox_image: str, celery_worker: WorkerProcess) -> Iterator[str]:
-    """A clean engine and apply state; yields the test image."""
-    remove_supervised_objects()
-    redis_client().delete(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
-    apply_status.set_flags(update_failed=False)
-    yield busybox_image
-    wait_applied(60)
-    remove_supervised_objects()
-
-
-def lock_dir(service: str) -> Path:
-    return Path(settings.SUPERVISOR_HOST_ROOT) / "tmp" / "balena-supervisor" / "services" / "1" / service
 
 
 def test_one_service_app_converges(engine: str) -> None:

@@ -1,0 +1,337 @@
+"""What the device API reports about apps and services, read from the target, Docker and
+the apply loop's progress in Redis. Reads never wait for an apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from apps_api import apply_status
+from apps_api.api.auth import ApiAccess
+from apps_api.engine.state import AppSpec, CurrentService, CurrentState, TargetState
+from apps_api.engine.status import ServiceStatus, service_statuses
+from apps_api.errors import BadRequest, Conflict, NotFound, NotInScope
+
+SUPERVISOR_VERSION = "17.0.0"
+"""The balena Supervisor API level this agent implements (the CLI needs >= 9.7.0)."""
+
+
+@dataclass(frozen=True)
+class DeviceSnapshot:
+    target: TargetState | None
+    current: CurrentState
+    statuses: tuple[ServiceStatus, ...]
+    flags: dict[str, Any]
+    image_progress: dict[str, int]
+    applying: bool
+
+    def target_apps(self, access: ApiAccess | None = None) -> list[AppSpec]:
+        apps = list(self.target.apps) if self.target else []
+        return [a for a in apps if access is None or access.allows_app(a.app_id)]
+
+    def target_app(self, app_id: int) -> AppSpec | None:
+        return next((a for a in self.target_apps() if a.app_id == app_id), None)
+
+    def containers_of(self, app_id: int) -> list[CurrentService]:
+        return sorted((s for s in self.current.services if s.app_id == app_id), key=lambda s: s.service_name)
+
+    def status_of(self, app_id: int, service_name: str) -> ServiceStatus | None:
+        return next((s for s in self.statuses if (s.app_id, s.service_name) == (app_id, service_name)), None)
+
+
+def read_snapshot() -> DeviceSnapshot:
+    from apps_api.engine.apply import apply_in_progress
+    from apps_api.engine.current import read_current_state
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    target = loaded[0] if loaded else None
+    current = read_current_state(app_uuids={a.app_id: a.app_uuid for a in target.apps} if target else None)
+    progress = apply_status.read_image_progress()
+    statuses = service_statuses(
+        current,
+        target.apps if target else (),
+        volatile=apply_status.read_service_statuses(),
+        image_progress=progress,
+    )
+    return DeviceSnapshot(
+        target=target,
+        current=current,
+        statuses=tuple(statuses),
+        flags=apply_status.read_flags(),
+        image_progress=progress,
+        applying=apply_in_progress(),
+    )
+
+
+def parse_app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
+    """A positive app id from a path or body value, else BadRequest(`message`)."""
+    value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not value.isdigit() or int(value) <= 0 or int(value) > 2**53:
+        raise BadRequest(message, text=text)
+    return int(value)
+
+
+def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
+    """Release update status, by precedence (engine.md "Status/report derivation")."""
+    statuses = [snapshot.status_of(app.app_id, s.service_name) for s in app.services]
+    words = {s.status for s in statuses if s is not None}
+    if snapshot.flags.get("update_failed") and snapshot.applying:
+        return "aborted"
+    if "Downloading" in words:
+        return "downloading"
+    if "Downloaded" in words:
+        return "downloaded"
+    if words & {"Installing", "Installed", "Awaiting handover", "Handing over"}:
+        return "applying changes"
+    return "done"
+
+
+def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
+    """GET /v2/applications/state: every target app in scope, keyed by app name."""
+    result: dict[str, Any] = {}
+    for app in snapshot.target_apps(access):
+        services = {}
+        for service in app.services:
+            status = snapshot.status_of(app.app_id, service.service_name)
+            services[service.service_name] = {
+                "status": status.status if status else "Downloading",
+                "image": service.image,
+                "downloadProgress": status.download_progress if status else None,
+                "releaseId": service.release_id,
+            }
+        result[app.name] = {
+            "appId": app.app_id,
+            "appUuid": app.app_uuid,
+            "commit": app.commit,
+            "updateStatus": update_status(snapshot, app),
+            "services": services,
+        }
+    return result
+
+
+def current_commit(snapshot: DeviceSnapshot, app_id: int) -> str | None:
+    """The commit the app's containers run, when they agree on one."""
+    commits = {c.commit for c in snapshot.containers_of(app_id)}
+    return commits.pop() if len(commits) == 1 else None
+
+
+def application_state(snapshot: DeviceSnapshot, raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+    """GET /v2/applications/:appId/state (the seed's shape)."""
+    try:
+        app_id = parse_app_id(raw_app_id)
+    except BadRequest:
+        raise BadRequest(f"Invalid application ID: {raw_app_id}") from None
+    app = snapshot.target_app(app_id)
+    if app is None or not access.allows_app(app_id):
+        raise Conflict(f"Application ID does not exist: {app_id}")
+    services = {}
+    containers = snapshot.containers_of(app_id)
+    for service in app.services:
+        status = snapshot.status_of(app_id, service.service_name)
+        sharing = [c for c in containers if c.image_id == service.image_id]
+        services[str(service.image_id)] = {
+            "status": "Handing over" if len(sharing) > 1 else (status.status if status else "Downloading"),
+            "releaseId": service.release_id,
+            "download_progress": status.download_progress if status else None,
+        }
+    return {
+        "commit": current_commit(snapshot, app_id) or "undefined",
+        "local": {str(app_id): {"services": services}},
+        "dependent": {},
+    }
+
+
+def state_status(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
+    """GET /v2/state/status: the first app in scope, its containers and images."""
+    containers = [c for c in snapshot.current.services if access.allows_app(c.app_id)]
+    apps = snapshot.target_apps(access)
+    first_app = containers[0].app_id if containers else (apps[0].app_id if apps else None)
+    container_rows = [
+        {
+            "status": (snapshot.status_of(c.app_id, c.service_name) or _container_status(c)).status,
+            "serviceName": c.service_name,
+            "appId": c.app_id,
+            "imageId": c.image_id,
+            "serviceId": c.service_id,
+            "containerId": c.container_id,
+            "createdAt": c.created_at,
+        }
+        for c in containers
+        if c.app_id == first_app
+    ]
+    image_rows: list[dict[str, Any]] = []
+    for app in apps:
+        if app.app_id != first_app:
+            continue
+        for service in app.services:
+            status = snapshot.status_of(app.app_id, service.service_name)
+            downloading = status is not None and status.status == "Downloading"
+            image_rows.append(
+                {
+                    "name": service.image,
+                    "appId": app.app_id,
+                    "serviceName": service.service_name,
+                    "imageId": service.image_id,
+                    "dockerImageId": snapshot.current.images.get(_ref(service.image)),
+                    "status": "Downloading" if downloading else "Downloaded",
+                    "downloadProgress": status.download_progress if downloading and status else None,
+                }
+            )
+    progress: list[int] = [
+        row["downloadProgress"] for row in image_rows if row["downloadProgress"] is not None
+    ]
+    first = snapshot.target_app(first_app) if first_app is not None else None
+    return {
+        "status": "success",
+        "appState": "applying" if snapshot.applying else "applied",
+        "overallDownloadProgress": sum(progress) // len(progress) if progress else None,
+        "containers": container_rows,
+        "images": image_rows,
+        "release": first.commit if first else None,
+    }
+
+
+def _ref(image: str) -> str:
+    from apps_api.engine.state import normalise_image_ref
+
+    return normalise_image_ref(image)
+
+
+def _container_status(container: CurrentService) -> ServiceStatus:
+    from apps_api.engine.status import container_status
+
+    return ServiceStatus(container.app_id, container.service_name, container_status(container))
+
+
+def container_ids(snapshot: DeviceSnapshot, access: ApiAccess, service_name: str | None) -> dict[str, Any]:
+    """GET /v2/containerId: one service's container id, or all of them."""
+    containers = {
+        c.service_name: c.container_id for c in snapshot.current.services if access.allows_app(c.app_id)
+    }
+    if service_name is None:
+        return {"status": "success", "services": containers}
+    if service_name not in containers:
+        raise ContainerNotFound("Could not find service with that name")
+    return {"status": "success", "containerId": containers[service_name]}
+
+
+class ContainerNotFound(NotFound):
+    status = 503
+
+
+APP_NOT_FOUND = (
+    "App not found: an app needs to be installed for this endpoint to work. If you've recently moved this "
+    "device from another app, please push an app and wait for it to be installed first."
+)
+V2_ENDPOINT_HINT = (
+    "serviceName or imageId parameters were not provided or the app is multi-container. "
+    "Use the v2 service action endpoints."
+)
+
+
+def single_container_app(snapshot: DeviceSnapshot, app_id: int) -> tuple[AppSpec | None, CurrentService]:
+    """The one container of a single-container app (v1 app endpoints)."""
+    containers = snapshot.containers_of(app_id)
+    if not containers:
+        raise BadRequest(APP_NOT_FOUND, text=True)
+    if len({c.service_name for c in containers}) > 1:
+        raise BadRequest(V2_ENDPOINT_HINT, text=True)
+    return snapshot.target_app(app_id), containers[0]
+
+
+def check_scope(access: ApiAccess, app_id: int, *, message: str = "Unauthorized", text: bool = False) -> None:
+    if not access.allows_app(app_id):
+        raise NotInScope(message, text=text)
+
+
+def host_addresses() -> tuple[str, str]:
+    """(IPv4 addresses, MAC addresses) of the host's interfaces, space-separated; loopback
+    and the engine's own bridges left out."""
+    import socket
+
+    import psutil
+
+    ips, macs = [], []
+    for name, addresses in sorted(psutil.net_if_addrs().items()):
+        if name == "lo" or name.startswith(("docker", "br-", "veth", "supervisor0", "balena")):
+            continue
+        for address in addresses:
+            if address.family == socket.AF_INET:
+                ips.append(address.address)
+            elif address.family == psutil.AF_LINK and address.address not in ("", "00:00:00:00:00:00"):
+                macs.append(address.address.upper())
+    return " ".join(ips), " ".join(dict.fromkeys(macs))
+
+
+def v1_device(snapshot: DeviceSnapshot) -> dict[str, Any]:
+    """GET /v1/device."""
+    from django.conf import settings
+
+    ips, macs = host_addresses()
+    device: dict[str, Any] = {
+        "api_port": settings.SUPERVISOR_PORT,
+        "ip_address": ips,
+        "mac_address": macs,
+        "os_version": _os_version(),
+        "supervisor_version": SUPERVISOR_VERSION,
+        "update_pending": bool(snapshot.flags.get("update_pending")),
+        "update_failed": bool(snapshot.flags.get("update_failed")),
+        "update_downloaded": bool(snapshot.flags.get("update_downloaded")),
+    }
+    apps = snapshot.target_apps()
+    if apps:
+        commit = current_commit(snapshot, apps[0].app_id)
+        if commit and not snapshot.applying:
+            device["commit"] = commit
+        if apps[0].services:
+            status = snapshot.status_of(apps[0].app_id, apps[0].services[0].service_name)
+            if status is not None:
+                device["status"] = "Idle" if status.status == "Running" else status.status
+                device["download_progress"] = status.download_progress
+    return device
+
+
+def _os_version() -> str:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    try:
+        for line in (Path(settings.SUPERVISOR_HOST_ROOT) / "etc" / "os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+HIDDEN_ENVIRONMENT = (
+    "BALENA_SUPERVISOR_API_KEY",
+    "RESIN_SUPERVISOR_API_KEY",
+    "BALENA_API_KEY",
+    "RESIN_API_KEY",
+)
+
+
+def v1_app(snapshot: DeviceSnapshot, raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+    """GET /v1/apps/:appId: the one container of a single-container app."""
+    from apps_api.engine.docker import container_environment
+
+    app_id = parse_app_id(raw_app_id, "Missing app id", text=True)
+    check_scope(access, app_id, message="Application is not available")
+    containers = snapshot.containers_of(app_id)
+    if not containers:
+        raise BadRequest("App not found", text=True)
+    if len({c.service_name for c in containers}) > 1:
+        raise BadRequest("Some v1 endpoints are only allowed on single-container apps", text=True)
+    container = containers[0]
+    environment = container_environment(container.container_id)
+    return {
+        "appId": app_id,
+        "commit": current_commit(snapshot, app_id),
+        "containerId": container.container_id,
+        "env": {k: v for k, v in environment.items() if k not in HIDDEN_ENVIRONMENT},
+        "imageId": container.docker_image_id,
+        "releaseId": container.release_id,
+    }

@@ -1,0 +1,89 @@
+"""Restart, stop and start of one service, run in the worker (where the update-lock
+registry lives) for the device API. Each takes the app's locks as locks.md "withLock"
+says, except start, which disrupts nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apps_api.engine.apply import device_context, lock_override, update_locks
+from apps_api.engine.current import read_current_state
+from apps_api.engine.executor import Executor, StepObserver
+from apps_api.engine.state import AppSpec, CurrentService, ServiceSpec, Step, TargetState
+
+
+class ServiceGone(Exception):
+    """The service has no container or is not in the target any more."""
+
+
+@dataclass(frozen=True)
+class _Service:
+    target: TargetState
+    app: AppSpec
+    spec: ServiceSpec
+    container: CurrentService | None
+
+
+def _find(app_id: int, service_name: str) -> _Service:
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    app = next((a for a in loaded[0].apps if a.app_id == app_id), None) if loaded else None
+    spec = app.service(service_name) if app else None
+    if loaded is None or app is None or spec is None:
+        raise ServiceGone(f"Service does not exist in target release: {service_name}")
+    containers = [
+        s
+        for s in read_current_state().services
+        if s.app_id == app_id and s.service_name == service_name and not s.container_name.startswith("old_")
+    ]
+    newest = max(containers, key=lambda c: c.created_at) if containers else None
+    return _Service(loaded[0], app, spec, newest)
+
+
+def _executor(found: _Service, observer: StepObserver) -> Executor:
+    return Executor(device=device_context(found.target), locks=update_locks(), observer=observer)
+
+
+def restart_service(app_id: int, service_name: str, *, force: bool, observer: StepObserver) -> str:
+    """Kill the service's container and start a new one; returns the new container's id."""
+    found = _find(app_id, service_name)
+    executor = _executor(found, observer)
+    with update_locks().locked(executor.host_root, [app_id], force=force or lock_override(found.target)):
+        if found.container is not None:
+            executor.run_step(
+                Step("kill", app_id=app_id, current=found.container, reason="restart requested")
+            )
+        executor.run_step(
+            Step("start", app_id=app_id, app=found.app, target=found.spec, reason="restart requested")
+        )
+    return _container_id(app_id, service_name)
+
+
+def stop_service(app_id: int, service_name: str, *, force: bool, observer: StepObserver) -> str:
+    """Stop the service's container without removing it; returns its id."""
+    found = _find(app_id, service_name)
+    if found.container is None:
+        raise ServiceGone("Service not found, a container must exist for this endpoint to work")
+    executor = _executor(found, observer)
+    with update_locks().locked(executor.host_root, [app_id], force=force or lock_override(found.target)):
+        executor.run_step(Step("stop", app_id=app_id, current=found.container, reason="stop requested"))
+    return found.container.container_id
+
+
+def start_service(app_id: int, service_name: str, *, observer: StepObserver) -> str:
+    """Start the service's container, creating it if missing; returns its id."""
+    found = _find(app_id, service_name)
+    executor = _executor(found, observer)
+    executor.run_step(
+        Step("start", app_id=app_id, app=found.app, current=found.container, target=found.spec,
+             reason="start requested")
+    )  # fmt: skip
+    return _container_id(app_id, service_name)
+
+
+def _container_id(app_id: int, service_name: str) -> str:
+    found = _find(app_id, service_name)
+    if found.container is None:
+        raise ServiceGone(f"no container of {service_name} after the action")
+    return found.container.container_id

@@ -1,0 +1,36 @@
+"""Errors of the device API's actions and reads; `apps_api.api.errors` turns them into
+answers (status code from the class, body as text or `{"status":"failed","message"}`)."""
+
+from __future__ import annotations
+
+
+class DeviceApiError(Exception):
+    status = 503
+
+    def __init__(self, message: str, *, text: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.text = text
+        """Answer in plain text instead of the JSON failure shape (spec/api.md per endpoint)."""
+
+
+class BadRequest(DeviceApiError):
+    status = 400
+
+
+class NotInScope(DeviceApiError):
+    """The caller's key does not cover this app (never 403: spec/auth.md)."""
+
+    status = 401
+
+
+class NotFound(DeviceApiError):
+    status = 404
+
+
+class Conflict(DeviceApiError):
+    status = 409
+
+
+class ActionFailed(DeviceApiError):
+    status = 503

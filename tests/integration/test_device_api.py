@@ -1,0 +1,258 @@
+"""The device API over real containers: state reads, service actions, errors, auth."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from tests.integration.conftest import lock_dir
+from tests.integration.engine_helpers import apply, local_target, supervised_containers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def one_service(engine: str) -> str:
+    apply(local_target({"main": {"environment": {"GREETING": "hi"}}}, image=engine))
+    return engine
+
+
+@pytest.fixture
+def two_services(engine: str) -> str:
+    apply(local_target({"main": {}, "side": {}}, image=engine))
+    return engine
+
+
+def post(path: str, body: dict | None = None, **headers: str):  # type: ignore[no-untyped-def]
+    return Client().post(path, json.dumps(body or {}), content_type="application/json", **headers)
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+def test_applications_state_lists_apps_by_name_with_service_status(one_service: str) -> None:
+    body = Client().get("/v2/applications/state").json()
+    assert body == {
+        "testapp": {
+            "appId": 1,
+            "appUuid": "1",
+            "commit": "c1",
+            "updateStatus": "done",
+            "services": {
+                "main": {"status": "Running", "image": one_service, "downloadProgress": None, "releaseId": 1}
+            },
+        }
+    }
+
+
+def test_application_state_has_the_seed_shape(one_service: str) -> None:
+    response = Client().get("/v2/applications/1/state")
+    assert response.status_code == 200
+    assert response.json() == {
+        "commit": "c1",
+        "local": {"1": {"services": {"1": {"status": "Running", "releaseId": 1, "download_progress": None}}}},
+        "dependent": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("app_id", "status", "message"),
+    [("abc", 400, "Invalid application ID: abc"), ("-1", 400, "Invalid application ID: -1"),
+     ("99", 409, "Application ID does not exist: 99")],
+)  # fmt: skip
+def test_application_state_errors(one_service: str, app_id: str, status: int, message: str) -> None:
+    response = Client().get(f"/v2/applications/{app_id}/state")
+    assert response.status_code == status
+    assert response.json() == {"status": "failed", "message": message}
+
+
+def test_state_status_reports_applied_containers(one_service: str) -> None:
+    body = Client().get("/v2/state/status").json()
+    assert body["status"] == "success"
+    assert body["appState"] == "applied"
+    assert body["release"] == "c1"
+    [row] = body["containers"]
+    assert (row["serviceName"], row["appId"], row["status"]) == ("main", 1, "Running")
+    assert row["containerId"] == supervised_containers()["main"].id
+    assert body["images"][0]["status"] == "Downloaded"
+
+
+def test_container_id_by_service_name_and_all(two_services: str) -> None:
+    ids = {name: c.id for name, c in supervised_containers().items()}
+    assert Client().get("/v2/containerId?serviceName=side").json() == {
+        "status": "success",
+        "containerId": ids["side"],
+    }
+    assert Client().get("/v2/containerId?service=main").json()["containerId"] == ids["main"]
+    assert Client().get("/v2/containerId").json() == {"status": "success", "services": ids}
+    missing = Client().get("/v2/containerId?serviceName=nope")
+    assert missing.status_code == 503
+    assert missing.json() == {"status": "failed", "message": "Could not find service with that name"}
+
+
+def test_version_and_device_name(one_service: str) -> None:
+    version = Client().get("/v2/version").json()
+    assert version["status"] == "success"
+    assert tuple(int(p) for p in version["version"].split("+")[0].split(".")) >= (9, 7, 0)
+    assert Client().get("/v2/device/name").json() == {"status": "success", "deviceName": "test-device"}
+
+
+def test_v1_device_reports_the_first_service_as_idle(one_service: str) -> None:
+    body = Client().get("/v1/device").json()
+    assert body["status"] == "Idle"
+    assert body["commit"] == "c1"
+    assert body["update_pending"] is False
+    assert body["update_failed"] is False
+    assert body["api_port"] == settings.SUPERVISOR_PORT
+
+
+def test_v1_app_shows_the_container_without_secrets(engine: str) -> None:
+    labels = {"io.balena.features.supervisor-api": "1"}
+    apply(local_target({"main": {"environment": {"GREETING": "hi"}, "labels": labels}}, image=engine))
+    body = Client().get("/v1/apps/1").json()
+    main = supervised_containers()["main"]
+    assert body["appId"] == 1
+    assert body["containerId"] == main.id
+    assert body["imageId"] == main.image.id
+    assert body["env"]["GREETING"] == "hi"
+    assert "BALENA_SUPERVISOR_API_KEY" not in body["env"]
+    assert "RESIN_SUPERVISOR_API_KEY" not in body["env"]
+
+
+def test_v1_app_refuses_multi_container_apps(two_services: str) -> None:
+    response = Client().get("/v1/apps/1")
+    assert response.status_code == 400
+    assert response.content == b"Some v1 endpoints are only allowed on single-container apps"
+
+
+# --- service actions ----------------------------------------------------------------------------
+
+
+def test_restart_service_gives_a_new_container(two_services: str) -> None:
+    before = {name: c.id for name, c in supervised_containers().items()}
+    response = post("/v2/applications/1/restart-service", {"serviceName": "side"})
+    assert (response.status_code, response.content) == (200, b"OK")
+    after = {name: c.id for name, c in supervised_containers().items()}
+    assert after["side"] != before["side"]
+    assert after["main"] == before["main"]
+    assert supervised_containers()["side"].status == "running"
+
+
+def test_stop_service_leaves_it_exited_and_start_service_runs_it_again(two_services: str) -> None:
+    assert post("/v2/applications/1/stop-service", {"serviceName": "side"}).status_code == 200
+    assert supervised_containers()["side"].status == "exited"
+    assert supervised_containers()["main"].status == "running"
+
+    assert post("/v2/applications/1/start-service", {"imageId": 2}).status_code == 200
+    assert supervised_containers()["side"].status == "running"
+
+
+def test_v1_stop_and_start_answer_with_the_container_id(one_service: str) -> None:
+    main = supervised_containers()["main"]
+    stopped = post("/v1/apps/1/stop")
+    assert stopped.json() == {"containerId": main.id}
+    assert supervised_containers()["main"].status == "exited"
+    started = post("/v1/apps/1/start")
+    assert started.json() == {"containerId": main.id}
+    assert supervised_containers()["main"].status == "running"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "text", "json_body"),
+    [
+        ("/v2/applications/1/restart-service", {}, 400, True, None),
+        ("/v2/applications/abc/restart-service", {"serviceName": "main"}, 400, False, "Invalid app id"),
+        ("/v2/applications/0/stop-service", {"serviceName": "main"}, 400, False, "Invalid app id"),
+        ("/v2/applications/1/stop-service", {"serviceName": "nope"}, 404, True, None),
+        ("/v2/applications/7/start-service", {"serviceName": "main"}, 404, True, None),
+        ("/v1/apps/1/stop", {}, 400, True, None),
+        ("/v1/apps/x/stop", {}, 400, True, None),
+    ],
+)
+def test_service_action_errors(
+    two_services: str, path: str, body: dict, status: int, text: bool, json_body: str | None
+) -> None:
+    before = {name: (c.id, c.status) for name, c in supervised_containers().items()}
+    response = post(path, body)
+    assert response.status_code == status
+    if text:
+        assert response["Content-Type"].startswith("text/plain")
+    else:
+        assert response.json() == {"status": "failed", "message": json_body}
+    assert {name: (c.id, c.status) for name, c in supervised_containers().items()} == before
+
+
+def test_malformed_json_is_a_400_and_changes_nothing(one_service: str) -> None:
+    response = Client().post("/v2/applications/1/restart-service", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["status"] == "failed"
+
+
+def test_user_lock_makes_stop_423_and_force_goes_through(two_services: str) -> None:
+    lock = lock_dir("side") / "updates.lock"
+    lock.write_text("mine")
+    response = post("/v2/applications/1/stop-service", {"serviceName": "side"})
+    assert response.status_code == 423
+    assert response.json()["status"] == "failed"
+    assert "Lockfile exists" in response.json()["message"]
+    assert supervised_containers()["side"].status == "running"
+    assert lock.read_text() == "mine"
+
+    assert post("/v2/applications/1/stop-service", {"serviceName": "side", "force": True}).status_code == 200
+    assert supervised_containers()["side"].status == "exited"
+    assert not [p for p in lock_dir("side").iterdir() if p.name.endswith("updates.lock")]
+
+
+# --- auth on a managed device -------------------------------------------------------------------
+
+
+@pytest.fixture
+def managed_device() -> Iterator[None]:
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    original = path.read_text() if path.exists() else None
+    config = json.loads(original) if original else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**config, "apiEndpoint": "http://127.0.0.1:9"}))
+    yield
+    if original is None:
+        path.unlink()
+    else:
+        path.write_text(original)
+
+
+def test_auth_matrix_on_a_managed_device(one_service: str, managed_device: None) -> None:
+    key = get_or_create_global_key().key
+    assert Client().get("/v2/applications/state").status_code == 401
+    assert Client().get("/v2/applications/state").content == b"Unauthorized"
+    assert Client().get("/v2/applications/state?apikey=wrong").status_code == 401
+    assert Client().get(f"/v2/applications/state?apiKey={key}").status_code == 401
+    assert Client().get(f"/v2/applications/state?apikey={key}").status_code == 200
+    assert Client().get("/v2/applications/state", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    assert Client().get("/v2/applications/state", HTTP_AUTHORIZATION=f"apikey {key}").status_code == 200
+    assert Client().get("/v2/applications/state", HTTP_AUTHORIZATION=f"Basic {key}").status_code == 401
+    assert Client().get("/ping").status_code == 200
+
+
+def test_scoped_key_acts_only_on_its_app(one_service: str, managed_device: None) -> None:
+    other_app_key = get_or_create_service_key(2, "elsewhere")
+    own_key = get_or_create_service_key(1, "main")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {other_app_key}"}
+
+    assert Client().get("/v2/applications/state", **auth).json() == {}
+    conflict = Client().get("/v2/applications/1/state", **auth)
+    assert conflict.status_code == 409
+    denied = post("/v2/applications/1/restart-service", {"serviceName": "main"}, **auth)
+    assert denied.status_code == 401
+    assert denied.json() == {"status": "failed", "message": "Unauthorized"}
+    assert Client().get("/v2/containerId", **auth).json() == {"status": "success", "services": {}}
+
+    own = {"HTTP_AUTHORIZATION": f"Bearer {own_key}"}
+    assert "testapp" in Client().get("/v2/applications/state", **own).json()
+    assert docker.from_env().containers.get(supervised_containers()["main"].id).status == "running"
