@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from apps_api.errors import BadRequest, NotFound
+from apps_api.errors import ActionFailed, BadRequest, NotFound
 from hostcfg.blink import BLINK_SECONDS
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def act_on_single_container_app(action: str, *, access: ApiAccess, raw_app_id: s
 def _run_service_action(
     action: str, snapshot: DeviceSnapshot, app_id: int, service_name: str, *, force: bool
 ) -> str:
-    from apps_api.engine.service_actions import ServiceGone
+    from apps_api.engine.app_actions import ServiceGone
     from apps_api.tasks import service_action
 
     app = snapshot.target_app(app_id)
@@ -122,3 +122,64 @@ def _run_service_action(
         return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
     except ServiceGone as exc:
         raise NotFound(str(exc), text=True) from exc
+
+
+def regenerate_api_key(*, access: ApiAccess) -> str:
+    """Replace the key that authenticated this request. Called by: POST /v1/regenerate-api-key."""
+    from apps_api.apikeys import UnknownApiKey
+    from apps_api.apikeys import regenerate_api_key as regenerate
+
+    try:
+        return regenerate(access.key)
+    except UnknownApiKey as exc:
+        raise ActionFailed(str(exc)) from exc
+
+
+def trigger_update(*, body: object) -> bool:
+    """Apply the target again now (the cloud poll lands with the cloud issue: until then the
+    stored target is re-applied); `cancel` aborts a running apply first. Returns whether
+    an update was triggered (instant updates are on by default). Called by: POST /v1/update."""
+    from apps_api import apply_status
+    from apps_api.engine.apply import cancel_running_apply, request_apply
+    from apps_api.tasks import apply_target_state
+
+    body = body if isinstance(body, dict) else {}
+    if body.get("cancel") is True:
+        cancel_running_apply()
+    if not (is_forced(body) or instant_updates_enabled()):
+        return False
+    apply_status.set_flags(update_failed=False)
+    request_apply(force=is_forced(body))
+    apply_target_state.delay()
+    return True
+
+
+def instant_updates_enabled() -> bool:
+    from apps_api.engine.state import is_truthy
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    config = loaded[0].config if loaded else {}
+    for key in ("SUPERVISOR_INSTANT_UPDATE_TRIGGER", "BALENA_SUPERVISOR_INSTANT_UPDATE_TRIGGER",
+                "RESIN_SUPERVISOR_INSTANT_UPDATE_TRIGGER"):  # fmt: skip
+        if key in config:
+            return is_truthy(config[key])
+    return True
+
+
+APP_ACTION_TIMEOUT_SECONDS = 300
+
+
+def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> None:
+    """Restart (new containers) or purge (new containers, empty named volumes) an app.
+    Called by: POST /v1/restart, /v1/purge, /v2/applications/:appId/(restart|purge)."""
+    from apps_api.device_state import check_scope
+    from apps_api.engine.app_actions import AppNotRunning
+    from apps_api.tasks import app_action
+
+    check_scope(access, app_id)
+    pending = app_action.delay(action, app_id, force)
+    try:
+        pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)
+    except AppNotRunning as exc:
+        raise ActionFailed(str(exc)) from exc

@@ -48,3 +48,18 @@ def get_or_create_service_key(app_id: int, service_name: str) -> str:
         return ApiKey.objects.create(
             app_id=app_id, service_name=service_name, key=new_device_secret(), scopes=scopes
         ).key
+
+
+class UnknownApiKey(Exception):
+    """The presented key is not a stored key (local mode's empty key included)."""
+
+
+def regenerate_api_key(presented: str) -> str:
+    """Replace the stored key equal to `presented` by a fresh one with the same app,
+    service and scopes; the old key stops working at once. Returns the new key."""
+    stored = find_api_key(presented)
+    if stored is None:
+        raise UnknownApiKey("Cannot regenerate an unknown API key")
+    stored.key = new_device_secret()
+    stored.save(update_fields=["key"])
+    return stored.key

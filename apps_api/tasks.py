@@ -25,14 +25,28 @@ def resume_applying(**_: object) -> None:
 @shared_task(name="apps_api.service_action")
 def service_action(action: str, app_id: int, service_name: str, force: bool = False) -> str:
     """restart, stop or start one service; returns its container id."""
-    from apps_api.engine import service_actions
+    from apps_api.engine import app_actions
     from apps_api.engine.apply import JournalObserver
 
     observer = JournalObserver()
     if action == "restart":
-        return service_actions.restart_service(app_id, service_name, force=force, observer=observer)
+        return app_actions.restart_service(app_id, service_name, force=force, observer=observer)
     if action == "stop":
-        return service_actions.stop_service(app_id, service_name, force=force, observer=observer)
+        return app_actions.stop_service(app_id, service_name, force=force, observer=observer)
     if action == "start":
-        return service_actions.start_service(app_id, service_name, observer=observer)
+        return app_actions.start_service(app_id, service_name, observer=observer)
     raise ValueError(f"unknown service action {action!r}")
+
+
+@shared_task(name="apps_api.app_action")
+def app_action(action: str, app_id: int, force: bool = False) -> None:
+    """restart or purge one app."""
+    from apps_api.engine import app_actions
+    from apps_api.engine.apply import JournalObserver
+
+    if action == "restart":
+        app_actions.restart_app(app_id, force=force, observer=JournalObserver())
+    elif action == "purge":
+        app_actions.purge_app(app_id, force=force, observer=JournalObserver())
+    else:
+        raise ValueError(f"unknown app action {action!r}")

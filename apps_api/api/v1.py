@@ -80,3 +80,45 @@ class AppStartView(AppStopView):
     """POST /v1/apps/:appId/start: start the app's one container, creating it if missing."""
 
     action = "start"
+
+
+class RegenerateApiKeyView(PlainTextView):
+    """POST /v1/regenerate-api-key: a new key replaces the one this request used."""
+
+    def post(self, request: Request) -> Response:
+        return Response(actions.regenerate_api_key(access=access_of(request)))
+
+
+class UpdateView(APIView):
+    """POST /v1/update: apply the target now (204), or nothing when instant updates are off (202)."""
+
+    def post(self, request: Request) -> Response:
+        triggered = actions.trigger_update(body=request.data)
+        return Response(status=204 if triggered else 202)
+
+
+def body_app_id(request: Request, message: str) -> int:
+    data = request.data if isinstance(request.data, dict) else {}
+    return device_state.parse_app_id(data.get("appId"), message, text=True)
+
+
+class RestartView(PlainTextView):
+    """POST /v1/restart {appId, force?}: new containers for every service of the app."""
+
+    def post(self, request: Request) -> Response:
+        app_id = body_app_id(request, "Missing app id")
+        actions.act_on_app(
+            "restart", access=access_of(request), app_id=app_id, force=actions.is_forced(request.data)
+        )
+        return Response("OK")
+
+
+class PurgeView(APIView):
+    """POST /v1/purge {appId, force?}: the app restarts with its named volumes empty."""
+
+    def post(self, request: Request) -> Response:
+        app_id = body_app_id(request, "Invalid or missing appId")
+        actions.act_on_app(
+            "purge", access=access_of(request), app_id=app_id, force=actions.is_forced(request.data)
+        )
+        return Response({"Data": "OK", "Error": ""})

@@ -78,3 +78,24 @@ class DeviceNameView(APIView):
         snapshot = device_state.read_snapshot()
         name = snapshot.target.name if snapshot.target and snapshot.target.name else "local"
         return Response({"status": "success", "deviceName": name})
+
+
+class AppActionView(PlainTextView):
+    """POST /v2/applications/:appId/(restart|purge) {force?}."""
+
+    action = ""
+
+    def post(self, request: Request, app_id: str) -> Response:
+        parsed = device_state.parse_app_id(app_id, "Missing app id")
+        actions.act_on_app(
+            self.action, access=access_of(request), app_id=parsed, force=actions.is_forced(request.data)
+        )
+        return Response("OK")
+
+
+class RestartAppView(AppActionView):
+    action = "restart"
+
+
+class PurgeAppView(AppActionView):
+    action = "purge"

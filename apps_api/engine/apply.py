@@ -12,6 +12,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 APPLY_LOCK_KEY = "supervisor:apply:lock"
 APPLY_REQUEST_KEY = "supervisor:apply:requested"
+APPLY_PREEMPT_KEY = "supervisor:apply:preempt"
+EXCLUSIVE_WAIT_SECONDS = 60
 # Long enough for the longest round (a hand-over waits up to its timeout); renewed each round.
 APPLY_LOCK_SECONDS = 600
 DEFAULT_POLL_INTERVAL_MS = 900_000
@@ -71,11 +75,12 @@ def run_requested_applies() -> bool:
         if not lock.acquire():
             return ran
         ran = True
+        preempted = None
         renewing = threading.Event()
         renewer = threading.Thread(target=_keep_lock, args=(lock, renewing), daemon=True, name="apply-lock")
         renewer.start()
         try:
-            converge()
+            preempted = converge().preempted
         finally:
             renewing.set()
             renewer.join()
@@ -84,7 +89,44 @@ def run_requested_applies() -> bool:
                 lock.release()
             except LockError:
                 logger.warning("the apply lock expired before the apply ended")
+        if preempted == "exclusive":
+            return ran  # the pre-empting action requests an apply when it is done
     return ran
+
+
+def cancel_running_apply(reason: str = "cancel") -> None:
+    """Make the running apply stop at its next round (or retry wait)."""
+    from supervisor_site.redis_connection import redis_client
+
+    if apply_in_progress():
+        redis_client().set(APPLY_PREEMPT_KEY, reason, ex=EXCLUSIVE_WAIT_SECONDS)
+
+
+@contextmanager
+def exclusive_apply(wait_seconds: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the apply lock for an action that must run alone (restart, purge): the running
+    apply is pre-empted at its next round; a normal apply is requested afterwards."""
+    from redis.exceptions import LockError
+
+    from supervisor_site.redis_connection import redis_client
+
+    client = redis_client()
+    cancel_running_apply("exclusive")
+    lock = client.lock(APPLY_LOCK_KEY, timeout=APPLY_LOCK_SECONDS, blocking_timeout=wait_seconds)
+    if not lock.acquire():
+        raise UpdatesLocked("Locks for the apply are being held by another supervisor operation")
+    try:
+        client.delete(APPLY_PREEMPT_KEY)
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            logger.warning("the apply lock expired during an exclusive action")
+        request_apply()
+        from apps_api.tasks import apply_target_state
+
+        apply_target_state.delay()
 
 
 def _keep_lock(lock: Any, stop: threading.Event) -> None:
@@ -150,6 +192,9 @@ def poll_interval_seconds(target: TargetState) -> float:
 class ConvergeResult:
     rounds: int
     converged: bool
+    preempted: str | None = None
+    """Why the apply stopped early: "cancel" (POST /v1/update cancel) or "exclusive" (an
+    action that must run alone holds the apply lock next)."""
 
 
 def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeResult:
@@ -165,6 +210,8 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
     while max_rounds is None or rounds < max_rounds:
         # This round plans from the newest target, so it answers any request waiting now;
         # only a request arriving during the round cuts the round short.
+        if preemption := _take_preemption():
+            return ConvergeResult(rounds, False, preempted=preemption)
         request_force = _take_request()
         loaded = load_target()
         if loaded is None:
@@ -255,7 +302,7 @@ def _wait_for_retry(seconds: float, record_pk: int) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if _new_request_waiting():
+        if _new_request_waiting() or _preemption_waiting():
             return
         if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
             return
@@ -271,12 +318,25 @@ def lock_override(target: TargetState) -> bool:
     )
 
 
+def _take_preemption() -> str | None:
+    from supervisor_site.redis_connection import redis_client
+
+    value = redis_client().getdel(APPLY_PREEMPT_KEY)
+    return value.decode() if isinstance(value, bytes) else None
+
+
 def _take_request() -> bool:
     """Consume a waiting apply request; returns whether it asked to override locks."""
     from supervisor_site.redis_connection import redis_client
 
     request = redis_client().getdel(APPLY_REQUEST_KEY)
     return request is not None and bool(json.loads(request).get("force"))  # type: ignore[arg-type]
+
+
+def _preemption_waiting() -> bool:
+    from supervisor_site.redis_connection import redis_client
+
+    return bool(redis_client().exists(APPLY_PREEMPT_KEY))
 
 
 def _new_request_waiting() -> bool:

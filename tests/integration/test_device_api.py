@@ -256,3 +256,107 @@ def test_scoped_key_acts_only_on_its_app(one_service: str, managed_device: None)
     own = {"HTTP_AUTHORIZATION": f"Bearer {own_key}"}
     assert "testapp" in Client().get("/v2/applications/state", **own).json()
     assert docker.from_env().containers.get(supervised_containers()["main"].id).status == "running"
+
+
+# --- app restart and purge ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_with_data(engine: str) -> Iterator[str]:
+    apply(local_target({"main": {"volumes": ["data:/data"]}, "side": {}}, image=engine, volumes={"data": {}}))
+    supervised_containers()["main"].exec_run(["sh", "-c", "echo precious > /data/file"])
+    other = docker.from_env().volumes.create(
+        "2_data", labels={"io.balena.supervised": "true", "io.balena.app-uuid": "2"}
+    )
+    yield engine
+    other.remove(force=True)
+
+
+def read_data(image: str, volume: str = "1_data") -> bytes:
+    return docker.from_env().containers.run(
+        image, ["sh", "-c", "cat /data/file || true"], volumes={volume: {"bind": "/data"}}, remove=True
+    )
+
+
+def test_restart_recreates_every_container_and_keeps_data(app_with_data: str) -> None:
+    before = {name: c.id for name, c in supervised_containers().items()}
+    response = post("/v1/restart", {"appId": 1})
+    assert (response.status_code, response.content) == (200, b"OK")
+    after = {name: c.id for name, c in supervised_containers().items()}
+    assert sorted(after) == ["main", "side"]
+    assert not set(after.values()) & set(before.values())
+    assert read_data(app_with_data) == b"precious\n"
+
+
+def test_purge_empties_the_apps_volumes_only(app_with_data: str) -> None:
+    docker.from_env().containers.run(
+        app_with_data,
+        ["sh", "-c", "echo other > /data/file"],
+        volumes={"2_data": {"bind": "/data"}},
+        remove=True,
+    )
+    response = post("/v1/purge", {"appId": 1})
+    assert response.status_code == 200
+    assert response.json() == {"Data": "OK", "Error": ""}
+    assert read_data(app_with_data) == b""
+    assert read_data(app_with_data, "2_data") == b"other\n"
+    assert all(c.status == "running" for c in supervised_containers().values())
+
+
+def test_v2_purge_and_restart_answer_ok(app_with_data: str) -> None:
+    assert post("/v2/applications/1/purge").content == b"OK"
+    assert read_data(app_with_data) == b""
+    assert post("/v2/applications/1/restart").content == b"OK"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "expected"),
+    [
+        ("/v1/restart", {}, 400, b"Missing app id"),
+        ("/v1/restart", {"appId": "x"}, 400, b"Missing app id"),
+        ("/v1/purge", {"appId": -3}, 400, b"Invalid or missing appId"),
+        ("/v1/restart", {"appId": 5}, 503,
+         {"status": "failed", "message": "Application with ID 5 is not in the current state"}),
+        ("/v2/applications/zero/purge", {}, 400, {"status": "failed", "message": "Missing app id"}),
+    ],
+)  # fmt: skip
+def test_app_action_errors(app_with_data: str, path: str, body: dict, status: int, expected: object) -> None:
+    before = {name: c.id for name, c in supervised_containers().items()}
+    response = post(path, body)
+    assert response.status_code == status
+    assert (response.content if isinstance(expected, bytes) else response.json()) == expected
+    assert {name: c.id for name, c in supervised_containers().items()} == before
+
+
+def test_restart_is_refused_while_an_app_holds_its_lock(app_with_data: str) -> None:
+    (lock_dir("side") / "updates.lock").write_text("mine")
+    before = {name: c.id for name, c in supervised_containers().items()}
+    response = post("/v1/restart", {"appId": 1})
+    assert response.status_code == 423
+    assert {name: c.id for name, c in supervised_containers().items()} == before
+    assert read_data(app_with_data) == b"precious\n"
+    (lock_dir("side") / "updates.lock").unlink()
+
+
+# --- update and key regeneration ----------------------------------------------------------------
+
+
+def test_update_applies_the_target_again(two_services: str) -> None:
+    supervised_containers()["side"].remove(force=True)
+    response = post("/v1/update")
+    assert response.status_code == 204
+    from tests.integration.engine_helpers import wait_applied
+
+    wait_applied(60)
+    assert sorted(supervised_containers()) == ["main", "side"]
+
+
+def test_regenerated_key_replaces_the_old_one_at_once(one_service: str, managed_device: None) -> None:
+    old = get_or_create_global_key().key
+    response = post(f"/v1/regenerate-api-key?apikey={old}")
+    assert response.status_code == 200
+    new = response.content.decode()
+    assert len(new) == 32
+    assert new != old
+    assert Client().get(f"/v2/version?apikey={old}").status_code == 401
+    assert Client().get(f"/v2/version?apikey={new}").status_code == 200

@@ -1,6 +1,7 @@
-"""Restart, stop and start of one service, run in the worker (where the update-lock
-registry lives) for the device API. Each takes the app's locks as locks.md "withLock"
-says, except start, which disrupts nothing."""
+"""What the device API asks of one app or service, run in the worker (where the
+update-lock registry lives): restart, stop and start of a service; restart and purge of
+an app. Each takes the app's locks as locks.md "withLock" says, except start, which
+disrupts nothing; restart and purge also pre-empt the apply loop."""
 
 from __future__ import annotations
 
@@ -87,3 +88,56 @@ def _container_id(app_id: int, service_name: str) -> str:
     if found.container is None:
         raise ServiceGone(f"no container of {service_name} after the action")
     return found.container.container_id
+
+
+class AppNotRunning(Exception):
+    """The app has no container to restart or purge."""
+
+
+def restart_app(app_id: int, *, force: bool, observer: StepObserver) -> None:
+    """Kill every container of the app, then converge: it starts again from its target."""
+    _recreate_app(app_id, force=force, observer=observer, purge=False)
+
+
+def purge_app(app_id: int, *, force: bool, observer: StepObserver) -> None:
+    """As restart, and the app's named volumes come back empty. Other apps' volumes and
+    the images are kept."""
+    _recreate_app(app_id, force=force, observer=observer, purge=True)
+
+
+def _recreate_app(app_id: int, *, force: bool, observer: StepObserver, purge: bool) -> None:
+    from apps_api.engine.apply import converge, exclusive_apply, system_log
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    target = loaded[0] if loaded else None
+    current = read_current_state()
+    containers = [c for c in current.services if c.app_id == app_id]
+    if target is None or not containers:
+        raise AppNotRunning(f"Application with ID {app_id} is not in the current state")
+    executor = Executor(device=device_context(target), locks=update_locks(), observer=observer)
+    with exclusive_apply():
+        with update_locks().locked(executor.host_root, [app_id], force=force or lock_override(target)):
+            if purge:
+                system_log(f"Purging data for app {app_id}")
+            kills = [Step("kill", app_id=app_id, current=c, reason="restart requested") for c in containers]
+            _raise_first(executor.run_round(kills))
+            if purge:
+                volumes = [v for v in current.volumes if v.app_id == app_id]
+                removals = [
+                    Step("removeVolume", app_id=app_id, current_volume=v, reason="purge requested")
+                    for v in volumes
+                ]
+                _raise_first(executor.run_round(removals))
+        # With nothing of the app left running, the engine starts it as a fresh install.
+        result = converge(force=force)
+        if purge:
+            system_log("Purged data")
+    if not result.converged:
+        raise RuntimeError(f"app {app_id} did not converge after the {'purge' if purge else 'restart'}")
+
+
+def _raise_first(outcomes: list) -> None:  # type: ignore[type-arg]
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise outcome.error
