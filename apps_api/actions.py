@@ -183,3 +183,19 @@ def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> N
         pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)
     except AppNotRunning as exc:
         raise ActionFailed(str(exc)) from exc
+
+
+def cleanup_volumes() -> list[str]:
+    """Remove the supervisor's volumes that nothing uses: no container mounts them and no
+    app of the target names them, whatever the caller's scope. Called by: GET /v2/cleanup-volumes."""
+    from apps_api.engine.container_config import volume_docker_name
+    from apps_api.engine.docker import remove_unused_supervised_volumes
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    apps = loaded[0].apps if loaded else ()
+    keep = {volume_docker_name(app.app_id, volume.name) for app in apps for volume in app.volumes}
+    removed = remove_unused_supervised_volumes(keep)
+    if removed:
+        logger.info("removed unused volumes: %s", ", ".join(removed))
+    return removed

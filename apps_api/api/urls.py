@@ -25,4 +25,7 @@ urlpatterns = [
     path("v2/containerId", v2.ContainerIdView.as_view()),
     path("v2/version", v2.VersionView.as_view()),
     path("v2/device/name", v2.DeviceNameView.as_view()),
+    path("v2/device/tags", v2.DeviceTagsView.as_view()),
+    path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
+    path("v2/journal-logs", v2.JournalLogsView.as_view()),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import StreamingHttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -99,3 +100,36 @@ class RestartAppView(AppActionView):
 
 class PurgeAppView(AppActionView):
     action = "purge"
+
+
+class DeviceTagsView(APIView):
+    """GET/PATCH /v2/device/tags (kept on the device while it is unmanaged)."""
+
+    def get(self, request: Request) -> Response:
+        from hostcfg.tags import list_tags
+
+        return Response({"status": "success", "tags": list_tags()})
+
+    def patch(self, request: Request) -> Response:
+        from hostcfg.tags import set_tags, validate_tags
+
+        set_tags(validate_tags(request.data))
+        return Response({"status": "success"}, status=202)
+
+
+class CleanupVolumesView(APIView):
+    """GET /v2/cleanup-volumes: remove volumes no container and no target app uses."""
+
+    def get(self, request: Request) -> Response:
+        actions.cleanup_volumes()
+        return Response({"status": "success"})
+
+
+class JournalLogsView(APIView):
+    """POST /v2/journal-logs: journalctl's output, streamed until it exits or the client leaves."""
+
+    def post(self, request: Request) -> StreamingHttpResponse:
+        from hostcfg.journal import journalctl_argv, stream_journal
+
+        argv = journalctl_argv(request.data)
+        return StreamingHttpResponse(stream_journal(argv), content_type="text/plain; charset=utf-8")

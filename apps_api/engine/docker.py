@@ -365,3 +365,24 @@ def remove_image(ref: str) -> None:
 def container_environment(container_id: str) -> dict[str, str]:
     config = docker_client().api.inspect_container(container_id).get("Config") or {}
     return dict(line.split("=", 1) for line in config.get("Env") or [] if "=" in line)
+
+
+def remove_unused_supervised_volumes(keep: set[str]) -> list[str]:
+    """Remove supervised volumes no container mounts (running or not) and not in `keep`;
+    returns their names. Volumes without the supervisor's label are never touched."""
+    api = docker_client().api
+    mounted = {
+        mount.get("Name")
+        for container in api.containers(all=True)
+        for mount in container.get("Mounts") or []
+        if mount.get("Type") == "volume"
+    }
+    removed = []
+    for volume in list_supervised_volumes():
+        name = volume["Name"]
+        if name in mounted or name in keep:
+            continue
+        with _gone_is_fine():
+            api.remove_volume(name)
+            removed.append(name)
+    return removed

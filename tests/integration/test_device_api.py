@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,7 +270,8 @@ def app_with_data(engine: str) -> Iterator[str]:
         "2_data", labels={"io.balena.supervised": "true", "io.balena.app-uuid": "2"}
     )
     yield engine
-    other.remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        other.remove(force=True)
 
 
 def read_data(image: str, volume: str = "1_data") -> bytes:
@@ -360,3 +362,49 @@ def test_regenerated_key_replaces_the_old_one_at_once(one_service: str, managed_
     assert new != old
     assert Client().get(f"/v2/version?apikey={old}").status_code == 401
     assert Client().get(f"/v2/version?apikey={new}").status_code == 200
+
+
+# --- device utilities ---------------------------------------------------------------------------
+
+
+def test_device_tags_are_kept_locally_on_an_unmanaged_device(engine: str) -> None:
+    assert Client().get("/v2/device/tags").json() == {"status": "success", "tags": []}
+    response = Client().patch(
+        "/v2/device/tags", json.dumps({"room": "lab", "rack": "3"}), content_type="application/json"
+    )
+    assert response.status_code == 202
+    assert response.json() == {"status": "success"}
+    Client().patch("/v2/device/tags", json.dumps({"room": "attic"}), content_type="application/json")
+    tags = Client().get("/v2/device/tags").json()["tags"]
+    assert {t["name"]: t["value"] for t in tags} == {"room": "attic", "rack": "3"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([1, 2], "Invalid tags body, must be an object like `{[tagKey: string]: string}`"),
+        ({"room": 3}, "Invalid tags body, must be an object like `{[tagKey: string]: string}`"),
+        ({"my room": "x"}, "Tag keys cannot contain whitespace"),
+    ],
+)
+def test_invalid_tags_are_refused_whole(engine: str, body: object, message: str) -> None:
+    response = Client().patch("/v2/device/tags", json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"status": "failed", "message": message}
+    assert Client().get("/v2/device/tags").json()["tags"] == []
+
+
+def test_cleanup_volumes_removes_only_unused_supervised_volumes(app_with_data: str) -> None:
+    client = docker.from_env()
+    unused = client.volumes.create("1_leftover", labels={"io.balena.supervised": "true"})
+    foreign = client.volumes.create("not-ours-volume")
+    try:
+        assert Client().get("/v2/cleanup-volumes").json() == {"status": "success"}
+        names = {v.name for v in client.volumes.list()}
+        assert "1_leftover" not in names
+        assert {"1_data", "not-ours-volume"} <= names
+        assert "2_data" not in names, "a supervised volume of no target app, mounted by nothing"
+    finally:
+        foreign.remove(force=True)
+        if "1_leftover" in {v.name for v in client.volumes.list()}:
+            unused.remove(force=True)

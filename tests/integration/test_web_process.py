@@ -108,3 +108,21 @@ def test_unusable_config_json_stops_start_up_and_is_kept(
     assert printed.returncode != 0
     assert str(config_path) in printed.stderr
     assert config_path.read_text() == content
+
+
+def test_journal_logs_stream_journalctl_output(start_web: StartWeb) -> None:
+    import shutil
+
+    import requests
+
+    web = start_web()
+    response = requests.post(web.base_url + "/v2/journal-logs", json={"count": 1}, timeout=20)
+    if shutil.which("journalctl") is None:
+        assert response.status_code == 503
+        assert "journalctl" in response.json()["message"]
+    else:
+        assert response.status_code == 200
+        assert response.text.strip(), "journalctl printed something (an entry, or that there is none)"
+    bad = requests.post(web.base_url + "/v2/journal-logs", json={"count": -1}, timeout=20)
+    assert bad.status_code == 400
+    assert bad.json() == {"status": "failed", "message": "count: must be a positive integer"}

@@ -1,0 +1,34 @@
+"""Device tags: read and written locally on an unmanaged device (the cloud client takes
+over for managed devices)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+
+from apps_api.errors import BadRequest
+from hostcfg.models import DeviceTag
+
+INVALID_TAGS_BODY = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
+WHITESPACE = re.compile(r"\s")
+
+
+def list_tags() -> list[dict[str, Any]]:
+    return [{"id": tag.pk, "name": tag.name, "value": tag.value} for tag in DeviceTag.objects.all()]
+
+
+def validate_tags(body: object) -> dict[str, str]:
+    if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+        raise BadRequest(INVALID_TAGS_BODY)
+    if any(not isinstance(k, str) or not k or len(k) > 255 or WHITESPACE.search(k) for k in body):
+        raise BadRequest("Tag keys cannot contain whitespace")
+    return dict(body)
+
+
+@transaction.atomic
+def set_tags(tags: dict[str, str]) -> None:
+    """Set each given tag to its value; other tags are left as they are."""
+    for name, value in tags.items():
+        DeviceTag.objects.update_or_create(name=name, defaults={"value": value})
