@@ -5,6 +5,7 @@ from apps_api.api import v1, v2
 urlpatterns = [
     path("ping", v1.PingView.as_view()),
     path("v1/healthy", v1.HealthyView.as_view()),
+    path("metrics", v1.MetricsView.as_view()),
     path("v1/blink", v1.BlinkView.as_view()),
     path("v1/device", v1.DeviceView.as_view()),
     path("v1/regenerate-api-key", v1.RegenerateApiKeyView.as_view()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -122,3 +123,17 @@ class PurgeView(APIView):
             "purge", access=access_of(request), app_id=app_id, force=actions.is_forced(request.data)
         )
         return Response({"Data": "OK", "Error": ""})
+
+
+class MetricsView(APIView):
+    """GET /metrics: Prometheus text format (no key needed, like /v1/healthy)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> HttpResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from apps_api.metrics import REGISTRY
+
+        return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -29,6 +29,7 @@ from apps_api.engine.locks import UpdateLocks, UpdatesLocked
 from apps_api.engine.planner import PlanConfig, plan
 from apps_api.engine.state import Step, TargetState, is_truthy
 from apps_api.logs import LogRecord, now_ms, publish_log_record
+from apps_api.metrics import record_apply, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
     from apps_api.target_store import load_target
 
     failures, rounds = 0, 0
+    began = time.monotonic()
     seen_record: int | None = None
     repeats, last_signature = 0, None
     requested_force = force
@@ -230,6 +232,9 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             apply_status.set_flags(
                 applying=False, update_pending=False, update_failed=False, update_downloaded=False
             )
+            if rounds > 1:
+                record_apply(True, time.monotonic() - began)
+                _prune_journal()
             return ConvergeResult(rounds, True)
         signature = [(s.kind, s.app_id, s.service_name, s.image, s.reason) for s in steps]
         repeats = repeats + 1 if signature == last_signature else 0
@@ -293,6 +298,18 @@ def _report_failure(number: int, errors: list[BaseException], delay: float) -> N
         system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
     else:
         system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
+
+
+JOURNAL_ROWS_KEPT = 10_000
+
+
+def _prune_journal() -> None:
+    """Keep the step journal to its newest rows."""
+    from apps_api.models import StepRecord
+
+    newest = StepRecord.objects.order_by("-id").values_list("id", flat=True).first()
+    if newest is not None and newest > JOURNAL_ROWS_KEPT:
+        StepRecord.objects.filter(id__lte=newest - JOURNAL_ROWS_KEPT).delete()
 
 
 def _wait_for_retry(seconds: float, record_pk: int) -> None:
@@ -423,6 +440,7 @@ class JournalObserver:
             apply_status.set_service_status(step.app_id, step.service_name, None)
         if step.image:
             apply_status.set_image_progress(step.image, None)
+        record_step(step.kind, error is None, seconds)
         StepRecord.objects.create(
             kind=step.kind,
             app_id=step.app_id,

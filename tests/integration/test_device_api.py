@@ -408,3 +408,17 @@ def test_cleanup_volumes_removes_only_unused_supervised_volumes(app_with_data: s
         foreign.remove(force=True)
         if "1_leftover" in {v.name for v in client.volumes.list()}:
             unused.remove(force=True)
+
+
+def test_metrics_count_requests_steps_and_applies(one_service: str) -> None:
+    Client().get("/v2/version")
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert 'supervisor_http_requests_total{method="GET",route="v2/version",status="200"}' in text
+    assert "supervisor_http_request_duration_seconds_bucket" in text
+    steps = [line for line in text.splitlines() if line.startswith('supervisor_steps_total{kind="start"')]
+    assert steps, text
+    assert float(steps[0].rsplit(" ", 1)[1]) >= 1
+    assert 'supervisor_apply_runs_total{result="converged"}' in text

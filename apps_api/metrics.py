@@ -1,0 +1,109 @@
+"""Prometheus metrics. HTTP metrics live in the web process; the engine's (apply runs,
+steps) are counted in Redis by the worker and read back at scrape time, so /metrics
+shows both without a shared multiprocess directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+
+logger = logging.getLogger(__name__)
+
+STEPS_KEY = "supervisor:metrics:steps"
+STEP_SECONDS_KEY = "supervisor:metrics:step-seconds"
+APPLIES_KEY = "supervisor:metrics:applies"
+
+REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter(
+    "supervisor_http_requests", "Device API requests", ["route", "method", "status"], registry=REGISTRY
+)
+HTTP_LATENCY = Histogram(
+    "supervisor_http_request_duration_seconds",
+    "Device API request latency",
+    ["route"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+class RequestMetricsMiddleware:
+    """Counts every request by route pattern (not raw path: ids must not explode labels)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        began = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match is not None else "unmatched"
+        HTTP_REQUESTS.labels(route, request.method or "", str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - began)
+        return response
+
+
+def _redis():  # type: ignore[no-untyped-def]
+    from supervisor_site.redis_connection import redis_client
+
+    return redis_client()
+
+
+def record_step(kind: str, succeeded: bool, seconds: float) -> None:
+    """Count one applied step (called in the worker); metrics never fail the step."""
+    field = f"{kind}|{'succeeded' if succeeded else 'failed'}"
+    try:
+        pipe = _redis().pipeline()
+        pipe.hincrby(STEPS_KEY, field, 1)
+        pipe.hincrbyfloat(STEP_SECONDS_KEY, field, seconds)
+        pipe.execute()
+    except Exception:
+        logger.warning("could not count step %s", field, exc_info=True)
+
+
+def record_apply(converged: bool, seconds: float) -> None:
+    result = "converged" if converged else "stopped"
+    try:
+        pipe = _redis().pipeline()
+        pipe.hincrby(APPLIES_KEY, f"{result}|count", 1)
+        pipe.hincrbyfloat(APPLIES_KEY, f"{result}|seconds", seconds)
+        pipe.execute()
+    except Exception:
+        logger.warning("could not count an apply", exc_info=True)
+
+
+class EngineCollector:
+    """Reads the worker's counters from Redis at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        client = _redis()
+        steps = CounterMetricFamily("supervisor_steps", "Applied steps", labels=["kind", "result"])
+        step_seconds = CounterMetricFamily(
+            "supervisor_step_seconds", "Time spent in applied steps", labels=["kind", "result"]
+        )
+        for field, value in sorted(client.hgetall(STEPS_KEY).items()):
+            steps.add_metric(field.decode().split("|", 1), int(value))
+        for field, value in sorted(client.hgetall(STEP_SECONDS_KEY).items()):
+            step_seconds.add_metric(field.decode().split("|", 1), float(value))
+        applies = CounterMetricFamily("supervisor_apply_runs", "Apply runs", labels=["result"])
+        apply_seconds = CounterMetricFamily(
+            "supervisor_apply_run_seconds", "Time spent applying", labels=["result"]
+        )
+        for field, value in sorted(client.hgetall(APPLIES_KEY).items()):
+            result, measure = field.decode().split("|", 1)
+            if measure == "count":
+                applies.add_metric([result], int(value))
+            else:
+                apply_seconds.add_metric([result], float(value))
+        yield from (steps, step_seconds, applies, apply_seconds)
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+REGISTRY.register(EngineCollector())  # type: ignore[arg-type]
