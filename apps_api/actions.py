@@ -117,11 +117,15 @@ def _run_service_action(
     app = snapshot.target_app(app_id)
     if app is None or app.service(service_name) is None:
         raise NotFound("Service does not exist in target release", text=True)
+    from apps_api.engine.current import invalidate_current_state
+
     pending = service_action.delay(action, app_id, service_name, force)
     try:
         return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
     except ServiceGone as exc:
         raise NotFound(str(exc), text=True) from exc
+    finally:
+        invalidate_current_state()
 
 
 def regenerate_api_key(*, access: ApiAccess) -> str:
@@ -178,11 +182,15 @@ def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> N
     from apps_api.tasks import app_action
 
     check_scope(access, app_id)
+    from apps_api.engine.current import invalidate_current_state
+
     pending = app_action.delay(action, app_id, force)
     try:
         pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)
     except AppNotRunning as exc:
         raise ActionFailed(str(exc)) from exc
+    finally:
+        invalidate_current_state()
 
 
 def cleanup_volumes() -> list[str]:

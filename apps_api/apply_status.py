@@ -4,6 +4,7 @@ download progress. It is a cache of what the apply loop is doing, not state to k
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 APPLY_FLAGS_KEY = "supervisor:apply:flags"
@@ -54,3 +55,42 @@ def set_image_progress(reference: str, percent: int | None) -> None:
 
 def read_image_progress() -> dict[str, int]:
     return {k.decode(): int(v) for k, v in _redis().hgetall(IMAGE_PROGRESS_KEY).items()}
+
+
+TARGET_VERSION_KEY = "supervisor:target:version"
+
+
+@dataclass(frozen=True)
+class ApplyProgress:
+    """Everything the API reads about the apply loop, fetched in one Redis round trip."""
+
+    flags: dict[str, Any]
+    service_statuses: dict[str, str]
+    image_progress: dict[str, int]
+    applying: bool
+    target_version: int
+
+
+def read_progress(applying_keys: tuple[str, ...]) -> ApplyProgress:
+    """`applying_keys`: Redis keys whose existence means an apply is requested or running."""
+    pipe = _redis().pipeline(transaction=False)
+    pipe.hgetall(APPLY_FLAGS_KEY)
+    pipe.hgetall(SERVICE_STATUS_KEY)
+    pipe.hgetall(IMAGE_PROGRESS_KEY)
+    pipe.exists(*applying_keys)
+    pipe.get(TARGET_VERSION_KEY)
+    stored_flags, statuses, progress, applying, version = pipe.execute()
+    flags: dict[str, Any] = dict.fromkeys(FLAG_NAMES, False)
+    flags.update({k.decode(): json.loads(v) for k, v in stored_flags.items()})
+    return ApplyProgress(
+        flags=flags,
+        service_statuses={k.decode(): v.decode() for k, v in statuses.items()},
+        image_progress={k.decode(): int(v) for k, v in progress.items()},
+        applying=bool(applying),
+        target_version=int(version or 0),
+    )
+
+
+def bump_target_version() -> None:
+    """A new target was stored: readers re-read it."""
+    _redis().incr(TARGET_VERSION_KEY)

@@ -40,27 +40,26 @@ class DeviceSnapshot:
 
 
 def read_snapshot() -> DeviceSnapshot:
-    from apps_api.engine.apply import apply_in_progress
-    from apps_api.engine.current import read_current_state
-    from apps_api.target_store import load_target
+    from apps_api.engine.apply import APPLY_LOCK_KEY, APPLY_REQUEST_KEY
+    from apps_api.engine.current import cached_current_state
+    from apps_api.target_store import load_target_cached
 
-    loaded = load_target()
-    target = loaded[0] if loaded else None
-    current = read_current_state(app_uuids={a.app_id: a.app_uuid for a in target.apps} if target else None)
-    progress = apply_status.read_image_progress()
+    progress = apply_status.read_progress((APPLY_REQUEST_KEY, APPLY_LOCK_KEY))
+    target = load_target_cached(progress.target_version)
+    current = cached_current_state()
     statuses = service_statuses(
         current,
         target.apps if target else (),
-        volatile=apply_status.read_service_statuses(),
-        image_progress=progress,
+        volatile=progress.service_statuses,
+        image_progress=progress.image_progress,
     )
     return DeviceSnapshot(
         target=target,
         current=current,
         statuses=tuple(statuses),
-        flags=apply_status.read_flags(),
-        image_progress=progress,
-        applying=apply_in_progress(),
+        flags=progress.flags,
+        image_progress=progress.image_progress,
+        applying=progress.applying,
     )
 
 
@@ -116,12 +115,13 @@ def current_commit(snapshot: DeviceSnapshot, app_id: int) -> str | None:
     return commits.pop() if len(commits) == 1 else None
 
 
-def application_state(snapshot: DeviceSnapshot, raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+def application_state(raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
     """GET /v2/applications/:appId/state (the seed's shape)."""
     try:
         app_id = parse_app_id(raw_app_id)
     except BadRequest:
         raise BadRequest(f"Invalid application ID: {raw_app_id}") from None
+    snapshot = read_snapshot()
     app = snapshot.target_app(app_id)
     if app is None or not access.allows_app(app_id):
         raise Conflict(f"Application ID does not exist: {app_id}")
@@ -314,12 +314,13 @@ HIDDEN_ENVIRONMENT = (
 )
 
 
-def v1_app(snapshot: DeviceSnapshot, raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+def v1_app(raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
     """GET /v1/apps/:appId: the one container of a single-container app."""
     from apps_api.engine.docker import container_environment
 
     app_id = parse_app_id(raw_app_id, "Missing app id", text=True)
     check_scope(access, app_id, message="Application is not available")
+    snapshot = read_snapshot()
     containers = snapshot.containers_of(app_id)
     if not containers:
         raise BadRequest("App not found", text=True)

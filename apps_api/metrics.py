@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -33,19 +34,39 @@ HTTP_LATENCY = Histogram(
 
 
 class RequestMetricsMiddleware:
-    """Counts every request by route pattern (not raw path: ids must not explode labels)."""
+    """Counts every request by route pattern (not raw path: ids must not explode labels).
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    Async-capable, so that under ASGI it adds no thread hop of its own."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
         began = time.perf_counter()
         response = self.get_response(request)
+        self._record(request, response, began)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        began = time.perf_counter()
+        response = await self.get_response(request)
+        self._record(request, response, began)
+        return response
+
+    @staticmethod
+    def _record(request: HttpRequest, response: HttpResponse, began: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None else "unmatched"
         HTTP_REQUESTS.labels(route, request.method or "", str(response.status_code)).inc()
         HTTP_LATENCY.labels(route).observe(time.perf_counter() - began)
-        return response
 
 
 def _redis():  # type: ignore[no-untyped-def]

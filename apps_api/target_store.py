@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps_api.apply_status import bump_target_version
 from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
 from apps_api.models import App, Network, Service, TargetRecord, Volume
 
@@ -74,6 +75,8 @@ def store_target(target: TargetState, *, force: bool = False) -> TargetRecord:
         Volume.objects.bulk_create(Volume(app=app, name=v.name, config=asdict(v)) for v in spec.volumes)
     stale = TargetRecord.objects.values_list("id", flat=True)[KEPT_TARGET_RECORDS:]
     TargetRecord.objects.filter(id__in=list(stale)).delete()
+    # Readers key their parsed copy by this version: bump it only once the rows are visible.
+    transaction.on_commit(bump_target_version)
     return record
 
 
@@ -83,3 +86,16 @@ def load_target() -> tuple[TargetState, TargetRecord] | None:
     if record is None:
         return None
     return target_from_document(record.document), record
+
+
+_parsed: dict[int, TargetState | None] = {}
+
+
+def load_target_cached(version: int) -> TargetState | None:
+    """The newest target, read from the database once per `version` (apply_status's target
+    version, bumped whenever a target is stored): API reads run often."""
+    if version not in _parsed:
+        loaded = load_target()
+        _parsed.clear()
+        _parsed[version] = loaded[0] if loaded else None
+    return _parsed[version]

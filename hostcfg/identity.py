@@ -112,6 +112,24 @@ def load_device_identity(path: Path | None = None) -> DeviceIdentity:
     )
 
 
+_cached: tuple[tuple[Path, int, int, int], DeviceIdentity] | None = None
+
+
+def current_device_identity() -> DeviceIdentity:
+    """The identity for per-request use: config.json is parsed again only when it changed
+    (inode, mtime or size: it is replaced by rename), or when it does not exist yet."""
+    global _cached
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return load_device_identity(path)
+    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    if _cached is None or _cached[0] != key:
+        _cached = (key, load_device_identity(path))
+    return _cached[1]
+
+
 def prepare_device_identity() -> DeviceIdentity:
     """Start-up: make sure config.json and the global API key exist."""
     from apps_api.apikeys import get_or_create_global_key

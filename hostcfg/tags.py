@@ -20,6 +20,8 @@ def list_tags() -> list[dict[str, Any]]:
 
 
 def validate_tags(body: object) -> dict[str, str]:
+    if hasattr(body, "dict") and callable(body.dict):  # a form body: one value per key
+        body = body.dict()
     if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
         raise BadRequest(INVALID_TAGS_BODY)
     if any(not isinstance(k, str) or not k or len(k) > 255 or WHITESPACE.search(k) for k in body):

@@ -67,22 +67,21 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "apps_api",
     "hostcfg",
     "localmode",
 ]
 
+# The admin's middleware run inside AdminOnlyMiddleware, for admin pages only; the admin's
+# checks cannot see them there.
 MIDDLEWARE = [
     "apps_api.metrics.RequestMetricsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "supervisor_site.admin_middleware.AdminOnlyMiddleware",
 ]
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 
 ROOT_URLCONF = "supervisor_site.urls"
 ASGI_APPLICATION = "supervisor_site.asgi.application"
@@ -130,9 +129,33 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps_api.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps_api.api.auth.HasValidApiKey"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # The device API answers in its documented format whatever the Accept header says.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps_api.api.renderers.FirstRendererNegotiation",
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema at /openapi.json, browsable at /docs/.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "balena Supervisor device API (Python)",
+    "DESCRIPTION": "The device API on port 48484. Keys are checked only while the device is managed "
+    "(config.json has an `apiEndpoint`); /ping, /v1/healthy and /metrics never need one.",
+    # apps_api.device_state.SUPERVISOR_VERSION; importing it here would load the app before
+    # Django is set up (tests/unit/test_openapi.py keeps the two equal).
+    "VERSION": "17.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Devices have no internet: Swagger UI comes from the sidecar's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "ENUM_NAME_OVERRIDES": {
+        "SuccessStatusEnum": "apps_api.api.schemas.SUCCESS_STATUS",
+        "FailedStatusEnum": "apps_api.api.schemas.FAILED_STATUS",
+        "ImageStatusEnum": "apps_api.api.schemas.IMAGE_STATUSES",
+        "UpdateStatusEnum": "apps_api.api.schemas.UPDATE_STATUSES",
+    },
 }
 
 CHANNEL_LAYERS = {

@@ -10,7 +10,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps_api.apikeys import find_api_key
-from hostcfg.identity import load_device_identity
+from hostcfg.identity import current_device_identity
 
 AUTHORIZATION_HEADER = re.compile(r"(?:bearer|apikey) (\w+)", re.IGNORECASE)
 
@@ -40,7 +40,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         key = presented_key(request)
-        if not load_device_identity().managed:
+        if not current_device_identity().managed:
             return None, ApiAccess(all_apps=True, key=key)
         stored = find_api_key(key)
         if stored is None:

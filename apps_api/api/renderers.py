@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 
 
@@ -27,7 +27,7 @@ class FirstRendererNegotiation(BaseContentNegotiation):
     """The device API answers in its documented format whatever the client's Accept says."""
 
     def select_parser(self, request, parsers):  # type: ignore[no-untyped-def]
-        return parsers[0] if parsers else None
+        return DefaultContentNegotiation().select_parser(request, parsers)
 
     def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
         renderer = renderers[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,13 +11,32 @@ from rest_framework.views import APIView
 
 from apps_api import actions, device_state
 from apps_api.api.auth import access_of
-from apps_api.api.renderers import FirstRendererNegotiation, PlainTextRenderer
+from apps_api.api.renderers import PlainTextRenderer
+from apps_api.api.schemas import (
+    APP_ID,
+    JSON,
+    LOCKED,
+    MALFORMED_BODY,
+    UNAUTHORIZED,
+    UNEXPECTED,
+    UNSUPPORTED_BODY,
+    AppActionRequest,
+    FailureSerializer,
+    ForceRequest,
+    UpdateRequest,
+    V1AppSerializer,
+    V1DeviceSerializer,
+    V1PurgeSerializer,
+    answer,
+    single_container_app_answers,
+    unauthorized_or_out_of_scope,
+    unexpected,
+)
 from apps_api.health import failed_health_checks
 
 
 class PlainTextView(APIView):
     renderer_classes = [PlainTextRenderer]
-    content_negotiation_class = FirstRendererNegotiation
 
 
 class PingView(PlainTextView):
@@ -25,6 +45,7 @@ class PingView(PlainTextView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @extend_schema(summary="Check that the API answers", responses=answer(200, "`OK`.", text=True))
     def get(self, request: Request) -> Response:
         return Response("OK")
 
@@ -35,6 +56,11 @@ class HealthyView(PlainTextView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        summary="Check the database, Redis and Docker",
+        responses=answer(200, "`OK`: every dependency answers.", text=True)
+        | answer(500, "`Unhealthy: <dependency>: <reason>; …`, naming each one that fails.", text=True),
+    )
     def get(self, request: Request) -> Response:
         failures = failed_health_checks()
         if not failures:
@@ -46,6 +72,13 @@ class HealthyView(PlainTextView):
 class BlinkView(PlainTextView):
     """POST /v1/blink: start the LED identify pattern and answer at once."""
 
+    @extend_schema(
+        summary="Blink the identify LED for 15 s",
+        request=None,
+        responses=answer(200, "`OK` at once, also when a blink is already running.", text=True)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def post(self, request: Request) -> Response:
         actions.identify_device()
         return Response("OK")
@@ -54,6 +87,10 @@ class BlinkView(PlainTextView):
 class DeviceView(APIView):
     """GET /v1/device: the device's state, as the first app's first service sees it."""
 
+    @extend_schema(
+        summary="The device, and the first app's first service",
+        responses=answer(200, "The device's state.", json=V1DeviceSerializer) | UNAUTHORIZED | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         return Response(device_state.v1_device(device_state.read_snapshot()))
 
@@ -61,8 +98,21 @@ class DeviceView(APIView):
 class AppView(APIView):
     """GET /v1/apps/:appId: the one container of a single-container app."""
 
+    @extend_schema(
+        summary="The one container of a single-container app",
+        parameters=[APP_ID],
+        responses=answer(200, "The app's container.", json=V1AppSerializer)
+        | answer(
+            400,
+            "`Missing app id` (not a positive integer), `App not found` (no container) or "
+            "`Some v1 endpoints are only allowed on single-container apps`.",
+            text=True,
+        )
+        | unauthorized_or_out_of_scope("Application is not available")
+        | unexpected(),
+    )
     def get(self, request: Request, app_id: str) -> Response:
-        return Response(device_state.v1_app(device_state.read_snapshot(), app_id, access_of(request)))
+        return Response(device_state.v1_app(app_id, access_of(request)))
 
 
 class AppStopView(APIView):
@@ -70,6 +120,12 @@ class AppStopView(APIView):
 
     action = "stop"
 
+    @extend_schema(
+        summary="Stop the container of a single-container app (it stays stopped)",
+        parameters=[APP_ID],
+        request=ForceRequest,
+        responses=single_container_app_answers(locks=True),
+    )
     def post(self, request: Request, app_id: str) -> Response:
         container_id = actions.act_on_single_container_app(
             self.action, access=access_of(request), raw_app_id=app_id, body=request.data
@@ -77,6 +133,12 @@ class AppStopView(APIView):
         return Response({"containerId": container_id})
 
 
+@extend_schema_view(
+    post=extend_schema(
+        summary="Start the container of a single-container app, creating it if missing",
+        responses=single_container_app_answers(locks=False),
+    )
+)
 class AppStartView(AppStopView):
     """POST /v1/apps/:appId/start: start the app's one container, creating it if missing."""
 
@@ -86,6 +148,13 @@ class AppStartView(AppStopView):
 class RegenerateApiKeyView(PlainTextView):
     """POST /v1/regenerate-api-key: a new key replaces the one this request used."""
 
+    @extend_schema(
+        summary="Replace the key this request used",
+        request=None,
+        responses=answer(200, "The new key (32 lowercase hex characters).", text=True)
+        | UNAUTHORIZED
+        | unexpected(f"`Cannot regenerate an unknown API key` (no stored key was used), or: {UNEXPECTED}"),
+    )
     def post(self, request: Request) -> Response:
         return Response(actions.regenerate_api_key(access=access_of(request)))
 
@@ -93,6 +162,16 @@ class RegenerateApiKeyView(PlainTextView):
 class UpdateView(APIView):
     """POST /v1/update: apply the target now (204), or nothing when instant updates are off (202)."""
 
+    @extend_schema(
+        summary="Apply the target now",
+        request=UpdateRequest,
+        responses=answer(204, "An apply was triggered (`force`, or instant updates on).")
+        | answer(202, "Nothing done: instant updates are off and `force` was not given.")
+        | answer(400, "The body is not valid JSON (`Invalid request body: …`).", json=FailureSerializer)
+        | UNAUTHORIZED
+        | UNSUPPORTED_BODY
+        | unexpected(),
+    )
     def post(self, request: Request) -> Response:
         triggered = actions.trigger_update(body=request.data)
         return Response(status=204 if triggered else 202)
@@ -106,6 +185,20 @@ def body_app_id(request: Request, message: str) -> int:
 class RestartView(PlainTextView):
     """POST /v1/restart {appId, force?}: new containers for every service of the app."""
 
+    @extend_schema(
+        summary="Recreate every container of an app",
+        request={JSON: AppActionRequest},
+        responses=answer(200, "`OK` once the app runs again.", text=True)
+        | answer(
+            400,
+            f"Text: `Missing app id` (appId absent or not a positive integer). JSON: {MALFORMED_BODY}.",
+            text=True,
+            json=FailureSerializer,
+        )
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | LOCKED
+        | unexpected(f"`Application with ID <id> is not in the current state`, or: {UNEXPECTED}"),
+    )
     def post(self, request: Request) -> Response:
         app_id = body_app_id(request, "Missing app id")
         actions.act_on_app(
@@ -117,6 +210,21 @@ class RestartView(PlainTextView):
 class PurgeView(APIView):
     """POST /v1/purge {appId, force?}: the app restarts with its named volumes empty."""
 
+    @extend_schema(
+        summary="Recreate an app with its named volumes emptied",
+        request=AppActionRequest,
+        responses=answer(200, "Done; the app runs again.", json=V1PurgeSerializer)
+        | answer(
+            400,
+            f"Text: `Invalid or missing appId`. JSON: {MALFORMED_BODY}.",
+            text=True,
+            json=FailureSerializer,
+        )
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | UNSUPPORTED_BODY
+        | LOCKED
+        | unexpected(f"`Application with ID <id> is not in the current state`, or: {UNEXPECTED}"),
+    )
     def post(self, request: Request) -> Response:
         app_id = body_app_id(request, "Invalid or missing appId")
         actions.act_on_app(
@@ -131,6 +239,11 @@ class MetricsView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        summary="Request and engine metrics for Prometheus",
+        responses=answer(200, "Prometheus text exposition format.", text=True)
+        | unexpected("Redis (the engine's counters) cannot be reached."),
+    )
     def get(self, request: Request) -> HttpResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -3,18 +3,54 @@
 from __future__ import annotations
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps_api import actions, device_state
 from apps_api.api.auth import access_of
+from apps_api.api.schemas import (
+    APP_ID,
+    CONTAINER_IDS,
+    JSON,
+    LOCKED,
+    MALFORMED_BODY,
+    TAGS_REQUEST,
+    UNAUTHORIZED,
+    UNEXPECTED,
+    UNSUPPORTED_BODY,
+    ApplicationsStateSerializer,
+    ApplicationStateSerializer,
+    DeviceNameSerializer,
+    DeviceTagsSerializer,
+    FailureSerializer,
+    ForceRequest,
+    JournalRequest,
+    ServiceSelectorRequest,
+    StateStatusSerializer,
+    SuccessSerializer,
+    VersionSerializer,
+    answer,
+    service_action_answers,
+    unauthorized_or_out_of_scope,
+    unexpected,
+)
 from apps_api.api.v1 import PlainTextView
 
 
 class ApplicationsStateView(APIView):
     """GET /v2/applications/state: every app in scope, keyed by name."""
 
+    @extend_schema(
+        summary="Every app in the key's scope, with its services",
+        responses=answer(
+            200, "By app name: the target apps and how far they are.", json=ApplicationsStateSerializer
+        )
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         return Response(device_state.applications_state(device_state.read_snapshot(), access_of(request)))
 
@@ -22,10 +58,23 @@ class ApplicationsStateView(APIView):
 class ApplicationStateView(APIView):
     """GET /v2/applications/:appId/state."""
 
-    def get(self, request: Request, app_id: str) -> Response:
-        return Response(
-            device_state.application_state(device_state.read_snapshot(), app_id, access_of(request))
+    @extend_schema(
+        summary="One app's services, by image id",
+        # The automatic id would collide with /v2/applications/state's.
+        operation_id="v2_applications_app_state_retrieve",
+        parameters=[APP_ID],
+        responses=answer(200, "The app's state.", json=ApplicationStateSerializer)
+        | answer(400, "`Invalid application ID: <app_id>`.", json=FailureSerializer)
+        | UNAUTHORIZED
+        | answer(
+            409,
+            "`Application ID does not exist: <id>`: not in the target, or not in the key's scope.",
+            json=FailureSerializer,
         )
+        | unexpected(),
+    )
+    def get(self, request: Request, app_id: str) -> Response:
+        return Response(device_state.application_state(app_id, access_of(request)))
 
 
 class ServiceActionView(PlainTextView):
@@ -33,19 +82,33 @@ class ServiceActionView(PlainTextView):
 
     action = ""
 
+    @extend_schema(
+        summary="Act on one service of an app",
+        parameters=[APP_ID],
+        request={JSON: ServiceSelectorRequest},
+        responses=service_action_answers(locks=True),
+    )
     def post(self, request: Request, app_id: str) -> Response:
         actions.act_on_service(self.action, access=access_of(request), raw_app_id=app_id, body=request.data)
         return Response("OK")
 
 
+@extend_schema_view(post=extend_schema(summary="Replace a service's container with a new one"))
 class RestartServiceView(ServiceActionView):
     action = "restart"
 
 
+@extend_schema_view(post=extend_schema(summary="Stop a service's container (it stays stopped)"))
 class StopServiceView(ServiceActionView):
     action = "stop"
 
 
+@extend_schema_view(
+    post=extend_schema(
+        summary="Start a service's container, creating it if missing",
+        responses=service_action_answers(locks=False),
+    )
+)
 class StartServiceView(ServiceActionView):
     action = "start"
 
@@ -53,6 +116,12 @@ class StartServiceView(ServiceActionView):
 class StateStatusView(APIView):
     """GET /v2/state/status: applying or applied, with the first app's containers and images."""
 
+    @extend_schema(
+        summary="Whether the device is applying, with the first app's containers and images",
+        responses=answer(200, "The first app in the key's scope.", json=StateStatusSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         return Response(device_state.state_status(device_state.read_snapshot(), access_of(request)))
 
@@ -60,6 +129,22 @@ class StateStatusView(APIView):
 class ContainerIdView(APIView):
     """GET /v2/containerId[?serviceName=|service=]."""
 
+    @extend_schema(
+        summary="Container ids by service name",
+        parameters=[
+            OpenApiParameter("serviceName", OpenApiTypes.STR, description="Answer for this service only."),
+            OpenApiParameter(
+                "service", OpenApiTypes.STR, description="Same as serviceName, if that is empty."
+            ),
+        ],
+        responses=answer(
+            200,
+            "With a service: its container id; without: every container in the key's scope.",
+            json=CONTAINER_IDS,
+        )
+        | UNAUTHORIZED
+        | unexpected(f"`Could not find service with that name`, or: {UNEXPECTED}"),
+    )
     def get(self, request: Request) -> Response:
         name = request.query_params.get("serviceName") or request.query_params.get("service")
         return Response(device_state.container_ids(device_state.read_snapshot(), access_of(request), name))
@@ -68,6 +153,12 @@ class ContainerIdView(APIView):
 class VersionView(APIView):
     """GET /v2/version."""
 
+    @extend_schema(
+        summary="The supervisor API level",
+        responses=answer(200, "The version, without a leading `v`.", json=VersionSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "success", "version": device_state.SUPERVISOR_VERSION})
 
@@ -75,6 +166,12 @@ class VersionView(APIView):
 class DeviceNameView(APIView):
     """GET /v2/device/name: the name from the target state (default `local`)."""
 
+    @extend_schema(
+        summary="The device name",
+        responses=answer(200, "The target state's name, else `local`.", json=DeviceNameSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         snapshot = device_state.read_snapshot()
         name = snapshot.target.name if snapshot.target and snapshot.target.name else "local"
@@ -86,6 +183,16 @@ class AppActionView(PlainTextView):
 
     action = ""
 
+    @extend_schema(
+        summary="Act on a whole app",
+        parameters=[APP_ID],
+        request={JSON: ForceRequest},
+        responses=answer(200, "`OK` once the app runs again.", text=True)
+        | answer(400, f"`Missing app id`, or {MALFORMED_BODY}.", json=FailureSerializer)
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | LOCKED
+        | unexpected(f"`Application with ID <id> is not in the current state`, or: {UNEXPECTED}"),
+    )
     def post(self, request: Request, app_id: str) -> Response:
         parsed = device_state.parse_app_id(app_id, "Missing app id")
         actions.act_on_app(
@@ -94,10 +201,12 @@ class AppActionView(PlainTextView):
         return Response("OK")
 
 
+@extend_schema_view(post=extend_schema(summary="Recreate every container of an app"))
 class RestartAppView(AppActionView):
     action = "restart"
 
 
+@extend_schema_view(post=extend_schema(summary="Recreate an app with its named volumes emptied"))
 class PurgeAppView(AppActionView):
     action = "purge"
 
@@ -105,11 +214,31 @@ class PurgeAppView(AppActionView):
 class DeviceTagsView(APIView):
     """GET/PATCH /v2/device/tags (kept on the device while it is unmanaged)."""
 
+    @extend_schema(
+        summary="The device's tags",
+        responses=answer(200, "The tags stored on the device.", json=DeviceTagsSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         from hostcfg.tags import list_tags
 
         return Response({"status": "success", "tags": list_tags()})
 
+    @extend_schema(
+        summary="Set device tags",
+        request={JSON: TAGS_REQUEST},
+        responses=answer(202, "Stored.", json=SuccessSerializer)
+        | answer(
+            400,
+            "Not an object of strings (`Invalid tags body, …`), a bad tag name (`Tag keys cannot "
+            f"contain whitespace`), or {MALFORMED_BODY}.",
+            json=FailureSerializer,
+        )
+        | UNAUTHORIZED
+        | UNSUPPORTED_BODY
+        | unexpected(),
+    )
     def patch(self, request: Request) -> Response:
         from hostcfg.tags import set_tags, validate_tags
 
@@ -120,6 +249,10 @@ class DeviceTagsView(APIView):
 class CleanupVolumesView(APIView):
     """GET /v2/cleanup-volumes: remove volumes no container and no target app uses."""
 
+    @extend_schema(
+        summary="Remove the volumes that no container and no target app uses",
+        responses=answer(200, "Done.", json=SuccessSerializer) | UNAUTHORIZED | unexpected(),
+    )
     def get(self, request: Request) -> Response:
         actions.cleanup_volumes()
         return Response({"status": "success"})
@@ -128,6 +261,17 @@ class CleanupVolumesView(APIView):
 class JournalLogsView(APIView):
     """POST /v2/journal-logs: journalctl's output, streamed until it exits or the client leaves."""
 
+    @extend_schema(
+        summary="Stream the host journal",
+        request=JournalRequest,
+        responses=answer(
+            200, "journalctl's output as it comes, until it exits or the client leaves.", text=True
+        )
+        | answer(400, f"An option of the wrong type or value, or {MALFORMED_BODY}.", json=FailureSerializer)
+        | UNAUTHORIZED
+        | UNSUPPORTED_BODY
+        | unexpected(f"`journalctl is not available on this host`, or: {UNEXPECTED}"),
+    )
     def post(self, request: Request) -> StreamingHttpResponse:
         from hostcfg.journal import journalctl_argv, stream_journal
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,3 +116,72 @@ def read_current_state(
         managed_images=frozenset(normalise_image_ref(r) for r in managed_images),
         downloading=frozenset(normalise_image_ref(r) for r in downloading),
     )
+
+
+class CurrentStateCache:
+    """The current state for API reads, read from Docker again only after the engine
+    reported a change (or `max_age` passed). Without a live event stream it caches nothing."""
+
+    def __init__(self, max_age: float = 30.0) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._changes = 0
+        self._state: CurrentState | None = None
+        self._state_changes = -1
+        self._state_read_at = 0.0
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def get(self) -> CurrentState:
+        self._ensure_watcher()
+        with self._lock:
+            changes = self._changes
+            fresh = (
+                self._watching.is_set()
+                and self._state is not None
+                and self._state_changes == changes
+                and time.monotonic() - self._state_read_at < self.max_age
+            )
+            if not fresh:
+                self._state = read_current_state()
+                self._state_changes, self._state_read_at = changes, time.monotonic()
+            assert self._state is not None
+            return self._state
+
+    def invalidate(self) -> None:
+        self._changes += 1
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+        with self._lock:
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch, name="current-state-events", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                events = engine.EngineEvents()
+                self.invalidate()  # anything may have changed before we listened
+                self._watching.set()
+                for _ in events:
+                    self.invalidate()
+            except Exception as exc:
+                logger.info("engine events unavailable (%s); reading state on every request", exc)
+            self._watching.clear()
+            self.invalidate()
+            time.sleep(EVENTS_RETRY_SECONDS)
+
+
+EVENTS_RETRY_SECONDS = 1.0
+_cache = CurrentStateCache()
+
+
+def cached_current_state() -> CurrentState:
+    """The current state for reads that may be a few milliseconds behind the engine."""
+    return _cache.get()
+
+
+def invalidate_current_state() -> None:
+    _cache.invalidate()

@@ -386,3 +386,19 @@ def remove_unused_supervised_volumes(keep: set[str]) -> list[str]:
             api.remove_volume(name)
             removed.append(name)
     return removed
+
+
+class EngineEvents:
+    """Every container, network, volume and image event of the engine, from now on;
+    `close()` ends the iteration from another thread."""
+
+    def __init__(self) -> None:
+        self._stream = docker_client().api.events(
+            decode=True, filters={"type": ["container", "network", "volume", "image"]}
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._stream
+
+    def close(self) -> None:
+        self._stream.close()

@@ -1,0 +1,392 @@
+"""OpenAPI description of the device API (drf-spectacular): request and answer bodies,
+the answer building blocks the views' `@extend_schema` use, and the API key schemes.
+
+Nothing here runs when a request is served: views only name these for the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+
+from apps_api.api.renderers import PlainTextRenderer
+from hostcfg.journal import OUTPUT_FORMATS
+
+TEXT = PlainTextRenderer.media_type
+JSON = JSONRenderer.media_type
+
+# Choice sets shared by several fields called `status`; SPECTACULAR_SETTINGS'
+# ENUM_NAME_OVERRIDES names their components.
+SUCCESS_STATUS = ["success"]
+FAILED_STATUS = ["failed"]
+IMAGE_STATUSES = ["Downloading", "Downloaded"]
+UPDATE_STATUSES = ["done", "downloading", "downloaded", "applying changes", "aborted", "rejected"]
+
+Answers = dict[Any, OpenApiResponse]
+
+
+# --- authentication -------------------------------------------------------------------
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The two ways of presenting a key (spec/auth.md); either one is enough.
+
+    Registered on import: the views import this module for their schemas."""
+
+    target_class = "apps_api.api.auth.ApiKeyAuthentication"
+    name = ["apikeyQuery", "bearerHeader"]
+
+    def get_security_requirement(self, auto_schema: AutoSchema) -> list[dict[str, list[Any]]]:
+        return [{name: []} for name in self.name]
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> list[dict[str, str]]:
+        unmanaged = " Not checked while the device is unmanaged (no `apiEndpoint` in config.json)."
+        return [
+            {
+                "type": "apiKey",
+                "in": "query",
+                "name": "apikey",
+                "description": "The key as query parameter `apikey` (this exact name); used when non-empty."
+                + unmanaged,
+            },
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "`Authorization: Bearer <key>`; the scheme `ApiKey` works too, either "
+                "case-insensitive, with exactly one space and a key of word characters." + unmanaged,
+            },
+        ]
+
+
+# --- building blocks of the views' answers ---------------------------------------------
+
+
+class FailureSerializer(serializers.Serializer):
+    """The device API's JSON failure shape."""
+
+    status = serializers.ChoiceField(choices=FAILED_STATUS)
+    message = serializers.CharField()
+
+
+class FrameworkErrorSerializer(serializers.Serializer):
+    """Django REST framework's own answer to an unusable Accept or Content-Type header."""
+
+    detail = serializers.CharField()
+
+
+def answer(code: int, description: str, *, text: bool = False, json: Any = None) -> Answers:
+    """One status of an operation: a text/plain string, a JSON body, or both; neither means
+    an answer without a body."""
+    if not text and json is None:
+        return {code: OpenApiResponse(description=description)}
+    answers: Answers = {}
+    if text:
+        answers[(code, TEXT)] = OpenApiResponse(OpenApiTypes.STR, description=description)
+    if json is not None:
+        answers[(code, JSON)] = OpenApiResponse(json, description=description)
+    return answers
+
+
+NO_KEY = "The device is managed and the request carries no known key: `Unauthorized` (text)."
+UNAUTHORIZED = answer(401, NO_KEY, text=True)
+UNEXPECTED = (
+    "Anything unexpected, e.g. Docker, Redis or the database unreachable, or config.json unreadable "
+    "while checking the key; `message` is the error."
+)
+MALFORMED_BODY = "the body is not valid JSON (`Invalid request body: …`)"
+LOCKED = answer(
+    423,
+    "An update lock is held (by the app's services or another supervisor operation); "
+    "`force: true` overrides the services' locks.",
+    json=FailureSerializer,
+)
+UNSUPPORTED_BODY = answer(
+    415, "A body of a type other than JSON or form data.", json=FrameworkErrorSerializer
+)
+
+
+def unexpected(description: str = UNEXPECTED) -> Answers:
+    return answer(503, description, json=FailureSerializer)
+
+
+def unauthorized_or_out_of_scope(message: str, *, text: bool = False) -> Answers:
+    """401 for a missing or unknown key (text), and for a key of another app."""
+    if text:
+        return answer(401, f"{NO_KEY} A key of another app gets `{message}` too.", text=True)
+    description = f"{NO_KEY} A key of another app gets `{message}` in the JSON failure shape."
+    return answer(401, description, text=True, json=FailureSerializer)
+
+
+APP_ID = OpenApiParameter(
+    "app_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The app's numeric id. Taken as a string: anything but a positive integer is answered "
+    "with 400.",
+)
+
+
+# --- request bodies --------------------------------------------------------------------
+
+FORCE_HELP = "Override the services' update locks (`true`, or the string `true` or `1`)."
+
+
+class ForceRequest(serializers.Serializer):
+    force = serializers.BooleanField(required=False, help_text=FORCE_HELP)
+
+
+class AppActionRequest(ForceRequest):
+    appId = serializers.IntegerField(min_value=1, help_text="The app; a string of digits works too.")
+
+
+class UpdateRequest(serializers.Serializer):
+    force = serializers.BooleanField(
+        required=False, help_text="Apply even when instant updates are off; override update locks."
+    )
+    cancel = serializers.BooleanField(
+        required=False, help_text="Stop a running apply first. Only JSON `true` counts."
+    )
+
+
+class ServiceSelectorRequest(serializers.Serializer):
+    serviceName = serializers.CharField(required=False, help_text="The service (this or imageId).")
+    imageId = serializers.IntegerField(
+        required=False, help_text="The service's image id (this or serviceName); matched as a string."
+    )
+    force = serializers.BooleanField(required=False, help_text=f"{FORCE_HELP} start takes no lock.")
+
+
+TAGS_REQUEST = {
+    "type": "object",
+    "additionalProperties": {"type": "string"},
+    "description": "Tag name → value; names without whitespace, 1 to 255 characters. Given tags are "
+    "set, others kept.",
+}
+
+
+class JournalRequest(serializers.Serializer):
+    all = serializers.BooleanField(required=False, default=False, help_text="journalctl `--all`.")
+    follow = serializers.BooleanField(
+        required=False, default=False, help_text="Keep streaming new entries (`--follow`)."
+    )
+    count = serializers.IntegerField(required=False, min_value=1, help_text="Last entries (`--lines`).")
+    unit = serializers.CharField(required=False, help_text="A systemd unit (`--unit`).")
+    containerId = serializers.CharField(required=False, help_text="Syslog identifier (`--identifier`).")
+    format = serializers.ChoiceField(
+        choices=sorted(OUTPUT_FORMATS), required=False, default="short", help_text="`--output`."
+    )
+    since = serializers.CharField(required=False, help_text="`--since`, in journalctl's time syntax.")
+    until = serializers.CharField(required=False, help_text="`--until`, in journalctl's time syntax.")
+
+
+# --- v1 answers ------------------------------------------------------------------------
+
+
+class V1DeviceSerializer(serializers.Serializer):
+    api_port = serializers.IntegerField()
+    ip_address = serializers.CharField(help_text="The host's IPv4 addresses, space-separated.")
+    mac_address = serializers.CharField(help_text="The host's MAC addresses, space-separated.")
+    os_version = serializers.CharField(help_text="PRETTY_NAME of the host's os-release; empty if unknown.")
+    supervisor_version = serializers.CharField()
+    update_pending = serializers.BooleanField()
+    update_failed = serializers.BooleanField()
+    update_downloaded = serializers.BooleanField()
+    commit = serializers.CharField(
+        required=False, help_text="The first app's running commit; absent while applying or unknown."
+    )
+    status = serializers.CharField(
+        required=False,
+        help_text="The first app's first service (`Running` reported as `Idle`); absent when it has none.",
+    )
+    download_progress = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Percent; present with `status`, null unless downloading."
+    )
+
+
+class V1AppSerializer(serializers.Serializer):
+    appId = serializers.IntegerField()
+    commit = serializers.CharField(allow_null=True, help_text="Null when the containers disagree.")
+    containerId = serializers.CharField()
+    env = serializers.DictField(
+        child=serializers.CharField(), help_text="The container's environment, API keys left out."
+    )
+    imageId = serializers.CharField(help_text="The Docker image id (`sha256:…`) the container runs.")
+    releaseId = serializers.IntegerField()
+
+
+class ContainerIdSerializer(serializers.Serializer):
+    containerId = serializers.CharField()
+
+
+class V1PurgeSerializer(serializers.Serializer):
+    Data = serializers.ChoiceField(choices=["OK"])
+    Error = serializers.CharField(help_text="Always empty.")
+
+
+# --- v2 answers ------------------------------------------------------------------------
+
+
+class SuccessSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=SUCCESS_STATUS)
+
+
+class ServiceSummarySerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`Downloading` when nothing is known yet.")
+    image = serializers.CharField()
+    downloadProgress = serializers.IntegerField(allow_null=True)
+    releaseId = serializers.IntegerField(help_text="The target release.")
+
+
+class AppSummarySerializer(serializers.Serializer):
+    appId = serializers.IntegerField()
+    appUuid = serializers.CharField()
+    commit = serializers.CharField(allow_null=True, help_text="The target commit.")
+    updateStatus = serializers.ChoiceField(choices=UPDATE_STATUSES)
+    services = serializers.DictField(child=ServiceSummarySerializer(), help_text="By service name.")
+
+
+class ApplicationsStateSerializer(serializers.Serializer):
+    """Every target app in the key's scope, keyed by app name (see ApplicationsStateSchema)."""
+
+
+class ApplicationsStateSchema(OpenApiSerializerExtension):
+    """A serializer cannot be a map itself: this one is described as name → AppSummary."""
+
+    target_class = ApplicationsStateSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        app = auto_schema.resolve_serializer(AppSummarySerializer, direction)
+        return {"type": "object", "additionalProperties": app.ref, "description": "By app name."}
+
+
+class ImageServiceStateSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`Handing over` when two containers run the image.")
+    releaseId = serializers.IntegerField()
+    download_progress = serializers.IntegerField(allow_null=True)
+
+
+class AppServicesSerializer(serializers.Serializer):
+    services = serializers.DictField(child=ImageServiceStateSerializer(), help_text="By image id.")
+
+
+class ApplicationStateSerializer(serializers.Serializer):
+    commit = serializers.CharField(help_text="The running commit, or `undefined`.")
+    local = serializers.DictField(child=AppServicesSerializer(), help_text="One entry: the app id.")
+    dependent = serializers.DictField(help_text="Always empty.")
+
+
+class StatusContainerSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    serviceName = serializers.CharField()
+    appId = serializers.IntegerField()
+    imageId = serializers.IntegerField()
+    serviceId = serializers.IntegerField()
+    containerId = serializers.CharField()
+    createdAt = serializers.CharField()
+
+
+class StatusImageSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    appId = serializers.IntegerField()
+    serviceName = serializers.CharField()
+    imageId = serializers.IntegerField()
+    dockerImageId = serializers.CharField(allow_null=True, help_text="Null until the image is present.")
+    status = serializers.ChoiceField(choices=IMAGE_STATUSES)
+    downloadProgress = serializers.IntegerField(allow_null=True)
+
+
+class StateStatusSerializer(SuccessSerializer):
+    appState = serializers.ChoiceField(choices=["applying", "applied"])
+    overallDownloadProgress = serializers.IntegerField(allow_null=True)
+    containers = StatusContainerSerializer(many=True, help_text="The first app's only.")
+    images = StatusImageSerializer(many=True, help_text="The first app's only.")
+    release = serializers.CharField(allow_null=True, help_text="The first app's target commit.")
+
+
+class OneContainerIdSerializer(SuccessSerializer):
+    containerId = serializers.CharField()
+
+
+class AllContainerIdsSerializer(SuccessSerializer):
+    services = serializers.DictField(child=serializers.CharField(), help_text="Service name → container id.")
+
+
+CONTAINER_IDS = PolymorphicProxySerializer(
+    component_name="ContainerIds",
+    serializers=[OneContainerIdSerializer, AllContainerIdsSerializer],
+    resource_type_field_name=None,
+)
+
+
+class VersionSerializer(SuccessSerializer):
+    version = serializers.CharField()
+
+
+class DeviceNameSerializer(SuccessSerializer):
+    deviceName = serializers.CharField()
+
+
+class TagSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    value = serializers.CharField()
+
+
+class DeviceTagsSerializer(SuccessSerializer):
+    tags = TagSerializer(many=True)
+
+
+# --- answers shared by several operations -------------------------------------------------
+
+
+def single_container_app_answers(*, locks: bool) -> Answers:
+    """POST /v1/apps/:appId/(stop|start); only stop takes the update locks."""
+    return (
+        answer(200, "The container's id, after the action.", json=ContainerIdSerializer)
+        | answer(
+            400,
+            "Text: `Invalid app id`; the app has no container (`App not found: …`); or it has more than "
+            f"one service (`serviceName or imageId parameters were not provided…`). JSON: {MALFORMED_BODY}.",
+            text=True,
+            json=FailureSerializer,
+        )
+        | unauthorized_or_out_of_scope("Unauthorized", text=True)
+        | answer(
+            404,
+            "`Service does not exist in target release` (or the container vanished during the action).",
+            text=True,
+        )
+        | UNSUPPORTED_BODY
+        | (LOCKED if locks else {})
+        | unexpected()
+    )
+
+
+def service_action_answers(*, locks: bool) -> Answers:
+    """POST /v2/applications/:appId/(restart|stop|start)-service; start takes no lock."""
+    return (
+        answer(200, "`OK` once done.", text=True)
+        | answer(
+            400,
+            "Text: neither serviceName nor imageId given (`serviceName or imageId parameters were not "
+            f"provided…`). JSON: `Invalid app id`, or {MALFORMED_BODY}.",
+            text=True,
+            json=FailureSerializer,
+        )
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | answer(
+            404,
+            "The app has no container (`App not found: …`); no container of the service (`Service not "
+            "found, a container must exist for this endpoint to work`); or the service is not in the "
+            "target (`Service does not exist in target release…`).",
+            text=True,
+        )
+        | (LOCKED if locks else {})
+        | unexpected()
+    )

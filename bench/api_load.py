@@ -1,0 +1,154 @@
+"""Read throughput and latency of the device API with 5 services running.
+
+Starts a worker and the web process (daphne, as the Procfile does) in a temporary data
+dir, applies a target of 5 busybox services, then loads GET /v2/applications/state and
+GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
+server, loaded the same way, is the baseline of this run.
+
+    .venv/bin/python bench/api_load.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+DATA_DIR = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="supervisor_site.settings",
+    SUPERVISOR_DATA_DIR=str(DATA_DIR),
+    SUPERVISOR_HOST_ROOT=str(DATA_DIR / "host"),
+    REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    PYTHONUNBUFFERED="1",
+)
+
+from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until  # noqa: E402
+
+IMAGE = "local/busybox:latest"
+ORIGINAL = "original supervisor: ~290 req/s, p99 78 ms at 16 clients (GET /v2/applications/state)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load(port: int, path: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of `clients` keep-alive clients hitting `path`."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    deadline = time.perf_counter() + seconds
+
+    def client(out: list[float]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: {response.status}")
+            out.append(time.perf_counter() - began)
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(out,)) for out in latencies]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    every = sorted(value for out in latencies for value in out)
+    p99 = every[min(len(every) - 1, int(len(every) * 0.99))]
+    return len(every) / elapsed, statistics.median(every) * 1000, p99 * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    seconds = parser.parse_args().seconds
+
+    services = (
+        ensure_redis(os.environ["REDIS_URL"], DATA_DIR),
+        ensure_dockerd("unix:///var/run/docker.sock", DATA_DIR),
+    )
+    started = [s for s in services if s]
+    processes: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    env = {**os.environ, "SUPERVISOR_PORT": str(port)}
+    python = sys.executable
+    try:
+        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
+        flush = (
+            "import django; django.setup(); "
+            "from supervisor_site.redis_connection import redis_client; redis_client().flushdb()"
+        )
+        subprocess.run([python, "-c", flush], cwd=PROJECT_DIR, env=env, check=True)
+        worker = [python, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
+                  "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
+                  "--without-mingle", "--loglevel=WARNING"]  # fmt: skip
+        web = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supervisor_site.asgi:application"]
+        with open(DATA_DIR / "processes.log", "wb") as log:
+            for argv in (worker, web):
+                processes.append(subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log))
+
+        def answers() -> bool:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/ping")
+                return connection.getresponse().status == 200
+            except OSError:
+                return False
+
+        assert wait_until(answers, 60), "the web process did not start"
+        services_doc = {
+            str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": IMAGE, "environment": {},
+                     "labels": {}, "command": "sleep 100000", "stop_signal": "SIGKILL"}
+            for i in range(1, 6)
+        }  # fmt: skip
+        target = {"local": {"name": "bench", "config": {}, "apps": {"1": {
+            "name": "bench", "commit": "c1", "releaseId": 1, "services": services_doc}}}}  # fmt: skip
+        body = json.dumps(target)
+        (DATA_DIR / "target.json").write_text(body)
+        subprocess.run([python, "manage.py", "apply_target", str(DATA_DIR / "target.json"), "--wait"],
+                       cwd=PROJECT_DIR, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+        print(f"{'endpoint':<28} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs /ping':>9}")
+        for clients in (1, 16):
+            ping_rate, _, _ = load(port, "/ping", clients, seconds)
+            for path in ("/ping", "/v2/applications/state", "/v1/device"):
+                rate, p50, p99 = load(port, path, clients, seconds)
+                print(f"{path:<28} {clients:>7} {rate:8.0f} {p50:8.1f} {p99:8.1f} {rate / ping_rate:9.2f}")
+        print(ORIGINAL)
+    finally:
+        empty = json.dumps({"local": {"name": "bench", "config": {}, "apps": {}}})
+        (DATA_DIR / "empty.json").write_text(empty)
+        subprocess.run([python, "manage.py", "apply_target", str(DATA_DIR / "empty.json"), "--wait"],
+                       cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for service in started:
+            service.stop()
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
