@@ -177,13 +177,14 @@ APP_ACTION_TIMEOUT_SECONDS = 300
 def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> None:
     """Restart (new containers) or purge (new containers, empty named volumes) an app.
     Called by: POST /v1/restart, /v1/purge, /v2/applications/:appId/(restart|purge)."""
-    from apps_api.device_state import check_scope
+    from apps_api.device_state import check_scope, read_snapshot
     from apps_api.engine.app_actions import AppNotRunning
+    from apps_api.engine.current import invalidate_current_state
     from apps_api.tasks import app_action
 
     check_scope(access, app_id)
-    from apps_api.engine.current import invalidate_current_state
-
+    if not read_snapshot().containers_of(app_id):
+        raise ActionFailed(f"Application with ID {app_id} is not in the current state")
     pending = app_action.delay(action, app_id, force)
     try:
         pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)

@@ -67,38 +67,47 @@ class WebProcess:
 StartWeb = Callable[..., WebProcess]
 
 
+def launch_web(data_dir: Path, log_dir: Path, *, wait: bool = True, **overrides: str) -> WebProcess:
+    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers."""
+    port = free_port()
+    env = agent_environment(data_dir, SUPERVISOR_PORT=str(port), **overrides)
+    migrated = manage(env, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stderr
+    log_path = log_dir / f"web-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "supervisor_site.asgi:application"],
+            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    web = WebProcess(f"http://127.0.0.1:{port}", env, process, log_path)
+    if wait:
+        assert wait_until(lambda: _answers(web) or process.poll() is not None, 60), "daphne did not start"
+        assert process.poll() is None, web.output()
+    return web
+
+
+def stop_web(web: WebProcess) -> None:
+    if web.process.poll() is None:
+        web.process.terminate()
+        try:
+            web.process.wait(20)
+        except subprocess.TimeoutExpired:
+            web.process.kill()
+
+
 @pytest.fixture
 def start_web(tmp_path: Path) -> Iterator[StartWeb]:
-    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers."""
     started: list[WebProcess] = []
 
     def start(*, wait: bool = True, **overrides: str) -> WebProcess:
-        port = free_port()
-        env = agent_environment(tmp_path / "data", SUPERVISOR_PORT=str(port), **overrides)
-        migrated = manage(env, "migrate", "--noinput")
-        assert migrated.returncode == 0, migrated.stderr
-        log_path = tmp_path / f"web-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                 "supervisor_site.asgi:application"],
-                cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        web = WebProcess(f"http://127.0.0.1:{port}", env, process, log_path)
+        web = launch_web(tmp_path / "data", tmp_path, wait=wait, **overrides)
         started.append(web)
-        if wait:
-            assert wait_until(lambda: _answers(web) or process.poll() is not None, 60), "daphne did not start"
-            assert process.poll() is None, web.output()
         return web
 
     yield start
     for web in started:
-        if web.process.poll() is None:
-            web.process.terminate()
-            try:
-                web.process.wait(20)
-            except subprocess.TimeoutExpired:
-                web.process.kill()
+        stop_web(web)
 
 
 def _answers(web: WebProcess) -> bool:
