@@ -34,3 +34,9 @@ class Conflict(DeviceApiError):
 
 class ActionFailed(DeviceApiError):
     status = 503
+
+
+class InternalFailure(DeviceApiError):
+    """The few endpoints whose contract says 500 for an unexpected failure."""
+
+    status = 500

@@ -10,6 +10,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps_api.apikeys import find_api_key
+from apps_api.errors import ActionFailed
 from hostcfg.identity import current_device_identity
 
 AUTHORIZATION_HEADER = re.compile(r"(?:bearer|apikey) (\w+)", re.IGNORECASE)
@@ -39,6 +40,12 @@ class ApiKeyAuthentication(BaseAuthentication):
     """Sets request.auth to an ApiAccess; unmanaged devices (local mode) need no key."""
 
     def authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
+        try:
+            return self._authenticate(request)
+        except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
+            raise ActionFailed(f"Unexpected error: {exc}", text=True) from exc
+
+    def _authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         key = presented_key(request)
         if not current_device_identity().managed:
             return None, ApiAccess(all_apps=True, key=key)

@@ -112,7 +112,8 @@ UNSUPPORTED_BODY = answer(
 
 
 def unexpected(description: str = UNEXPECTED) -> Answers:
-    return answer(503, description, json=FailureSerializer)
+    """503: JSON failure shape; text `Unexpected error: …` when checking the key itself failed."""
+    return answer(503, description, text=True, json=FailureSerializer)
 
 
 def unauthorized_or_out_of_scope(message: str, *, text: bool = False) -> Answers:

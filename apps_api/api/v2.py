@@ -38,6 +38,7 @@ from apps_api.api.schemas import (
     unexpected,
 )
 from apps_api.api.v1 import PlainTextView
+from apps_api.errors import DeviceApiError, InternalFailure
 
 
 class ApplicationsStateView(APIView):
@@ -71,10 +72,16 @@ class ApplicationStateView(APIView):
             "`Application ID does not exist: <id>`: not in the target, or not in the key's scope.",
             json=FailureSerializer,
         )
+        | answer(500, "Reading the state failed; `message` is the error.", json=FailureSerializer)
         | unexpected(),
     )
     def get(self, request: Request, app_id: str) -> Response:
-        return Response(device_state.application_state(app_id, access_of(request)))
+        try:
+            return Response(device_state.application_state(app_id, access_of(request)))
+        except DeviceApiError:
+            raise
+        except Exception as exc:  # this endpoint's contract says 500, not the usual 503
+            raise InternalFailure(str(exc) or type(exc).__name__) from exc
 
 
 class ServiceActionView(PlainTextView):

@@ -126,3 +126,25 @@ def test_journal_logs_stream_journalctl_output(start_web: StartWeb) -> None:
     bad = requests.post(web.base_url + "/v2/journal-logs", json={"count": -1}, timeout=20)
     assert bad.status_code == 400
     assert bad.json() == {"status": "failed", "message": "count: must be a positive integer"}
+
+
+def test_app_state_answers_500_when_the_engine_cannot_be_read(start_web: StartWeb, tmp_path: Path) -> None:
+    web = start_web(DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock")
+    response = web.get("/v2/applications/1/state")
+    assert response.status_code == 500
+    assert response.json()["status"] == "failed"
+    assert web.get("/v2/applications/abc/state").status_code == 400, "a bad id is refused before any read"
+
+
+def test_a_key_check_that_fails_answers_503_text(start_web: StartWeb) -> None:
+    web = start_web()
+    config_path = Path(web.env["SUPERVISOR_DATA_DIR"]) / "boot" / "config.json"
+    config_path.write_text("{broken")
+
+    response = web.get("/v2/version", params={"apikey": "anything"})
+
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.text.startswith("Unexpected error:")
+    assert str(config_path) in response.text
+    assert web.get("/ping").text == "OK"
