@@ -35,28 +35,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ServiceInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class ServiceInline(ReadOnlyInline):
     model = Service
-    fields = ("service_name", "service_id", "image_id", "image", "running")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+    fields = readonly_fields = ("service_name", "service_id", "image_id", "image", "running")
 
 
-class NetworkInline(admin.TabularInline):
+class NetworkInline(ReadOnlyInline):
     model = Network
-    fields = ("name", "config")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+    fields = readonly_fields = ("name", "config")
 
 
-class VolumeInline(admin.TabularInline):
+class VolumeInline(ReadOnlyInline):
     model = Volume
-    fields = ("name", "config")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+    fields = readonly_fields = ("name", "config")
 
 
 @admin.register(App)
