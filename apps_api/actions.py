@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from apps_api.errors import ActionFailed, BadRequest, NotFound
+from apps_api.errors import ActionFailed, BadRequest, NotFound, PowerActionRefused
 from hostcfg.blink import BLINK_SECONDS
 
 if TYPE_CHECKING:
@@ -105,11 +105,20 @@ def act_on_single_container_app(action: str, *, access: ApiAccess, raw_app_id: s
     check_scope(access, app_id, text=True)
     snapshot = read_snapshot()
     _, container = single_container_app(snapshot, app_id)
-    return _run_service_action(action, snapshot, app_id, container.service_name, force=is_forced(body))
+    # The seed's v1 stop is temporary: the container starts again when the supervisor does.
+    return _run_service_action(
+        action, snapshot, app_id, container.service_name, force=is_forced(body), temporary=action == "stop"
+    )
 
 
 def _run_service_action(
-    action: str, snapshot: DeviceSnapshot, app_id: int, service_name: str, *, force: bool
+    action: str,
+    snapshot: DeviceSnapshot,
+    app_id: int,
+    service_name: str,
+    *,
+    force: bool,
+    temporary: bool = False,
 ) -> str:
     from apps_api.engine.app_actions import ServiceGone
     from apps_api.tasks import service_action
@@ -119,7 +128,7 @@ def _run_service_action(
         raise NotFound("Service does not exist in target release", text=True)
     from apps_api.engine.current import invalidate_current_state
 
-    pending = service_action.delay(action, app_id, service_name, force)
+    pending = service_action.delay(action, app_id, service_name, force, temporary)
     try:
         return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
     except ServiceGone as exc:
@@ -169,6 +178,26 @@ def instant_updates_enabled() -> bool:
         if key in config:
             return is_truthy(config[key])
     return True
+
+
+# Locks are waited for up to 10 s per app (locks.md): enough for a few apps.
+POWER_ACTION_ACCEPT_SECONDS = 60
+
+
+def power_off_device(kind: str, *, body: object) -> None:
+    """Reboot (`kind="reboot"`) or shut down the device: returns once the worker holds every
+    app's update locks; it then stops the apps and asks logind. Raises PowerActionRefused.
+    Called by: POST /v1/reboot, POST /v1/shutdown."""
+    from apps_api.task_replies import new_reply_key, wait_for_reply
+    from apps_api.tasks import power_action
+
+    reply_key = new_reply_key()
+    power_action.delay(kind, is_forced(body), reply_key)
+    reply = wait_for_reply(reply_key, timeout=POWER_ACTION_ACCEPT_SECONDS)
+    if reply is None:
+        raise PowerActionRefused(f"The {kind} was not confirmed in time", locked=False)
+    if not reply.get("accepted"):
+        raise PowerActionRefused(str(reply.get("error")), locked=bool(reply.get("locked")))
 
 
 APP_ACTION_TIMEOUT_SECONDS = 300

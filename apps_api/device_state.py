@@ -328,11 +328,14 @@ def v1_app(raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
         raise BadRequest("Some v1 endpoints are only allowed on single-container apps", text=True)
     container = containers[0]
     environment = container_environment(container.container_id)
+    # The seed shows the image reference; a service gone from the target has only the engine's id.
+    app = snapshot.target_app(app_id)
+    spec = app.service(container.service_name) if app else None
     return {
         "appId": app_id,
         "commit": current_commit(snapshot, app_id),
         "containerId": container.container_id,
         "env": {k: v for k, v in environment.items() if k not in HIDDEN_ENVIRONMENT},
-        "imageId": container.docker_image_id,
+        "imageId": spec.image if spec else container.docker_image_id,
         "releaseId": container.release_id,
     }

@@ -40,3 +40,12 @@ class InternalFailure(DeviceApiError):
     """The few endpoints whose contract says 500 for an unexpected failure."""
 
     status = 500
+
+
+class PowerActionRefused(Exception):
+    """Reboot or shutdown did not start: 423 when an update lock (or a host OS update) stopped
+    it, else 500; the body is `{"Data": "", "Error": <message>}` (spec/api.md)."""
+
+    def __init__(self, message: str, *, locked: bool) -> None:
+        super().__init__(message)
+        self.locked = locked

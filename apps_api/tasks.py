@@ -16,15 +16,21 @@ def apply_target_state() -> bool:
 
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
+    from apps_api.engine.temporary_stops import start_temporarily_stopped
+
     # One worker drives the device: an apply lock it finds is a killed worker's leftover.
     clear_stale_apply_lock()
+    start_temporarily_stopped()
     request_apply()
     apply_target_state.delay()
 
 
 @shared_task(name="apps_api.service_action")
-def service_action(action: str, app_id: int, service_name: str, force: bool = False) -> str:
-    """restart, stop or start one service; returns its container id."""
+def service_action(
+    action: str, app_id: int, service_name: str, force: bool = False, temporary: bool = False
+) -> str:
+    """restart, stop or start one service; returns its container id. A `temporary` stop
+    ends when the worker next starts."""
     from apps_api.engine import app_actions
     from apps_api.engine.apply import JournalObserver
 
@@ -32,7 +38,9 @@ def service_action(action: str, app_id: int, service_name: str, force: bool = Fa
     if action == "restart":
         return app_actions.restart_service(app_id, service_name, force=force, observer=observer)
     if action == "stop":
-        return app_actions.stop_service(app_id, service_name, force=force, observer=observer)
+        return app_actions.stop_service(
+            app_id, service_name, force=force, temporary=temporary, observer=observer
+        )
     if action == "start":
         return app_actions.start_service(app_id, service_name, observer=observer)
     raise ValueError(f"unknown service action {action!r}")
@@ -50,3 +58,27 @@ def app_action(action: str, app_id: int, force: bool = False) -> None:
         app_actions.purge_app(app_id, force=force, observer=JournalObserver())
     else:
         raise ValueError(f"unknown app action {action!r}")
+
+
+@shared_task(name="apps_api.power_action")
+def power_action(kind: str, force: bool, reply_key: str) -> None:
+    """reboot or shutdown; replies to the request once every lock is held, or with the refusal."""
+    from apps_api.engine.host_power import run_power_action
+    from apps_api.engine.locks import UpdatesLocked
+    from apps_api.task_replies import send_reply
+
+    accepted = False
+
+    def accept() -> None:
+        nonlocal accepted
+        accepted = True
+        send_reply(reply_key, {"accepted": True})
+
+    try:
+        run_power_action("reboot" if kind == "reboot" else "shutdown", force=force, accepted=accept)
+    except Exception as exc:
+        if not accepted:
+            send_reply(
+                reply_key, {"accepted": False, "locked": isinstance(exc, UpdatesLocked), "error": str(exc)}
+            )
+        raise

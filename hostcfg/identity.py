@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from hostcfg.atomic_file import write_file_atomically
 
 
 class DeviceConfigError(Exception):
@@ -61,23 +61,8 @@ def read_config_json(path: Path) -> dict[str, Any]:
 
 def write_config_json(path: Path, data: dict[str, Any]) -> None:
     """Replace config.json atomically: a crash leaves the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # 0600: config.json holds the device API key.
+    write_file_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 
 from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until
+from tests.host_bus import HostBus
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUSYBOX_IMAGE = "local/busybox:latest"
@@ -73,6 +74,21 @@ def redis_server(service_log_dir: Path) -> Iterator[str]:
     yield settings.REDIS_URL
     if started is not None:
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def host_bus_daemon() -> Iterator[HostBus]:
+    bus = HostBus(Path(settings.SUPERVISOR_DBUS_ADDRESS.removeprefix("unix:path=")))
+    bus.start()
+    yield bus
+    bus.stop()
+
+
+@pytest.fixture
+def host_bus(host_bus_daemon: HostBus) -> HostBus:
+    """The private system bus with logind and systemd stand-ins, calls and units reset."""
+    host_bus_daemon.reset()
+    return host_bus_daemon
 
 
 class WorkerProcess:

@@ -14,6 +14,8 @@ os.environ["SUPERVISOR_TEST_DATA_DIR"] = str(_data_dir)
 os.environ["SUPERVISOR_DATA_DIR"] = str(_data_dir)
 os.environ["SUPERVISOR_HOST_ROOT"] = str(_data_dir / "host")
 os.environ["SUPERVISOR_LED_FILE"] = str(_data_dir / "led0")
+# The private bus of tests/host_bus.py (started by the `host_bus` fixture).
+os.environ["SUPERVISOR_DBUS_ADDRESS"] = f"unix:path={_data_dir / 'dbus' / 'bus.sock'}"
 os.environ["SUPERVISOR_DATABASE"] = str(_data_dir / "test.sqlite3")
 for _name in ("SUPERVISOR_BOOT_ROOT", "SUPERVISOR_CONFIG_JSON"):
     os.environ.pop(_name, None)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from apps_api.engine.locks import UpdatesLocked
-from apps_api.errors import DeviceApiError
+from apps_api.errors import DeviceApiError, PowerActionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ def device_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Res
         return failure("Unauthorized", 401, text=True)
     if isinstance(exc, DeviceApiError):
         return failure(exc.message, exc.status, text=exc.text)
+    if isinstance(exc, PowerActionRefused):
+        return JsonResponse({"Data": "", "Error": str(exc)}, status=423 if exc.locked else 500)
     if isinstance(exc, UpdatesLocked):
         return failure(str(exc), 423)
     if isinstance(exc, exceptions.ParseError):

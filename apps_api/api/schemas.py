@@ -217,7 +217,7 @@ class V1AppSerializer(serializers.Serializer):
     env = serializers.DictField(
         child=serializers.CharField(), help_text="The container's environment, API keys left out."
     )
-    imageId = serializers.CharField(help_text="The Docker image id (`sha256:…`) the container runs.")
+    imageId = serializers.CharField(help_text="The image reference the container runs (as in the target).")
     releaseId = serializers.IntegerField()
 
 
@@ -228,6 +228,11 @@ class ContainerIdSerializer(serializers.Serializer):
 class V1PurgeSerializer(serializers.Serializer):
     Data = serializers.ChoiceField(choices=["OK"])
     Error = serializers.CharField(help_text="Always empty.")
+
+
+class PowerAnswerSerializer(serializers.Serializer):
+    Data = serializers.CharField(help_text="`OK` when accepted, else empty.")
+    Error = serializers.CharField(help_text="Empty when accepted, else why not.")
 
 
 # --- v2 answers ------------------------------------------------------------------------

@@ -10,6 +10,8 @@ urlpatterns = [
     path("v1/device", v1.DeviceView.as_view()),
     path("v1/regenerate-api-key", v1.RegenerateApiKeyView.as_view()),
     path("v1/update", v1.UpdateView.as_view()),
+    path("v1/reboot", v1.RebootView.as_view()),
+    path("v1/shutdown", v1.ShutdownView.as_view()),
     path("v1/restart", v1.RestartView.as_view()),
     path("v1/purge", v1.PurgeView.as_view()),
     path("v1/apps/<str:app_id>", v1.AppView.as_view()),

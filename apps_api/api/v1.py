@@ -23,6 +23,7 @@ from apps_api.api.schemas import (
     AppActionRequest,
     FailureSerializer,
     ForceRequest,
+    PowerAnswerSerializer,
     UpdateRequest,
     V1AppSerializer,
     V1DeviceSerializer,
@@ -231,6 +232,46 @@ class PurgeView(APIView):
             "purge", access=access_of(request), app_id=app_id, force=actions.is_forced(request.data)
         )
         return Response({"Data": "OK", "Error": ""})
+
+
+class RebootView(APIView):
+    """POST /v1/reboot {force?}: stop the apps, then reboot through logind."""
+
+    kind = "reboot"
+
+    @extend_schema(
+        summary="Stop the apps, then reboot the device",
+        request=ForceRequest,
+        responses=answer(
+            202,
+            "Every app's update locks are held: the apps stop and logind is asked ~1 s later. "
+            '`{"Data":"OK","Error":""}`.',
+            json=PowerAnswerSerializer,
+        )
+        | answer(
+            423,
+            "An update lock is held, or a host OS update is finishing (`Waiting for Host OS update to "
+            "finish`); `force: true` overrides both. `Error` says which.",
+            json=PowerAnswerSerializer,
+        )
+        | answer(
+            500,
+            "logind cannot be reached, or anything unexpected; `Error` says why.",
+            json=PowerAnswerSerializer,
+        )
+        | UNAUTHORIZED
+        | UNSUPPORTED_BODY,
+    )
+    def post(self, request: Request) -> Response:
+        actions.power_off_device(self.kind, body=request.data)
+        return Response({"Data": "OK", "Error": ""}, status=202)
+
+
+@extend_schema_view(post=extend_schema(summary="Stop the apps, then power the device off"))
+class ShutdownView(RebootView):
+    """POST /v1/shutdown {force?}: stop the apps, then power off through logind."""
+
+    kind = "shutdown"
 
 
 class MetricsView(APIView):

@@ -11,6 +11,7 @@ from apps_api.engine.apply import device_context, lock_override, update_locks
 from apps_api.engine.current import read_current_state
 from apps_api.engine.executor import Executor, StepObserver
 from apps_api.engine.state import AppSpec, CurrentService, ServiceSpec, Step, TargetState
+from apps_api.engine.temporary_stops import forget_temporary_stop, remember_temporary_stops
 
 
 class ServiceGone(Exception):
@@ -61,14 +62,21 @@ def restart_service(app_id: int, service_name: str, *, force: bool, observer: St
     return _container_id(app_id, service_name)
 
 
-def stop_service(app_id: int, service_name: str, *, force: bool, observer: StepObserver) -> str:
-    """Stop the service's container without removing it; returns its id."""
+def stop_service(
+    app_id: int, service_name: str, *, force: bool, temporary: bool = False, observer: StepObserver
+) -> str:
+    """Stop the service's container without removing it; returns its id. A `temporary`
+    stop (v1) ends when the worker next starts (engine/temporary_stops.py)."""
     found = _find(app_id, service_name)
     if found.container is None:
         raise ServiceGone("Service not found, a container must exist for this endpoint to work")
     executor = _executor(found, observer)
     with update_locks().locked(executor.host_root, [app_id], force=force or lock_override(found.target)):
         executor.run_step(Step("stop", app_id=app_id, current=found.container, reason="stop requested"))
+    if temporary:
+        remember_temporary_stops([found.container.container_id])
+    else:
+        forget_temporary_stop(found.container.container_id)
     return found.container.container_id
 
 
@@ -76,6 +84,8 @@ def start_service(app_id: int, service_name: str, *, observer: StepObserver) -> 
     """Start the service's container, creating it if missing; returns its id."""
     found = _find(app_id, service_name)
     executor = _executor(found, observer)
+    if found.container is not None:
+        forget_temporary_stop(found.container.container_id)
     executor.run_step(
         Step("start", app_id=app_id, app=found.app, current=found.container, target=found.spec,
              reason="start requested")

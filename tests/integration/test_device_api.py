@@ -121,7 +121,7 @@ def test_v1_app_shows_the_container_without_secrets(engine: str) -> None:
     main = supervised_containers()["main"]
     assert body["appId"] == 1
     assert body["containerId"] == main.id
-    assert body["imageId"] == main.image.id
+    assert body["imageId"] == engine  # the image reference, as in the seed document
     assert body["env"]["GREETING"] == "hi"
     assert "BALENA_SUPERVISOR_API_KEY" not in body["env"]
     assert "RESIN_SUPERVISOR_API_KEY" not in body["env"]

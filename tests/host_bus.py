@@ -1,0 +1,150 @@
+"""A private system bus with small stand-ins for logind and systemd that record their calls.
+
+A real `dbus-daemon` listens on a socket in the test data dir; one thread owns
+`org.freedesktop.login1` and `org.freedesktop.systemd1` on it and answers the methods the
+supervisor uses (Reboot, PowerOff, RestartUnit, StartUnit, StopUnit, GetUnit, LoadUnit,
+Properties.Get of ActiveState and PartOf). Nothing here reboots anything.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jeepney import DBus, HeaderFields, Message, MessageType, new_error, new_method_return
+from jeepney.io.blocking import DBusConnection, open_dbus_connection
+
+BUS_CONFIG = """<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default"><allow send_destination="*"/><allow own="*"/><allow eavesdrop="true"/></policy>
+</busconfig>
+"""
+UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
+
+
+@dataclass(frozen=True)
+class BusCall:
+    at: float
+    """time.time() when the call arrived."""
+    member: str
+    args: tuple[Any, ...]
+
+
+@dataclass
+class HostServices:
+    """What the stand-ins know: unit states and PartOf, and every call received."""
+
+    unit_states: dict[str, str] = field(default_factory=dict)
+    unit_part_of: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[BusCall] = field(default_factory=list)
+
+    def members(self) -> list[str]:
+        return [call.member for call in self.calls]
+
+    def answer(self, message: Message) -> Message:
+        member = str(message.header.fields.get(HeaderFields.member))
+        path = str(message.header.fields.get(HeaderFields.path))
+        args = tuple(message.body)
+        self.calls.append(BusCall(time.time(), member, args))
+        if member in ("Reboot", "PowerOff"):
+            return new_method_return(message)
+        if member in ("RestartUnit", "StartUnit", "StopUnit"):
+            unit = str(args[0])
+            self.unit_states[unit] = "inactive" if member == "StopUnit" else "active"
+            return new_method_return(message, "o", (f"/org/freedesktop/systemd1/job/{len(self.calls)}",))
+        if member in ("GetUnit", "LoadUnit"):
+            unit = str(args[0])
+            if member == "GetUnit" and unit not in self.unit_states:
+                return new_error(
+                    message, "org.freedesktop.systemd1.NoSuchUnit", "s", (f"Unit {unit} not loaded.",)
+                )
+            return new_method_return(message, "o", (UNIT_PATH_PREFIX + _escape(unit),))
+        if member == "Get" and path.startswith(UNIT_PATH_PREFIX):
+            unit = _unescape(path[len(UNIT_PATH_PREFIX) :])
+            if args[1] == "ActiveState":
+                return new_method_return(message, "v", (("s", self.unit_states.get(unit, "inactive")),))
+            if args[1] == "PartOf":
+                return new_method_return(message, "v", (("as", self.unit_part_of.get(unit, [])),))
+        return new_error(message, "org.freedesktop.DBus.Error.UnknownMethod", "s", (f"no {member}",))
+
+
+class HostBus:
+    """The private bus daemon plus the stand-in services' thread."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.address = f"unix:path={socket_path}"
+        self.services = HostServices()
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        config = self.socket_path.parent / "bus.conf"
+        config.write_text(BUS_CONFIG.format(socket=self.socket_path))
+        self._daemon = subprocess.Popen(["dbus-daemon", "--nofork", f"--config-file={config}"])
+        deadline = time.monotonic() + 10
+        while not self.socket_path.exists():
+            assert self._daemon.poll() is None, "dbus-daemon exited"
+            assert time.monotonic() < deadline, "dbus-daemon did not create its socket"
+            time.sleep(0.02)
+        self._thread = threading.Thread(target=self._serve, name="host-bus-services", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "the stand-in services did not get their names"
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._daemon is not None:
+            self._daemon.terminate()
+            self._daemon.wait(5)
+
+    def reset(self) -> None:
+        self.services.calls.clear()
+        self.services.unit_states.clear()
+        self.services.unit_part_of.clear()
+
+    def _serve(self) -> None:
+        with open_dbus_connection(bus=self.address) as connection:
+            for name in ("org.freedesktop.login1", "org.freedesktop.systemd1"):
+                _request_name(connection, name)
+            self._ready.set()
+            while not self._stopping.is_set():
+                try:
+                    message = connection.receive(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if message.header.message_type == MessageType.method_call:
+                    connection.send(self.services.answer(message))
+
+
+def _request_name(connection: DBusConnection, name: str) -> None:
+    reply = connection.send_and_get_reply(DBus().RequestName(name), timeout=5)
+    assert reply.body == (1,), f"could not own {name}: {reply.body}"
+
+
+def _escape(unit: str) -> str:
+    """systemd's object path escaping: every byte outside [A-Za-z0-9] becomes _xx."""
+    return "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in unit)
+
+
+def _unescape(escaped: str) -> str:
+    out, index = [], 0
+    while index < len(escaped):
+        if escaped[index] == "_":
+            out.append(chr(int(escaped[index + 1 : index + 3], 16)))
+            index += 3
+        else:
+            out.append(escaped[index])
+            index += 1
+    return "".join(out)

@@ -1,0 +1,60 @@
+"""The live web process answers reads while another request waits for a long action.
+
+Django runs each ASGI request's sync view in a thread of its own (ThreadSensitiveContext),
+so this holds without anything of ours; the test keeps it so."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.test import Client
+
+from supervisor_site.system_services import wait_until
+from tests.integration.conftest import WebProcess, launch_web, stop_web
+from tests.integration.engine_helpers import apply, local_target
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
+    """daphne on the tests' own database, Redis and engine (the worker is the tests' one)."""
+    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+    web = launch_web(
+        data_dir, tmp_path, DJANGO_SETTINGS_MODULE="tests.settings", SUPERVISOR_TEST_DATA_DIR=str(data_dir)
+    )
+    yield web
+    stop_web(web)
+
+
+def test_a_slow_restart_does_not_hold_up_reads(engine: str, shared_web: WebProcess) -> None:
+    # `sleep` as PID 1 ignores SIGTERM: stopping it takes the whole grace period.
+    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "8s"}
+    apply(local_target({"main": slow}, image=engine))
+    outcome: dict[str, int] = {}
+
+    def restart() -> None:
+        response = requests.post(
+            f"{shared_web.base_url}/v2/applications/1/restart-service", json={"serviceName": "main"}, timeout=60
+        )
+        outcome["restart"] = response.status_code
+
+    def main_status() -> str:
+        # Read in this process, not through the web process under test.
+        return str(Client().get("/v2/applications/state").json()["testapp"]["services"]["main"]["status"])
+
+    restarting = threading.Thread(target=restart)
+    restarting.start()
+    try:
+        assert wait_until(lambda: main_status() != "Running", 20), "the restart never began"
+        for path in ("/v2/state/status", "/v2/applications/state", "/ping"):
+            assert shared_web.get(path).status_code == 200
+        assert restarting.is_alive(), "the reads waited for the restart"
+    finally:
+        restarting.join(60)
+    assert outcome["restart"] == 200
