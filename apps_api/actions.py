@@ -6,9 +6,10 @@ Callers are listed on each action.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from apps_api.errors import ActionFailed, BadRequest, NotFound, PowerActionRefused
+from apps_api.errors import ActionFailed, BadRequest, Locked, NotFound, PowerActionRefused
 from hostcfg.blink import BLINK_SECONDS
 
 if TYPE_CHECKING:
@@ -198,6 +199,67 @@ def power_off_device(kind: str, *, body: object) -> None:
         raise PowerActionRefused(f"The {kind} was not confirmed in time", locked=False)
     if not reply.get("accepted"):
         raise PowerActionRefused(str(reply.get("error")), locked=bool(reply.get("locked")))
+
+
+HOST_CONFIG_TIMEOUT_SECONDS = 120
+
+
+def read_host_config() -> dict[str, Any]:
+    """The hostname and proxy settings. Called by: GET /v1/device/host-config."""
+    from django.conf import settings
+
+    from hostcfg.host_config import read_host_config as read
+    from hostcfg.identity import current_device_identity, read_config_json
+
+    identity = current_device_identity()
+    configured = read_config_json(Path(settings.SUPERVISOR_CONFIG_JSON)).get("hostname")
+    return read(
+        host_root=Path(settings.SUPERVISOR_HOST_ROOT),
+        boot_root=Path(settings.SUPERVISOR_BOOT_ROOT),
+        fallback_hostname=configured if isinstance(configured, str) and configured else identity.uuid[:7],
+    )
+
+
+def change_host_config(*, body: object) -> None:
+    """Validate a host-config patch here (400 text), then apply it in the worker under every
+    app's update locks (423 text) and restart the host units concerned (503 text on failure).
+    Called by: PATCH /v1/device/host-config."""
+    from apps_api.engine.host_config_change import HostUnitsNotRestarted
+    from apps_api.engine.locks import UpdatesLocked
+    from apps_api.tasks import host_config_change
+    from hostcfg.host_config import HostConfigInvalid, parse_host_config_patch
+
+    try:
+        parse_host_config_patch(body)
+    except HostConfigInvalid as exc:
+        raise BadRequest(str(exc), text=True) from exc
+    try:
+        host_config_change.delay(body).get(timeout=HOST_CONFIG_TIMEOUT_SECONDS, propagate=True)
+    except UpdatesLocked as exc:
+        raise Locked(str(exc), text=True) from exc
+    except HostUnitsNotRestarted as exc:
+        raise ActionFailed(str(exc), text=True) from exc
+    except Exception as exc:  # the worker's own failure: the endpoint answers every error in text
+        logger.exception("host config change failed")
+        raise ActionFailed(str(exc) or type(exc).__name__, text=True) from exc
+
+
+VPN_CONNECTED_FLAG = Path("run/openvpn/vpn_status/active")
+
+
+def vpn_status() -> dict[str, bool]:
+    """Whether openvpn.service runs (systemd over D-Bus) and whether the tunnel is up (the
+    flag file openvpn writes on the host). Called by: GET /v2/device/vpn."""
+    from django.conf import settings
+
+    from hostcfg import dbus
+
+    try:
+        enabled = dbus.unit_active_state("openvpn.service") == "active"
+    except dbus.HostBusError as exc:
+        raise ActionFailed(str(exc)) from exc
+    connected = (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
+    return {"enabled": enabled, "connected": connected}
 
 
 APP_ACTION_TIMEOUT_SECONDS = 300

@@ -32,6 +32,12 @@ class Conflict(DeviceApiError):
     status = 409
 
 
+class Locked(DeviceApiError):
+    """An update lock refused the action, for the endpoints that say so in text."""
+
+    status = 423
+
+
 class ActionFailed(DeviceApiError):
     status = 503
 

@@ -60,6 +60,15 @@ def app_action(action: str, app_id: int, force: bool = False) -> None:
         raise ValueError(f"unknown app action {action!r}")
 
 
+@shared_task(name="apps_api.host_config_change")
+def host_config_change(body: object) -> None:
+    """PATCH /v1/device/host-config: the body is validated again here, where it is applied."""
+    from apps_api.engine.host_config_change import change_host_config
+    from hostcfg.host_config import parse_host_config_patch
+
+    change_host_config(parse_host_config_patch(body))
+
+
 @shared_task(name="apps_api.power_action")
 def power_action(kind: str, force: bool, reply_key: str) -> None:
     """reboot or shutdown; replies to the request once every lock is held, or with the refusal."""

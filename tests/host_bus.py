@@ -26,6 +26,7 @@ BUS_CONFIG = """<busconfig>
 </busconfig>
 """
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class HostServices:
 
     unit_states: dict[str, str] = field(default_factory=dict)
     unit_part_of: dict[str, list[str]] = field(default_factory=dict)
+    missing_units: set[str] = field(default_factory=set)
+    """Units this host does not have: systemd answers NoSuchUnit to a job on them."""
     calls: list[BusCall] = field(default_factory=list)
 
     def members(self) -> list[str]:
@@ -56,14 +59,14 @@ class HostServices:
             return new_method_return(message)
         if member in ("RestartUnit", "StartUnit", "StopUnit"):
             unit = str(args[0])
+            if unit in self.missing_units:
+                return new_error(message, NO_SUCH_UNIT, "s", (f"Unit {unit} not found.",))
             self.unit_states[unit] = "inactive" if member == "StopUnit" else "active"
             return new_method_return(message, "o", (f"/org/freedesktop/systemd1/job/{len(self.calls)}",))
         if member in ("GetUnit", "LoadUnit"):
             unit = str(args[0])
             if member == "GetUnit" and unit not in self.unit_states:
-                return new_error(
-                    message, "org.freedesktop.systemd1.NoSuchUnit", "s", (f"Unit {unit} not loaded.",)
-                )
+                return new_error(message, NO_SUCH_UNIT, "s", (f"Unit {unit} not loaded.",))
             return new_method_return(message, "o", (UNIT_PATH_PREFIX + _escape(unit),))
         if member == "Get" and path.startswith(UNIT_PATH_PREFIX):
             unit = _unescape(path[len(UNIT_PATH_PREFIX) :])
@@ -113,6 +116,7 @@ class HostBus:
         self.services.calls.clear()
         self.services.unit_states.clear()
         self.services.unit_part_of.clear()
+        self.services.missing_units.clear()
 
     def _serve(self) -> None:
         with open_dbus_connection(bus=self.address) as connection:

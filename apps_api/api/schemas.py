@@ -235,6 +235,54 @@ class PowerAnswerSerializer(serializers.Serializer):
     Error = serializers.CharField(help_text="Empty when accepted, else why not.")
 
 
+class ProxySerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["socks4", "socks5", "http-connect", "http-relay"], required=False)
+    ip = serializers.CharField(required=False)
+    port = serializers.CharField(required=False, help_text="A string, as in the seed document.")
+    login = serializers.CharField(required=False)
+    password = serializers.CharField(required=False)
+    dns = serializers.CharField(required=False, help_text="`ip:port` of the DNS forwarder, when one is set.")
+    noProxy = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class HostNetworkSerializer(serializers.Serializer):
+    hostname = serializers.CharField()
+    proxy = ProxySerializer(required=False, help_text="Absent when no proxy is configured.")
+
+
+class HostConfigSerializer(serializers.Serializer):
+    network = HostNetworkSerializer()
+
+
+class ProxyPatchSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["socks4", "socks5", "http-connect", "http-relay"], required=False)
+    ip = serializers.CharField(required=False, help_text="IPv4 address or host name.")
+    port = serializers.IntegerField(required=False, min_value=1, max_value=65535)
+    login = serializers.CharField(required=False)
+    password = serializers.CharField(required=False)
+    dns = serializers.JSONField(required=False, help_text="`true` (8.8.8.8:53), `false` (none) or `ip:port`.")
+    noProxy = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Addresses or subnets that bypass the proxy."
+    )
+
+
+class HostNetworkPatchSerializer(serializers.Serializer):
+    hostname = serializers.CharField(
+        required=False, allow_blank=True, help_text="`[A-Za-z0-9-]`, at most 63; empty: the uuid's first 7."
+    )
+    proxy = ProxyPatchSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Merged over the stored proxy; `{}` removes it; null: no change.",
+    )
+    force = serializers.BooleanField(required=False, help_text=FORCE_HELP)
+
+
+class HostConfigPatchSerializer(serializers.Serializer):
+    network = HostNetworkPatchSerializer()
+    force = serializers.BooleanField(required=False, help_text=FORCE_HELP)
+
+
 # --- v2 answers ------------------------------------------------------------------------
 
 
@@ -342,6 +390,15 @@ class TagSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     value = serializers.CharField()
+
+
+class VpnStateSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="openvpn.service is active.")
+    connected = serializers.BooleanField(help_text="The tunnel is up.")
+
+
+class DeviceVpnSerializer(SuccessSerializer):
+    vpn = VpnStateSerializer()
 
 
 class DeviceTagsSerializer(SuccessSerializer):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("metrics", v1.MetricsView.as_view()),
     path("v1/blink", v1.BlinkView.as_view()),
     path("v1/device", v1.DeviceView.as_view()),
+    path("v1/device/host-config", v1.HostConfigView.as_view()),
     path("v1/regenerate-api-key", v1.RegenerateApiKeyView.as_view()),
     path("v1/update", v1.UpdateView.as_view()),
     path("v1/reboot", v1.RebootView.as_view()),
@@ -29,6 +30,7 @@ urlpatterns = [
     path("v2/version", v2.VersionView.as_view()),
     path("v2/device/name", v2.DeviceNameView.as_view()),
     path("v2/device/tags", v2.DeviceTagsView.as_view()),
+    path("v2/device/vpn", v2.DeviceVpnView.as_view()),
     path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
     path("v2/journal-logs", v2.JournalLogsView.as_view()),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +24,8 @@ from apps_api.api.schemas import (
     AppActionRequest,
     FailureSerializer,
     ForceRequest,
+    HostConfigPatchSerializer,
+    HostConfigSerializer,
     PowerAnswerSerializer,
     UpdateRequest,
     V1AppSerializer,
@@ -33,7 +36,9 @@ from apps_api.api.schemas import (
     unauthorized_or_out_of_scope,
     unexpected,
 )
+from apps_api.errors import BadRequest
 from apps_api.health import failed_health_checks
+from hostcfg.host_config import INVALID_INPUT_PREFIX as HOST_CONFIG_INVALID
 
 
 class PlainTextView(APIView):
@@ -272,6 +277,37 @@ class ShutdownView(RebootView):
     """POST /v1/shutdown {force?}: stop the apps, then power off through logind."""
 
     kind = "shutdown"
+
+
+class HostConfigView(APIView):
+    """GET/PATCH /v1/device/host-config: the hostname and the proxy."""
+
+    @extend_schema(
+        summary="The hostname and proxy settings",
+        responses=answer(200, "The host's hostname and proxy.", json=HostConfigSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(actions.read_host_config())
+
+    @extend_schema(
+        summary="Change the hostname or the proxy",
+        request={JSON: HostConfigPatchSerializer},
+        responses=answer(200, "`OK`: written, and the host units concerned restarted.", text=True)
+        | answer(400, "`Could not parse host config input to a valid format: <field> <problem>`.", text=True)
+        | UNAUTHORIZED
+        | answer(423, "An update lock is held (the lock message); `force: true` overrides it.", text=True)
+        | UNSUPPORTED_BODY
+        | answer(503, "Anything unexpected, e.g. the host's units could not be restarted.", text=True),
+    )
+    def patch(self, request: Request) -> HttpResponse:
+        try:
+            body = request.data
+        except ParseError as exc:
+            raise BadRequest(f"{HOST_CONFIG_INVALID}{exc.detail}", text=True) from exc
+        actions.change_host_config(body=body)
+        return HttpResponse("OK", content_type="text/plain; charset=utf-8")
 
 
 class MetricsView(APIView):

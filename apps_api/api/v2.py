@@ -25,6 +25,7 @@ from apps_api.api.schemas import (
     ApplicationStateSerializer,
     DeviceNameSerializer,
     DeviceTagsSerializer,
+    DeviceVpnSerializer,
     FailureSerializer,
     ForceRequest,
     JournalRequest,
@@ -216,6 +217,21 @@ class RestartAppView(AppActionView):
 @extend_schema_view(post=extend_schema(summary="Recreate an app with its named volumes emptied"))
 class PurgeAppView(AppActionView):
     action = "purge"
+
+
+class DeviceVpnView(APIView):
+    """GET /v2/device/vpn: whether the VPN service runs and is connected."""
+
+    @extend_schema(
+        summary="The VPN's state",
+        responses=answer(
+            200, "From systemd (openvpn.service) and the host's VPN flag file.", json=DeviceVpnSerializer
+        )
+        | UNAUTHORIZED
+        | unexpected("D-Bus (systemd) cannot be reached, or anything unexpected; `message` says why."),
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"status": "success", "vpn": actions.vpn_status()})
 
 
 class DeviceTagsView(APIView):

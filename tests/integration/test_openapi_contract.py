@@ -17,8 +17,11 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.conftest import WebProcess, launch_web, manage, stop_web
 
 # Operations left out, and why: regenerating the key would lock the run out; the journal
-# with follow=true streams until the client leaves; blink occupies the worker for 15 s.
-EXCLUDED_PATHS = ("/v1/regenerate-api-key", "/v2/journal-logs", "/v1/blink")
+# with follow=true streams until the client leaves; blink occupies the worker for 15 s;
+# reboot, shutdown and a valid host-config change wait a minute or more for a worker that
+# this run does not have (their answers are covered by test_host_power/test_host_config_api).
+EXCLUDED_PATHS = ("/v1/regenerate-api-key", "/v2/journal-logs", "/v1/blink", "/v1/reboot", "/v1/shutdown")
+EXCLUDED_OPERATIONS = (("/v1/device/host-config", "PATCH"),)
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -47,6 +50,8 @@ def device_api_schema(device_api: WebProcess):  # type: ignore[no-untyped-def]
 schema = schemathesis.pytest.from_fixture("device_api_schema")
 for excluded in EXCLUDED_PATHS:
     schema = schema.exclude(path=excluded)
+for excluded, method in EXCLUDED_OPERATIONS:
+    schema = schema.exclude(path=excluded, method=method)
 
 
 @schema.parametrize()
