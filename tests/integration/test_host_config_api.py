@@ -62,7 +62,8 @@ def test_legacy_unit_names_and_part_of_targets(host: HostBus) -> None:
     body = {"network": {"hostname": "legacy-1", "proxy": {"type": "socks5", "ip": "10.0.0.1", "port": 1080}}}
     assert patch(body).status_code == 200
     # balena-hostname is missing: resin-hostname; redsocks follows its target by itself.
-    assert restarted(host) == ["balena-hostname.service", "resin-hostname.service", "balena-proxy-config.service"]
+    expected = ["balena-hostname.service", "resin-hostname.service", "balena-proxy-config.service"]
+    assert restarted(host) == expected
 
 
 def test_proxy_is_written_read_back_and_its_units_restart(host: HostBus) -> None:
@@ -104,7 +105,8 @@ def test_bad_input_is_400_text_and_nothing_is_written(host: HostBus, body: objec
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/plain")
     assert response.content.decode().startswith(INVALID + field)
-    assert not REDSOCKS_CONF.exists() and not NO_PROXY.exists()
+    assert not REDSOCKS_CONF.exists()
+    assert not NO_PROXY.exists()
     assert not (HOST_ROOT / "etc" / "hostname").exists()
     assert host.services.calls == []
 

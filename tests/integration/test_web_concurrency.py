@@ -39,9 +39,8 @@ def test_a_slow_restart_does_not_hold_up_reads(engine: str, shared_web: WebProce
     outcome: dict[str, int] = {}
 
     def restart() -> None:
-        response = requests.post(
-            f"{shared_web.base_url}/v2/applications/1/restart-service", json={"serviceName": "main"}, timeout=60
-        )
+        url = f"{shared_web.base_url}/v2/applications/1/restart-service"
+        response = requests.post(url, json={"serviceName": "main"}, timeout=60)
         outcome["restart"] = response.status_code
 
     def main_status() -> str:
