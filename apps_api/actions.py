@@ -169,16 +169,11 @@ def trigger_update(*, body: object) -> bool:
 
 
 def instant_updates_enabled() -> bool:
-    from apps_api.engine.state import is_truthy
+    from apps_api.engine.device_config_steps import device_config
     from apps_api.target_store import load_target
 
     loaded = load_target()
-    config = loaded[0].config if loaded else {}
-    for key in ("SUPERVISOR_INSTANT_UPDATE_TRIGGER", "BALENA_SUPERVISOR_INSTANT_UPDATE_TRIGGER",
-                "RESIN_SUPERVISOR_INSTANT_UPDATE_TRIGGER"):  # fmt: skip
-        if key in config:
-            return is_truthy(config[key])
-    return True
+    return device_config(loaded[0] if loaded else None).instant_update_trigger
 
 
 # Locks are waited for up to 10 s per app (locks.md): enough for a few apps.

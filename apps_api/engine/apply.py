@@ -27,7 +27,7 @@ from apps_api.engine.current import read_current_state
 from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdateLocks, UpdatesLocked
 from apps_api.engine.planner import PlanConfig, plan
-from apps_api.engine.state import Step, TargetState, is_truthy
+from apps_api.engine.state import Step, TargetState
 from apps_api.logs import LogRecord, now_ms, publish_log_record
 from apps_api.metrics import record_apply, record_step
 
@@ -39,7 +39,6 @@ APPLY_PREEMPT_KEY = "supervisor:apply:preempt"
 EXCLUSIVE_WAIT_SECONDS = 60
 # Long enough for the longest round (a hand-over waits up to its timeout); renewed each round.
 APPLY_LOCK_SECONDS = 600
-DEFAULT_POLL_INTERVAL_MS = 900_000
 BACKOFF_BASE_SECONDS = 0.5
 MAX_IDENTICAL_ROUNDS = 5
 
@@ -178,15 +177,9 @@ def device_context(target: TargetState) -> DeviceContext:
 
 
 def poll_interval_seconds(target: TargetState) -> float:
-    for key in (
-        "SUPERVISOR_POLL_INTERVAL",
-        "BALENA_SUPERVISOR_POLL_INTERVAL",
-        "RESIN_SUPERVISOR_POLL_INTERVAL",
-    ):
-        value = target.config.get(key, "")
-        if value.isdigit():
-            return int(value) / 1000
-    return DEFAULT_POLL_INTERVAL_MS / 1000
+    from apps_api.engine.device_config_steps import device_config
+
+    return device_config(target).poll_interval_ms / 1000
 
 
 @dataclass
@@ -221,6 +214,7 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
         target, record = loaded
         if record.pk != seen_record:
             failures, seen_record, requested_force = 0, record.pk, force
+            _apply_device_config(target)
         requested_force = requested_force or request_force
         rounds += 1
         try:
@@ -235,6 +229,7 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             if rounds > 1:
                 record_apply(True, time.monotonic() - began)
                 _prune_journal()
+            _reboot_if_requested()
             return ConvergeResult(rounds, True)
         signature = [(s.kind, s.app_id, s.service_name, s.image, s.reason) for s in steps]
         repeats = repeats + 1 if signature == last_signature else 0
@@ -300,6 +295,26 @@ def _report_failure(number: int, errors: list[BaseException], delay: float) -> N
         system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
 
 
+def _apply_device_config(target: TargetState) -> None:
+    """Config steps come before any app step; their failure never stops the apps."""
+    from apps_api.engine.device_config_steps import apply_device_config
+
+    try:
+        apply_device_config(target)
+    except Exception as exc:
+        logger.exception("device configuration not applied")
+        system_log(f"Could not apply the device configuration due to '{exc}'", is_stderr=True)
+
+
+def _reboot_if_requested() -> None:
+    from apps_api.engine.device_config_steps import reboot_if_requested
+
+    try:
+        reboot_if_requested()
+    except Exception:
+        logger.exception("the reboot a configuration change asked for failed")
+
+
 JOURNAL_ROWS_KEPT = 10_000
 
 
@@ -327,12 +342,9 @@ def _wait_for_retry(seconds: float, record_pk: int) -> None:
 
 def lock_override(target: TargetState) -> bool:
     """Device config SUPERVISOR_OVERRIDE_LOCK (any of its prefixes and legacy names)."""
-    names = ("SUPERVISOR_OVERRIDE_LOCK", "OVERRIDE_LOCK")
-    return any(
-        is_truthy(target.config.get(f"{prefix}{name}", ""))
-        for name in names
-        for prefix in ("", "BALENA_", "RESIN_")
-    )
+    from apps_api.engine.device_config_steps import device_config
+
+    return device_config(target).lock_override
 
 
 def _take_preemption() -> str | None:

@@ -24,12 +24,13 @@ def local_target(
     release: int = 1,
     volumes: dict[str, Any] | None = None,
     networks: dict[str, Any] | None = None,
+    config: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A v2 local-mode document for app 1, each service a long-running busybox."""
     return {
         "local": {
             "name": "test-device",
-            "config": {},
+            "config": config or {},
             "apps": {
                 "1": {
                     "name": "testapp",
