@@ -35,10 +35,15 @@ system-packages:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-# What only the tests use: a registry for real pulls.
+# What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins.
 test-packages:
-	@command -v docker-registry >/dev/null 2>&1 || { \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry; }
+	@missing=""; \
+	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
+	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
 $(VENV_PYTHON): | system-packages
 	$(PYTHON) -m venv $(VENV)
