@@ -5,7 +5,10 @@ dir, applies a target of 5 busybox services, then loads GET /v2/applications/sta
 GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
 server, loaded the same way, is the baseline of this run.
 
-    .venv/bin/python bench/api_load.py [--seconds 10]
+    .venv/bin/python bench/api_load.py [--seconds 10] [--client wrk|python]
+
+wrk (Debian package `wrk`) is the load client when installed: written in C, it leaves the
+two cores to the server; the Python client (threads) competes with it for them.
 """
 
 from __future__ import annotations
@@ -76,10 +79,46 @@ def load(port: int, path: str, clients: int, seconds: float) -> tuple[float, flo
     return len(every) / elapsed, statistics.median(every) * 1000, p99 * 1000
 
 
+def load_with_wrk(port: int, path: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """The same figures measured by wrk (C, so the client takes little of the 2 cores)."""
+    threads = min(clients, 2)
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{clients}",
+        f"-d{seconds:g}s",
+        "--latency",
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        raise RuntimeError(f"{path}: non-2xx answers\n{output}")
+    percentiles = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] in ("50%", "99%"):
+            percentiles[fields[0]] = _milliseconds(fields[1])
+        if line.startswith("Requests/sec:"):
+            rate = float(fields[1])
+    return rate, percentiles["50%"], percentiles["99%"]
+
+
+def _milliseconds(value: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    raise ValueError(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
-    seconds = parser.parse_args().seconds
+    parser.add_argument(
+        "--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python"
+    )
+    arguments = parser.parse_args()
+    seconds = arguments.seconds
+    measure = load_with_wrk if arguments.client == "wrk" else load
 
     services = (
         ensure_redis(os.environ["REDIS_URL"], DATA_DIR),
@@ -100,7 +139,18 @@ def main() -> None:
         worker = [python, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
                   "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
                   "--without-mingle", "--loglevel=WARNING"]  # fmt: skip
-        web = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supervisor_site.asgi:application"]
+        web = [
+            python,
+            "-m",
+            "daphne",
+            "--verbosity",
+            "0",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "supervisor_site.asgi:application",
+        ]  # as the Procfile runs it
         with open(DATA_DIR / "processes.log", "wb") as log:
             for argv in (worker, web):
                 processes.append(subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log))
@@ -126,11 +176,14 @@ def main() -> None:
         subprocess.run([python, "manage.py", "apply_target", str(DATA_DIR / "target.json"), "--wait"],
                        cwd=PROJECT_DIR, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
 
+        for path in ("/ping", "/v2/applications/state", "/v1/device"):
+            load(port, path, 1, 1.0)  # warm-up: first-request imports and caches
+        print(f"load client: {arguments.client}")
         print(f"{'endpoint':<28} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs /ping':>9}")
         for clients in (1, 16):
-            ping_rate, _, _ = load(port, "/ping", clients, seconds)
+            ping_rate, _, _ = measure(port, "/ping", clients, seconds)
             for path in ("/ping", "/v2/applications/state", "/v1/device"):
-                rate, p50, p99 = load(port, path, clients, seconds)
+                rate, p50, p99 = measure(port, path, clients, seconds)
                 print(f"{path:<28} {clients:>7} {rate:8.0f} {p50:8.1f} {p99:8.1f} {rate / ping_rate:9.2f}")
         print(ORIGINAL)
     finally:

@@ -1,6 +1,38 @@
-from django.urls import path
+"""The device API's routes; each view runs on a pool of reused threads (`in_own_thread`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.urls import URLPattern
+from django.urls import path as django_path
 
 from apps_api.api import v1, v2
+
+# Enough for many requests waiting on tasks at once (each restart or stop waits for its
+# container) with reads still answered; threads start only when needed and are reused.
+VIEW_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-view")
+
+
+def in_own_thread(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the sync view on VIEW_THREADS rather than on the thread all thread-sensitive
+    calls share (supervisor_site/asgi_handler.py), so that no request waits behind another."""
+    run = sync_to_async(view, thread_sensitive=False, executor=VIEW_THREADS)
+
+    @functools.wraps(view)  # keeps `cls` and `csrf_exempt`, which DRF and the schema read
+    async def view_on_pool(request: Any, *args: Any, **kwargs: Any) -> Any:
+        return await run(request, *args, **kwargs)
+
+    return view_on_pool
+
+
+def path(route: str, view: Callable[..., Any]) -> URLPattern:
+    return django_path(route, in_own_thread(view))
+
 
 urlpatterns = [
     path("ping", v1.PingView.as_view()),

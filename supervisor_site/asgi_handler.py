@@ -1,0 +1,31 @@
+"""Django's ASGI handler without a new thread for every request.
+
+Django enters a fresh asgiref ThreadSensitiveContext for each request, and the first
+thread-sensitive call in it (the request_started signal's database receivers, a sync
+view) starts a thread that is joined when the request ends. Measured under daphne, that
+start and join took about half of the event loop's time for a trivial request. Here the
+thread-sensitive calls of all requests share asgiref's one long-lived thread instead, and
+the device API's views run on a pool of reused threads (`apps_api.api.urls.in_own_thread`),
+so a request that waits on a task still holds up no other request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.handlers.asgi import ASGIHandler
+
+
+class SharedThreadASGIHandler(ASGIHandler):
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+
+def get_shared_thread_asgi_application() -> SharedThreadASGIHandler:
+    """`django.core.asgi.get_asgi_application`, with the handler above."""
+    import django
+
+    django.setup(set_prefix=False)
+    return SharedThreadASGIHandler()
