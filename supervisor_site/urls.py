@@ -14,4 +14,5 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC), name="openapi-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema", **PUBLIC), name="openapi-docs"),
     path("", include("apps_api.api.urls")),
+    path("", include("localmode.urls")),
 ]
