@@ -38,8 +38,11 @@ def identify_device() -> bool:
     return True
 
 
-def set_target_state(target: TargetState, *, force: bool = False) -> int:
+def set_target_state(
+    target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
+) -> int:
     """Store a validated target and start applying it; returns the target's record id.
+    `posted_apps`: a local-mode document's `local.apps`, kept to be shown back.
 
     Called by: manage.py apply_target, POST /v2/local/target-state, the cloud poll.
     """
@@ -48,7 +51,7 @@ def set_target_state(target: TargetState, *, force: bool = False) -> int:
     from apps_api.target_store import store_target
     from apps_api.tasks import apply_target_state
 
-    record = store_target(target, force=force)
+    record = store_target(target, force=force, posted_apps=posted_apps)
     apply_status.set_flags(update_failed=False)
     request_apply(force=force)
     apply_target_state.delay()

@@ -42,6 +42,9 @@ class TargetRecord(models.Model):
     document = models.JSONField(help_text="the validated target, in the internal shape")
     source = models.CharField(max_length=16)
     force = models.BooleanField(default=False, help_text="apply overriding update locks")
+    posted_apps = models.JSONField(
+        null=True, blank=True, help_text="`local.apps` as POST /v2/local/target-state sent it (local mode)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -41,10 +41,13 @@ def target_from_document(document: dict[str, Any]) -> TargetState:
 
 
 @transaction.atomic
-def store_target(target: TargetState, *, force: bool = False) -> TargetRecord:
-    """Make `target` the one the engine applies; all or nothing."""
+def store_target(
+    target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
+) -> TargetRecord:
+    """Make `target` the one the engine applies; all or nothing. `posted_apps` is the
+    local-mode document's `local.apps` as sent, which GET /v2/local/target-state echoes."""
     record = TargetRecord.objects.create(
-        document=target_to_document(target), source=target.source, force=force
+        document=target_to_document(target), source=target.source, force=force, posted_apps=posted_apps
     )
     App.objects.all().delete()
     for spec in target.apps:

@@ -19,6 +19,10 @@ ARCHITECTURES = {
 }
 
 
+# Device types the balena CLI knows, for a machine without device-type.json.
+DEFAULT_DEVICE_TYPES = {"amd64": "genericx86-64-ext", "aarch64": "generic-aarch64", "i386": "generic-x86"}
+
+
 def machine_arch() -> str:
     machine = platform.machine()
     return ARCHITECTURES.get(machine, machine)
@@ -27,7 +31,7 @@ def machine_arch() -> str:
 def read_device_type(boot_root: Path) -> tuple[str, str]:
     """(slug, arch) from `<boot_root>/device-type.json`; defaults derived from this machine."""
     arch = machine_arch()
-    default = (f"generic-{arch}", arch)
+    default = (DEFAULT_DEVICE_TYPES.get(arch, f"generic-{arch}"), arch)
     path = boot_root / "device-type.json"
     try:
         data = json.loads(path.read_text())

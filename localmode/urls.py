@@ -4,4 +4,10 @@ from __future__ import annotations
 
 from django.urls import URLPattern
 
-urlpatterns: list[URLPattern] = []
+from apps_api.api.urls import path
+from localmode import views
+
+urlpatterns: list[URLPattern] = [
+    path("v2/local/target-state", views.LocalTargetStateView.as_view()),
+    path("v2/local/device-info", views.DeviceInfoView.as_view()),
+]

@@ -37,7 +37,8 @@ def presented_key(request: Request) -> str:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """Sets request.auth to an ApiAccess; unmanaged devices (local mode) need no key."""
+    """Sets request.auth to an ApiAccess; in local mode (an unmanaged device, or the device
+    config SUPERVISOR_LOCAL_MODE) no key is needed."""
 
     def authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         try:
@@ -51,7 +52,11 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None, ApiAccess(all_apps=True, key=key)
         stored = find_api_key(key)
         if stored is None:
-            return None
+            # A managed device in local mode (SUPERVISOR_LOCAL_MODE) is open too; only
+            # requests without a known key pay for reading the target's config.
+            from localmode.mode import local_mode_active
+
+            return (None, ApiAccess(all_apps=True, key=key)) if local_mode_active() else None
         if stored.is_global:
             return None, ApiAccess(all_apps=True, key=key)
         app_ids = frozenset(int(s["appId"]) for s in stored.scopes if s.get("type") == "app")

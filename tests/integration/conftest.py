@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -131,6 +132,23 @@ def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
     yield busybox_image
     wait_applied(60)
     remove_supervised_objects()
+
+
+@pytest.fixture
+def managed_device() -> Iterator[None]:
+    """config.json names a cloud (nothing listens there): API keys are checked."""
+    from django.conf import settings
+
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    original = path.read_text() if path.exists() else None
+    config = json.loads(original) if original else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**config, "apiEndpoint": "http://127.0.0.1:9"}))
+    yield
+    if original is None:
+        path.unlink()
+    else:
+        path.write_text(original)
 
 
 def lock_dir(service: str, app_id: int = 1) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -212,20 +211,6 @@ def test_user_lock_makes_stop_423_and_force_goes_through(two_services: str) -> N
 
 
 # --- auth on a managed device -------------------------------------------------------------------
-
-
-@pytest.fixture
-def managed_device() -> Iterator[None]:
-    path = Path(settings.SUPERVISOR_CONFIG_JSON)
-    original = path.read_text() if path.exists() else None
-    config = json.loads(original) if original else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**config, "apiEndpoint": "http://127.0.0.1:9"}))
-    yield
-    if original is None:
-        path.unlink()
-    else:
-        path.write_text(original)
 
 
 def test_auth_matrix_on_a_managed_device(one_service: str, managed_device: None) -> None:

@@ -108,6 +108,7 @@ def managed_device() -> Iterator[None]:
         write_config_json(path, original)
 
 
+@pytest.mark.django_db  # without a key, the device's local-mode setting is read from its target
 @pytest.mark.usefixtures("managed_device")
 def test_schema_and_docs_need_no_key_on_a_managed_device() -> None:
     client = Client()

@@ -1,0 +1,214 @@
+"""Local mode as the balena CLI drives it: target state in, device info, status while applying."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from apps_api.apikeys import get_or_create_global_key
+from apps_api.models import TargetRecord
+from hostcfg.device_type import machine_arch
+from supervisor_site.system_services import wait_until
+from tests.host_bus import HostBus
+from tests.integration.engine_helpers import local_target, set_target, supervised_containers, wait_applied
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The seed document's example body, with its images made from the test image.
+SEED_TARGET: dict[str, Any] = {
+    "local": {
+        "name": "Home",
+        "config": {
+            "HOST_CONFIG_disable_splash": "1",
+            "HOST_CONFIG_dtparam": "i2c_arm=on,i2s=on",
+            "HOST_CONFIG_enable_uart": "1",
+            "HOST_CONFIG_gpio": '"2=op","3=op"',
+            "HOST_CONFIG_gpu_mem": "16",
+            "SUPERVISOR_LOCAL_MODE": "1",
+            "SUPERVISOR_POLL_INTERVAL": "600000",
+            "SUPERVISOR_VPN_CONTROL": "true",
+            "SUPERVISOR_CONNECTIVITY_CHECK": "true",
+            "SUPERVISOR_LOG_CONTROL": "true",
+            "SUPERVISOR_DELTA": "false",
+            "SUPERVISOR_DELTA_REQUEST_TIMEOUT": "30000",
+            "SUPERVISOR_DELTA_APPLY_TIMEOUT": "",
+            "SUPERVISOR_DELTA_RETRY_COUNT": "30",
+            "SUPERVISOR_DELTA_RETRY_INTERVAL": "10000",
+            "SUPERVISOR_DELTA_VERSION": "2",
+            "SUPERVISOR_OVERRIDE_LOCK": "false",
+            "SUPERVISOR_PERSISTENT_LOGGING": "false",
+        },
+        "apps": {
+            "1": {
+                "name": "localapp",
+                "commit": "localcommit",
+                "releaseId": "1",
+                "services": {
+                    "1": {
+                        "environment": {},
+                        "labels": {},
+                        "imageId": 1,
+                        "serviceName": "one",
+                        "serviceId": 1,
+                        "image": "local_image_one:latest",
+                        "running": True,
+                        "command": "sleep 100000",
+                        "stop_signal": "SIGKILL",
+                    },
+                    "2": {
+                        "environment": {},
+                        "labels": {},
+                        "network_mode": "container:one",
+                        "imageId": 2,
+                        "serviceName": "two",
+                        "serviceId": 2,
+                        "image": "local_image_two:latest",
+                        "running": True,
+                        "command": "sleep 100000",
+                        "stop_signal": "SIGKILL",
+                    },
+                },
+                "volumes": {},
+                "networks": {},
+            }
+        },
+    }
+}
+
+
+@pytest.fixture
+def local_images(engine: str) -> str:
+    """What `balena push` leaves on the engine: images tagged `local_image_<service>`."""
+    client = docker.from_env()
+    for service in ("one", "two"):
+        client.images.get(engine).tag(f"local_image_{service}", "latest")
+    return engine
+
+
+def post(body: object, **headers: str):  # type: ignore[no-untyped-def]
+    return Client().post(
+        "/v2/local/target-state", json.dumps(body), content_type="application/json", **headers
+    )
+
+
+def test_get_target_state_has_the_seed_shape_with_defaults_filled_in(engine: str) -> None:
+    set_target(local_target({"main": {}}, image=engine, config={"RESIN_SUPERVISOR_POLL_INTERVAL": "60000"}))
+    wait_applied()
+    response = Client().get("/v2/local/target-state")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "success"
+    assert body["state"]["dependent"] == {"apps": [], "devices": []}
+    local = body["state"]["local"]
+    assert local["name"] == "test-device"
+    assert local["config"]["SUPERVISOR_POLL_INTERVAL"] == "60000"
+    assert local["config"]["SUPERVISOR_VPN_CONTROL"] == "true"
+    assert local["config"]["SUPERVISOR_LOCAL_MODE"] == "true"  # the test device is unmanaged
+    assert local["apps"] == {}  # that target was not posted to the local-mode endpoint
+
+
+def test_the_seed_example_is_accepted_applied_and_echoed(local_images: str, host_bus: HostBus) -> None:
+    response = post(SEED_TARGET)
+    assert (response.status_code, response.json()) == (200, {"status": "success", "message": "OK"})
+    assert response["Content-Type"] == "application/json"
+    # The CLI polls this from the moment the POST returns, until its containers exist.
+    assert Client().get("/v2/state/status").json()["appState"] == "applying"
+    wait_applied()
+    containers = supervised_containers()
+    assert sorted(containers) == ["one", "two"]
+    status = Client().get("/v2/state/status").json()
+    assert status["appState"] == "applied"
+    assert {c["serviceName"]: c["containerId"] for c in status["containers"]} == {
+        name: container.id for name, container in containers.items()
+    }
+    state = Client().get("/v2/local/target-state").json()["state"]["local"]
+    assert state["name"] == "Home"
+    assert state["apps"] == SEED_TARGET["local"]["apps"]
+    assert state["config"]["HOST_CONFIG_gpu_mem"] == "16"
+    container_id = Client().get("/v2/containerId", {"serviceName": "two"}).json()
+    assert container_id == {"status": "success", "containerId": containers["two"].id}
+
+
+def test_a_rebuilt_image_under_the_same_name_replaces_the_container(local_images: str) -> None:
+    target = copy.deepcopy(SEED_TARGET)
+    target["local"]["config"] = {}
+    assert post(target).status_code == 200
+    wait_applied()
+    before = supervised_containers()["one"].id
+    # `balena push` rebuilds: same tag, same target document, another image behind the tag.
+    client = docker.from_env()
+    rebuilt = client.containers.create(local_images, command=["true"])
+    try:
+        rebuilt.commit("local_image_one", "latest", changes=["LABEL rebuilt=1"])
+    finally:
+        rebuilt.remove()
+    assert post(target).status_code == 200
+    wait_applied()
+    after = supervised_containers()["one"]
+    assert after.id != before
+    assert after.image.labels.get("rebuilt") == "1"
+
+
+def test_a_container_removed_behind_our_back_is_recreated_on_the_next_post(local_images: str) -> None:
+    target = copy.deepcopy(SEED_TARGET)
+    target["local"]["config"] = {}
+    assert post(target).status_code == 200
+    wait_applied()
+    supervised_containers()["two"].remove(force=True)
+    assert post(target).status_code == 200
+    assert wait_until(lambda: "two" in supervised_containers(), 30)
+    wait_applied()
+
+
+def test_an_invalid_target_is_400_and_nothing_is_stored(engine: str) -> None:
+    stored = TargetRecord.objects.count()
+    target = copy.deepcopy(SEED_TARGET)
+    target["local"]["apps"]["1"]["services"]["1"]["environment"] = {"1BAD": "x"}
+    response = post(target)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["message"].startswith("Invalid target state.\nlocal.apps.1.services.1.environment")
+    assert post({"local": "nope"}).status_code == 400
+    bad_json = Client().post("/v2/local/target-state", "{", content_type="application/json")
+    assert bad_json.status_code == 400
+    assert TargetRecord.objects.count() == stored
+
+
+def test_posting_outside_local_mode_is_refused(engine: str, managed_device: None) -> None:
+    key = get_or_create_global_key().key
+    response = post(SEED_TARGET, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "failed",
+        "message": "Target state can only set when device is in local mode",
+    }
+    assert post(SEED_TARGET).status_code == 401  # managed and not in local mode: a key is needed
+    # The dashboard's SUPERVISOR_LOCAL_MODE turns local mode on: no key, POST allowed.
+    set_target(local_target({}, image=engine, config={"BALENA_SUPERVISOR_LOCAL_MODE": "1"}))
+    wait_applied()
+    target = copy.deepcopy(SEED_TARGET)
+    target["local"]["apps"] = {}
+    assert post(target).status_code == 200
+
+
+def test_device_info_comes_from_device_type_json_or_the_machine(engine: str) -> None:
+    device_type = Path(settings.SUPERVISOR_BOOT_ROOT) / "device-type.json"
+    device_type.unlink(missing_ok=True)
+    body = Client().get("/v2/local/device-info").json()
+    assert body["status"] == "success"
+    assert body["info"]["arch"] == machine_arch()
+    device_type.write_text(json.dumps({"slug": "raspberrypi4-64", "arch": "aarch64"}))
+    try:
+        body = Client().get("/v2/local/device-info").json()
+        assert body == {"status": "success", "info": {"arch": "aarch64", "deviceType": "raspberrypi4-64"}}
+    finally:
+        device_type.unlink()
