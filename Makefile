@@ -29,17 +29,21 @@ system-packages:
 	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	case "$$SUPERVISOR_EXPOSE_DOCKER_TCP" in 1|true|TRUE|True) \
+		command -v socat >/dev/null 2>&1 || missing="$$missing socat";; esac; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-# What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins.
+# What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins,
+# socat to expose the engine on 127.0.0.1:2375 to the balena CLI (which the tests get from npm).
 test-packages:
 	@missing=""; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
+	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

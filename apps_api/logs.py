@@ -1,22 +1,48 @@
-"""Log records and their publication on the channel layer, which the log streams read."""
+"""Log records, and their publication in batches on the channel layer.
+
+Every process that logs (the collector for container output, the worker for the
+supervisor's system messages) has a LogPublisher: one thread that sends what was queued
+since its last send as one group message, a LogBatch, to the group "supervisor.logs".
+Each batch carries the index of its first record in its publisher's sequence, so that a
+log stream that lost batches (the channel layer drops messages for a channel over its
+capacity) knows how many records it missed (`localmode.log_follow.LogSequencer`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import queue
+import os
 import threading
 import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps_api.log_store import LogStore
 
 logger = logging.getLogger(__name__)
 
 LOGS_GROUP = "supervisor.logs"
+BATCH_MESSAGE_TYPE = "log.batch"
+
+LogCursor = tuple[str, int]
+"""Where a container line was read: (output stream key, Docker's timestamp in nanoseconds);
+a two-item list once a batch was decoded."""
 
 
-@dataclass(frozen=True)
+def output_stream_key(container_id: str, stderr: bool) -> str:
+    """The key of one output stream of a container, in cursors and collector positions."""
+    return f"{container_id[:12]}:{'err' if stderr else 'out'}"
+
+
+@dataclass(frozen=True, slots=True)
 class LogRecord:
     message: str
     timestamp: int
@@ -28,93 +54,307 @@ class LogRecord:
 
     def as_message(self) -> dict[str, Any]:
         """The record as the log streams carry it (spec: logs-hostconfig-misc.md)."""
-        body: dict[str, Any] = {"message": self.message, "timestamp": self.timestamp}
         if self.is_system:
-            body["isSystem"] = True
-        else:
-            body["serviceId"] = self.service_id
-            body["serviceName"] = self.service_name
-        if self.is_stderr:
-            body["isStdErr"] = True
-        return body
+            return {
+                "message": self.message,
+                "timestamp": self.timestamp,
+                "isSystem": True,
+                "isStdErr": self.is_stderr,
+            }
+        return {
+            "message": self.message,
+            "timestamp": self.timestamp,
+            "serviceId": self.service_id,
+            "serviceName": self.service_name,
+            "isStdErr": self.is_stderr,
+        }
+
+    def as_json(self) -> str:
+        """as_message() as one line of JSON."""
+        return json.dumps(self.as_message(), ensure_ascii=False, separators=(",", ":"))
+
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A str as a JSON string, as json.dumps(ensure_ascii=False) writes it."""
+
+
+EncodedRecord = tuple[str, int, LogCursor | None]
+"""A record as publishers queue it: (its JSON line, its timestamp in ms, its cursor if it
+is a container line, which lets streams drop a line published twice)."""
+
+
+class ContainerLineEncoder:
+    """Encodes the lines of one output stream of a container, as LogRecord.as_json would
+    but at a fraction of the cost (the collector's share of the lines/s of bench/logs.py)."""
+
+    def __init__(self, *, container_id: str, stderr: bool, service_id: int | None, service_name: str) -> None:
+        self.stream_key = output_stream_key(container_id, stderr)
+        self._tail = (
+            f',"serviceId":{json.dumps(service_id)},"serviceName":{_json_string(service_name)}'
+            f',"isStdErr":{"true" if stderr else "false"}}}'
+        )
+
+    def encode(self, message: str, stamp_ns: int) -> EncodedRecord:
+        timestamp = stamp_ns // 1_000_000
+        line = f'{{"message":{_json_string(message)},"timestamp":{timestamp}{self._tail}'
+        return line, timestamp, (self.stream_key, stamp_ns)
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def parse_timestamped_line(line: str) -> tuple[int, str]:
-    """Split Docker's `2026-11-25T21:50:00.123456789Z message` into (nanoseconds, message)."""
-    stamp, _, message = line.partition(" ")
-    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+def system_record(message: str, *, is_stderr: bool = False) -> LogRecord:
+    return LogRecord(message=message, timestamp=now_ms(), is_system=True, is_stderr=is_stderr)
+
+
+@lru_cache(maxsize=64)
+def _epoch_seconds(whole_seconds: str) -> int | None:
+    # Consecutive lines share their second: parsed once for all of them.
     try:
-        whole = datetime.fromisoformat(seconds + "+00:00")
+        return int(datetime.fromisoformat(whole_seconds + "+00:00").timestamp())
     except ValueError:
+        return None
+
+
+def parse_docker_time(stamp: str) -> int | None:
+    """Docker's `2026-11-25T21:50:00.123456789Z` (RFC 3339, UTC) in nanoseconds since the
+    epoch; None if it is not one. Docker's zero time (year 1) is 0."""
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    whole = _epoch_seconds(seconds)
+    if whole is None or (fraction and not fraction.isdigit()):
+        return None
+    return max(0, whole * 1_000_000_000 + (int(fraction.ljust(9, "0")[:9]) if fraction else 0))
+
+
+def parse_timestamped_line(line: str) -> tuple[int, str]:
+    """Split Docker's `2026-11-25T21:50:00.123456789Z message` into (nanoseconds, message);
+    a line without a timestamp is stamped now."""
+    space = line.find(" ")
+    if space > 20 and line[19] == "." and line[space - 1] == "Z":  # what Docker writes
+        whole, fraction = _epoch_seconds(line[:19]), line[20 : space - 1]
+        if whole is not None and fraction.isdigit() and len(fraction) <= 9:
+            return whole * 1_000_000_000 + int(fraction) * 10 ** (9 - len(fraction)), line[space + 1 :]
+    stamp, _, message = line.partition(" ")
+    nanos = parse_docker_time(stamp)
+    if nanos is None:
         return time.time_ns(), line
-    nanos = int(fraction.ljust(9, "0")[:9]) if fraction.isdigit() else 0
-    return int(whole.timestamp()) * 1_000_000_000 + nanos, message
+    return nanos, message
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Consecutive records of one publisher, as streams receive them (and the store keeps them)."""
+
+    publisher: str
+    first: int
+    """The index of lines[0] in the publisher's sequence; a stream that sees an index jump
+    missed the records in between."""
+    lines: Sequence[str]
+    """Each record as one line of JSON (LogRecord.as_json)."""
+    stamps: Sequence[int]
+    """Each record's timestamp (ms), for `?since=` replays."""
+    cursors: Sequence[LogCursor | None]
+
+    @classmethod
+    def of(cls, publisher: str, first: int, records: Sequence[EncodedRecord]) -> LogBatch:
+        lines, stamps, cursors = zip(*records, strict=True) if records else ((), (), ())
+        return cls(publisher=publisher, first=first, lines=lines, stamps=stamps, cursors=cursors)
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "type": BATCH_MESSAGE_TYPE,
+            "publisher": self.publisher,
+            "first": self.first,
+            "lines": list(self.lines),
+            "stamps": list(self.stamps),
+            "cursors": list(self.cursors),
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> LogBatch:
+        return cls(
+            publisher=str(message["publisher"]),
+            first=int(message["first"]),
+            lines=message["lines"],
+            stamps=message["stamps"],
+            # Pairs come back as lists; left so, as each stream decodes every batch.
+            cursors=message["cursors"],
+        )
+
+
+class _RecordBuffer:
+    """The records a publisher has yet to send: a deque under one lock, whose condition
+    is signalled only when it stops being empty or full (queue.Queue's two conditions per
+    record cost the collector a fifth of its time)."""
+
+    def __init__(self, limit: int) -> None:
+        self._records: deque[EncodedRecord] = deque()
+        self._limit = limit
+        self._changed = threading.Condition(threading.Lock())
+        self.unsent = 0
+        """Records put and not yet sent (or given up)."""
+
+    def put(self, record: EncodedRecord, *, wait: bool) -> bool:
+        with self._changed:
+            while len(self._records) >= self._limit:
+                if not wait:
+                    return False
+                self._changed.wait()
+            self._records.append(record)
+            self.unsent += 1
+            if len(self._records) == 1:
+                self._changed.notify_all()
+            return True
+
+    def take(self, most: int, *, linger: float = 0.0) -> list[EncodedRecord]:
+        """Up to `most` records: waits for the first, then `linger` seconds for more (unless
+        `most` are there already)."""
+        with self._changed:
+            while not self._records:
+                self._changed.wait()
+            short = len(self._records) < most
+        if linger and short:
+            time.sleep(linger)
+        with self._changed:
+            was_full = len(self._records) >= self._limit
+            records = [self._records.popleft() for _ in range(min(most, len(self._records)))]
+            if was_full:
+                self._changed.notify_all()
+            return records
+
+    def done(self, count: int) -> None:
+        with self._changed:
+            self.unsent -= count
 
 
 class LogPublisher:
     """Hands records to the channel layer from one background thread with one event loop,
     so that callers (apply steps, container followers) never wait on Redis and the
-    channel layer keeps one connection instead of one per calling thread."""
+    channel layer keeps one connection instead of one per calling thread.
 
-    QUEUE_LIMIT = 10_000
+    The thread sends everything queued since its last send as one batch (at most
+    BATCH_LIMIT records): one record per send at a trickle, large batches under load.
+    A batch is written to the store (persistent logging) before it is sent, so that a
+    stream that subscribes and then reads the store misses none. A failed send is retried
+    until it succeeds; meanwhile `publish(wait=True)` blocks once the queue is full, and
+    `publish()` drops the record, which streams then report as suppressed.
+    """
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[LogRecord] = queue.Queue(self.QUEUE_LIMIT)
+    QUEUE_LIMIT = 50_000
+    BATCH_LIMIT = 500
+    # Time given to a record for others to join its batch: a send costs the same for one
+    # record or hundreds (bench/logs.py: a fifth of the collector's time went to sends).
+    LINGER_SECONDS = 0.005
+    PERSIST_CHECK_SECONDS = 5.0
+    RETRY_MAX_SECONDS = 5.0
+
+    def __init__(
+        self,
+        *,
+        on_sent: Callable[[Sequence[EncodedRecord]], None] | None = None,
+        store: LogStore | None = None,
+        persist: Callable[[], bool] | None = None,
+        group: str = LOGS_GROUP,
+    ) -> None:
+        """`on_sent` is called (in the publisher's thread) with each batch once sent;
+        `store` and `persist` (whether to write to it) default to the data dir's store and
+        the target's SUPERVISOR_PERSISTENT_LOGGING."""
+        self.publisher_id = uuid.uuid4().hex[:12]
+        self.group = group
+        self._on_sent = on_sent
+        self._store = store
+        self._persist = persist
+        self._buffer = _RecordBuffer(self.QUEUE_LIMIT)
+        self._next_index = 0
         self._dropped = 0
-        self._thread: threading.Thread | None = None
+        self._dropped_lock = threading.Lock()
+        self._thread_pid = 0
         self._start_lock = threading.Lock()
+        self._persisting = False
+        self._persist_checked_at = -self.PERSIST_CHECK_SECONDS
 
-    def publish(self, record: LogRecord) -> None:
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._dropped += 1
+    def publish(self, record: LogRecord, *, wait: bool = False) -> None:
+        """Queue a record; with `wait`, block while the queue is full instead of dropping it."""
+        self.publish_encoded((record.as_json(), record.timestamp, None), wait=wait)
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every queued record has been handed over (or `timeout`)."""
+    def publish_encoded(self, record: EncodedRecord, *, wait: bool = False) -> None:
+        if self._thread_pid != os.getpid():  # not started yet, or started before a fork
+            self._start_thread()
+        if not self._buffer.put(record, wait=wait):
+            with self._dropped_lock:
+                self._dropped += 1
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued record has been sent (or `timeout`); whether they were."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while self._buffer.unsent and time.monotonic() < deadline:
             time.sleep(0.01)
+        return not self._buffer.unsent
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
+    def _start_thread(self) -> None:
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="log-publisher", daemon=True)
-                self._thread.start()
+            if self._thread_pid != os.getpid():
+                threading.Thread(target=self._run, name="log-publisher", daemon=True).start()
+                self._thread_pid = os.getpid()
 
     def _run(self) -> None:
         # One loop for the thread's life: the channel layer keeps its connection per loop.
-        # Blocking on the queue happens outside the loop, in this daemon thread, so that
+        # Blocking on the buffer happens outside the loop, in this daemon thread, so that
         # nothing keeps the process alive at exit.
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
         loop = asyncio.new_event_loop()
         while True:
-            record = self._queue.get()
+            records = self._buffer.take(self.BATCH_LIMIT, linger=self.LINGER_SECONDS)
             try:
-                if self._dropped:
-                    dropped, self._dropped = self._dropped, 0
-                    note = LogRecord(
-                        f"Warning: Suppressed {dropped} message(s) due to high load", now_ms(), True
-                    )
-                    loop.run_until_complete(self._send(layer, note))
-                loop.run_until_complete(self._send(layer, record))
-            except Exception:  # Redis down: the record is lost, publishing goes on
-                logger.exception("could not publish a log record")
+                with self._dropped_lock:
+                    self._next_index += self._dropped  # a gap the streams report as suppressed
+                    self._dropped = 0
+                batch = LogBatch.of(self.publisher_id, self._next_index, records)
+                self._next_index += len(records)
+                self._write_to_store(batch)
+                self._send(loop, layer, batch)
+                if self._on_sent is not None:
+                    self._on_sent(records)
+            except Exception:
+                logger.exception("could not publish %d log record(s)", len(records))
             finally:
-                self._queue.task_done()
+                self._buffer.done(len(records))
 
-    @staticmethod
-    async def _send(layer: Any, record: LogRecord) -> None:
-        await layer.group_send(LOGS_GROUP, {"type": "log.record", "record": record.as_message()})
+    def _send(self, loop: asyncio.AbstractEventLoop, layer: Any, batch: LogBatch) -> None:
+        delay = 0.1
+        while True:
+            try:
+                loop.run_until_complete(layer.group_send(self.group, batch.to_message()))
+                return
+            except Exception as exc:
+                logger.warning("could not publish log records (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MAX_SECONDS)
+
+    def _write_to_store(self, batch: LogBatch) -> None:
+        if time.monotonic() - self._persist_checked_at >= self.PERSIST_CHECK_SECONDS:
+            self._persist_checked_at = time.monotonic()
+            self._persisting = self._persistent_logging()
+        if not self._persisting:
+            return
+        if self._store is None:
+            from apps_api.log_store import default_log_store
+
+            self._store = default_log_store()
+        try:
+            self._store.append(batch)
+        except OSError as exc:
+            logger.warning("could not keep log records on disk: %s", exc)
+
+    def _persistent_logging(self) -> bool:
+        if self._persist is not None:
+            return self._persist()
+        from apps_api.log_store import persistent_logging_enabled
+
+        return persistent_logging_enabled()
 
 
 _publisher = LogPublisher()
@@ -125,5 +365,5 @@ def publish_log_record(record: LogRecord) -> None:
     _publisher.publish(record)
 
 
-def flush_log_records(timeout: float = 5.0) -> None:
-    _publisher.flush(timeout)
+def flush_log_records(timeout: float = 5.0) -> bool:
+    return _publisher.flush(timeout)

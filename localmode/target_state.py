@@ -3,10 +3,14 @@ setting a new one, and the device's type (spec/api.md "Local mode endpoints").""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apps_api.errors import BadRequest
+
+if TYPE_CHECKING:
+    from apps_api.engine.state import TargetState
 
 NOT_IN_LOCAL_MODE = "Target state can only set when device is in local mode"
 
@@ -53,7 +57,23 @@ def set_local_target_state(body: object) -> int:
         raise BadRequest(f"Invalid target state.\n{exc}") from exc
     assert isinstance(body, dict)  # parse_local_target accepts objects only
     posted_apps = body["local"].get("apps") or {}
-    return set_target_state(target, force=body.get("force") is True, posted_apps=posted_apps)
+    return set_target_state(
+        _staying_in_local_mode(target), force=body.get("force") is True, posted_apps=posted_apps
+    )
+
+
+def _staying_in_local_mode(target: TargetState) -> TargetState:
+    """On a managed device only the dashboard ends local mode: a posted config without
+    SUPERVISOR_LOCAL_MODE (or with it false) must not end it, and remove what it pushed."""
+    from hostcfg.identity import current_device_identity
+
+    if not current_device_identity().managed:
+        return target
+    name = "SUPERVISOR_LOCAL_MODE"
+    config = {
+        k: v for k, v in target.config.items() if k.removeprefix("BALENA_").removeprefix("RESIN_") != name
+    }
+    return replace(target, config={**config, "SUPERVISOR_LOCAL_MODE": "true"})
 
 
 def device_info() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""ASGI entry point for daphne: HTTP (device API, admin) and, later, websockets."""
+"""ASGI entry point for daphne: HTTP (device API, admin) and websockets (the log stream)."""
 
 import gc
 import os
@@ -9,16 +9,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
 
 django_asgi_app = get_shared_thread_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from hostcfg.identity import prepare_device_identity  # noqa: E402
+from localmode.consumers import websocket_urlpatterns  # noqa: E402
 
 # Fails start-up (with the file named) when config.json cannot be read.
 prepare_device_identity()
 
-application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(django_asgi_app)})
+application = ProtocolTypeRouter(
+    {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+)
 
 # The URLconf imports every view now rather than on the first request. Then everything
 # loaded lives as long as the process: frozen out of the collector's sight, a full

@@ -69,6 +69,14 @@ def apply_device_config(target: TargetState) -> bool:
         system_log(f"Could not write the boot configuration due to '{exc}'", is_stderr=True)
     if config.vpn_control != before.vpn_control:
         _switch_vpn(on=config.vpn_control)
+    # An unmanaged device is always in local mode; a managed one follows its config.
+    if current_device_identity().managed and "config" in applied and config.local_mode != before.local_mode:
+        from apps_api.engine.local_mode_changes import enter_local_mode, leave_local_mode
+
+        if config.local_mode:
+            enter_local_mode()
+        else:
+            leave_local_mode()
     if reboot_needed:
         set_reboot_breadcrumb(Path(settings.SUPERVISOR_HOST_ROOT))
         system_log("Configuration change needs a reboot: rebooting once the apps are applied")

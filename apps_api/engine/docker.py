@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -47,59 +48,110 @@ def ping_engine(timeout: float = 2.0) -> None:
 SUPERVISED_LABEL = "io.balena.supervised"
 
 
-@dataclass(frozen=True)
-class SupervisedContainer:
-    """A container the supervisor manages, as its labels describe it."""
-
-    id: str
-    service_name: str
-    service_id: int | None
+# --- log following -------------------------------------------------------------------
+# Raw engine answers for apps_api/log_collector.py, which interprets labels and lines.
 
 
-def _supervised_container(container_id: str, labels: dict[str, str]) -> SupervisedContainer:
-    service_id = labels.get("io.balena.service-id", "")
-    return SupervisedContainer(
-        id=container_id,
-        service_name=labels.get("io.balena.service-name", ""),
-        service_id=int(service_id) if service_id.isdigit() else None,
-    )
-
-
-def running_supervised_containers() -> list[SupervisedContainer]:
-    summaries = docker_client().api.containers(filters={"label": SUPERVISED_LABEL, "status": "running"})
-    return [_supervised_container(s["Id"], s.get("Labels") or {}) for s in summaries]
+def inspect_container(container_id: str) -> dict[str, Any] | None:
+    """The engine's description of a container; None once it is gone."""
+    try:
+        return dict(docker_client().api.inspect_container(container_id))
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
 
 
 class ContainerStartEvents:
-    """Supervised containers as they start; `close()` ends the iteration from another thread."""
+    """`(container id, labels)` of every container as it starts, from now on (supervised or
+    not: the engine's label filter cannot match the legacy label as an alternative);
+    `close()` ends the iteration from another thread."""
 
     def __init__(self) -> None:
         self._stream = docker_client().api.events(
-            decode=True, filters={"type": "container", "event": "start", "label": SUPERVISED_LABEL}
+            decode=True, filters={"type": "container", "event": "start"}
         )
 
-    def __iter__(self) -> Iterator[SupervisedContainer]:
+    def __iter__(self) -> Iterator[tuple[str, dict[str, str]]]:
         for event in self._stream:
             actor = event.get("Actor") or {}
-            yield _supervised_container(actor.get("ID", ""), actor.get("Attributes") or {})
+            yield actor.get("ID", ""), actor.get("Attributes") or {}
 
     def close(self) -> None:
         self._stream.close()
 
 
-def follow_container_output(container_id: str, *, stderr: bool, since: int) -> Iterator[bytes]:
-    """One output stream of a container from `since` (whole epoch seconds; 0 = its first
-    line), each line prefixed by its RFC 3339 timestamp. Follows until the container stops.
+class ContainerOutput:
+    """A container's output from `since_ns` (nanoseconds since the epoch; 0 = its first
+    line), followed until the container stops, as `(is_stderr, b"<RFC 3339 time> <text>")`
+    per line. `close()` ends the iteration from another thread.
+
+    Read as raw chunks and split here: the SDK's `logs(stream=True)` makes two reads per
+    line, and one byte per read for a tty container (bench/logs.py: half the rate).
     """
-    yield from docker_client().api.logs(
-        container_id,
-        stdout=not stderr,
-        stderr=stderr,
-        stream=True,
-        follow=True,
-        timestamps=True,
-        since=since or None,
-    )
+
+    def __init__(
+        self, container_id: str, *, tty: bool, since_ns: int, stdout: bool = True, stderr: bool = True
+    ) -> None:
+        from docker.types import CancellableStream
+
+        api = docker_client().api
+        params: dict[str, int | str] = {
+            "stdout": int(stdout),
+            "stderr": int(stderr),
+            "follow": 1,
+            "timestamps": 1,
+        }
+        if since_ns > 0:
+            params["since"] = f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}"
+        url = f"{api.base_url}/v{api.api_version}/containers/{container_id}/logs"
+        response = api.get(url, params=params, stream=True, timeout=None)
+        if response.status_code in (404, 409):  # removed, or being removed: nothing to read
+            response.close()
+            chunks: Iterator[bytes] = iter(())
+        else:
+            response.raise_for_status()
+            chunks = response.raw.stream(None, decode_content=False)
+        lines = _tty_lines(chunks) if tty else _multiplexed_lines(chunks)
+        self._stream = CancellableStream(lines, response)
+
+    def __iter__(self) -> Iterator[tuple[bool, bytes]]:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_STDERR_FRAME = 2
+
+
+def _multiplexed_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bool, bytes]]:
+    """Docker's frames (8-byte header: stream, length) as lines: one frame is one line."""
+    pending = b""
+    for chunk in chunks:
+        pending = pending + chunk if pending else chunk
+        offset, size = 0, len(pending)
+        while size - offset >= 8:
+            stream, length = _FRAME_HEADER.unpack_from(pending, offset)
+            end = offset + 8 + length
+            if end > size:
+                break
+            payload = pending[offset + 8 : end]
+            yield stream == _STDERR_FRAME, payload[:-1] if payload.endswith(b"\n") else payload
+            offset = end
+        pending = pending[offset:]
+
+
+def _tty_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bool, bytes]]:
+    """A tty's output has no frames (and no stderr): split it on newlines."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield False, line.removesuffix(b"\r")
+    if pending:
+        yield False, pending
 
 
 # --- reconciliation ------------------------------------------------------------------
@@ -402,3 +454,37 @@ class EngineEvents:
 
     def close(self) -> None:
         self._stream.close()
+
+
+class ImageBuildFailed(Exception):
+    """The engine refused a build (a Dockerfile error, a missing base image…)."""
+
+
+def build_image(
+    context: Path, *, tag: str, dockerfile: str | None, labels: dict[str, str], build_args: dict[str, str]
+) -> Iterator[str]:
+    """Build `context` into `tag` as `balena push` does (no pull, intermediate containers
+    removed); yields the engine's output lines. Raises ImageBuildFailed."""
+    stream = docker_client().api.build(
+        path=str(context), tag=tag, dockerfile=dockerfile, labels=labels, buildargs=build_args,
+        pull=False, rm=True, forcerm=True, decode=True,
+    )  # fmt: skip
+    for chunk in stream:
+        if "error" in chunk:
+            raise ImageBuildFailed(str(chunk.get("error", "")).strip())
+        if line := str(chunk.get("stream", "")).rstrip():
+            yield line
+
+
+LOCAL_IMAGE_LABEL = "io.resin.local.image"
+
+
+def list_local_mode_images() -> list[str]:
+    """Ids of the images `balena push` (or `manage.py localmode push`) built on the engine."""
+    return [image["Id"] for image in docker_client().api.images(filters={"label": f"{LOCAL_IMAGE_LABEL}=1"})]
+
+
+def remove_image_by_id(image_id: str) -> None:
+    """Remove the image with all its tags; tolerate one already gone."""
+    with _gone_is_fine():
+        docker_client().api.remove_image(image_id, force=True)

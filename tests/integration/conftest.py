@@ -68,9 +68,13 @@ class WebProcess:
 StartWeb = Callable[..., WebProcess]
 
 
-def launch_web(data_dir: Path, log_dir: Path, *, wait: bool = True, **overrides: str) -> WebProcess:
-    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers."""
-    port = free_port()
+def launch_web(
+    data_dir: Path, log_dir: Path, *, wait: bool = True, port: int | None = None, **overrides: str
+) -> WebProcess:
+    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers.
+
+    It listens on `port`, or on a free port when None."""
+    port = port or free_port()
     env = agent_environment(data_dir, SUPERVISOR_PORT=str(port), **overrides)
     migrated = manage(env, "migrate", "--noinput")
     assert migrated.returncode == 0, migrated.stderr
@@ -132,6 +136,23 @@ def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
     yield busybox_image
     wait_applied(60)
     remove_supervised_objects()
+
+
+@pytest.fixture
+def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
+    """daphne on the tests' own database, Redis and engine (the worker is the tests' one)."""
+    from django.conf import settings
+
+    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+    web = launch_web(
+        data_dir,
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        SUPERVISOR_TEST_DATA_DIR=str(data_dir),
+        SUPERVISOR_TEST_REDIS_URL=settings.REDIS_URL,
+    )
+    yield web
+    stop_web(web)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from django.test import Client
 from apps_api.apikeys import get_or_create_global_key
 from apps_api.models import TargetRecord
 from hostcfg.device_type import machine_arch
+from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.host_bus import HostBus
 from tests.integration.engine_helpers import local_target, set_target, supervised_containers, wait_applied
@@ -212,3 +213,51 @@ def test_device_info_comes_from_device_type_json_or_the_machine(engine: str) -> 
         assert body == {"status": "success", "info": {"arch": "aarch64", "deviceType": "raspberrypi4-64"}}
     finally:
         device_type.unlink()
+
+
+def fleet_target(image: str, *, local_mode: bool) -> dict[str, Any]:
+    """What the cloud sends this device (v3): one service, and the dashboard's local mode switch."""
+    composition = {"command": ["sleep", "100000"], "stop_signal": "SIGKILL"}
+    service = {
+        "id": 7,
+        "image_id": 70,
+        "image": image,
+        "environment": {},
+        "labels": {},
+        "composition": composition,
+    }
+    release = {"id": 5, "services": {"fleet": service}, "volumes": {}, "networks": {}}
+    app = {"id": 3, "name": "fleetapp", "releases": {"c0ffee": release}}
+    config = {"SUPERVISOR_LOCAL_MODE": "1" if local_mode else "0"}
+    return {load_device_identity().uuid: {"name": "dev", "config": config, "apps": {"fleetuuid": app}}}
+
+
+def test_leaving_local_mode_removes_what_it_created(local_images: str, managed_device: None) -> None:
+    set_target(fleet_target(local_images, local_mode=False))
+    wait_applied()
+    set_target(fleet_target(local_images, local_mode=True))
+    wait_applied()
+    # The developer pushes a build of their own, with a volume.
+    client = docker.from_env()
+    build = client.containers.create(local_images, command=["true"])
+    try:
+        pushed = build.commit("local_image_one", "latest", changes=["LABEL io.resin.local.image=1"])
+    finally:
+        build.remove()
+    target = copy.deepcopy(SEED_TARGET)
+    target["local"]["config"] = {}
+    del target["local"]["apps"]["1"]["services"]["2"]
+    target["local"]["apps"]["1"]["services"]["1"]["volumes"] = ["scratch:/scratch"]
+    target["local"]["apps"]["1"]["volumes"] = {"scratch": {}}
+    assert post(target).status_code == 200
+    wait_applied()
+    assert sorted(supervised_containers()) == ["one"]
+    # The dashboard turns local mode off: the fleet's release comes back, nothing of the push stays.
+    set_target(fleet_target(local_images, local_mode=False))
+    wait_applied()
+    assert sorted(supervised_containers()) == ["fleet"]
+    assert not client.volumes.list(filters={"name": "1_scratch"})
+    assert pushed.id not in [
+        image.id for image in client.images.list(filters={"label": "io.resin.local.image=1"})
+    ]
+    assert not TargetRecord.objects.filter(source="local").exists()

@@ -6,30 +6,16 @@ so this holds without anything of ours; the test keeps it so."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from django.test import Client
 
 from supervisor_site.system_services import wait_until
-from tests.integration.conftest import WebProcess, launch_web, stop_web
+from tests.integration.conftest import WebProcess
 from tests.integration.engine_helpers import apply, local_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
-    """daphne on the tests' own database, Redis and engine (the worker is the tests' one)."""
-    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
-    web = launch_web(
-        data_dir, tmp_path, DJANGO_SETTINGS_MODULE="tests.settings", SUPERVISOR_TEST_DATA_DIR=str(data_dir)
-    )
-    yield web
-    stop_web(web)
 
 
 def test_a_slow_restart_does_not_hold_up_reads(engine: str, shared_web: WebProcess) -> None:

@@ -1,0 +1,142 @@
+"""What one client of the log streams receives: the batches of the channel layer's group
+as NDJSON text, with a record for what was lost, no line twice, and nothing while the
+device is not in local mode. Shared by the NDJSON view and the WebSocket consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from apps_api.logs import LOGS_GROUP, LogBatch, system_record
+
+FIRST_LINE = '{"message":"Streaming logs","isSystem":true}\n'
+LOCAL_MODE_CHECK_SECONDS = 2.0
+# channels_redis forgets a group member after a day (group_expiry): join again well before.
+GROUP_REJOIN_SECONDS = 3600.0
+
+
+def suppressed_line(count: int) -> str:
+    return system_record(f"Warning: Suppressed {count} message(s) due to high load").as_json()
+
+
+class LogSequencer:
+    """Tracks, per publisher, the index of the next record a stream expects, and per
+    container output stream the last line delivered.
+
+    A batch that starts past the expected index means the channel layer dropped batches
+    for this stream (it was too slow): the stream says how many records were suppressed.
+    A batch that starts before it overlaps what was delivered (replayed from the store),
+    and a container line at or before its stream's last one was published twice (by a
+    collector that restarted): both are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._last_ns: dict[str, int] = {}
+        self._replayed: set[str] = set()
+
+    def take(self, batch: LogBatch, *, since_ms: int | None = None, replay: bool = False) -> list[str]:
+        """The lines of `batch` to deliver (the first may report suppressed records).
+        `since_ms`: deliver only records stamped at or after it (but count them all)."""
+        lines: list[str] = []
+        expected = self._next.get(batch.publisher)
+        skip = 0
+        if expected is not None:
+            skip = max(0, expected - batch.first)
+            if batch.first > expected and batch.publisher not in self._replayed:
+                lines.append(suppressed_line(batch.first - expected))
+        if replay:
+            self._replayed.add(batch.publisher)
+        else:
+            # What the store did not hold (persistent logging was off, or a batch was being
+            # written while it was read) was never this stream's to lose.
+            self._replayed.discard(batch.publisher)
+        self._next[batch.publisher] = max(expected or 0, batch.first + len(batch.lines))
+        last_ns = self._last_ns
+        for line, stamp, cursor in zip(
+            batch.lines[skip:], batch.stamps[skip:], batch.cursors[skip:], strict=True
+        ):
+            if cursor is not None:
+                key, nanos = cursor
+                if nanos <= last_ns.get(key, 0):
+                    continue
+                last_ns[key] = nanos
+            if since_ms is None or stamp >= since_ms:
+                lines.append(line)
+        return lines
+
+
+class LocalModeGate:
+    """Whether the device is in local mode, asked again at most every few seconds."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._checked_at = -LOCAL_MODE_CHECK_SECONDS
+
+    async def is_open(self) -> bool:
+        if time.monotonic() - self._checked_at >= LOCAL_MODE_CHECK_SECONDS:
+            from localmode.mode import local_mode_active
+
+            self._checked_at = time.monotonic()
+            self._open = await sync_to_async(local_mode_active)()
+        return self._open
+
+
+class LogFollower:
+    """One client's subscription: `start()` joins the group (and replays the store, if
+    asked), `text_of()` turns each group message into what the client is sent, `stop()`
+    leaves the group."""
+
+    def __init__(
+        self, layer: Any, channel: str, *, since_ms: int | None = None, group: str = LOGS_GROUP
+    ) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.since_ms = since_ms
+        self.group = group
+        self._sequencer = LogSequencer()
+        self._gate = LocalModeGate()
+        self._joined_at = 0.0
+
+    async def start(self) -> str:
+        """Join the group; returns the replay of the store (records since `since_ms`) as
+        NDJSON text, empty without `since_ms` or outside local mode."""
+        await self._join()
+        if self.since_ms is None or not await self._gate.is_open():
+            return ""
+        from apps_api.log_store import default_log_store
+
+        # Joined first, read second: a batch written after the read began comes live.
+        batches = await asyncio.to_thread(lambda: list(default_log_store().batches()))
+        lines = []
+        for batch in batches:
+            lines.extend(self._sequencer.take(batch, since_ms=self.since_ms, replay=True))
+        return "".join(line + "\n" for line in lines)
+
+    async def text_of(self, message: dict[str, Any]) -> str:
+        """What the client is sent for one group message: NDJSON lines, or ""."""
+        if time.monotonic() - self._joined_at >= GROUP_REJOIN_SECONDS:
+            await self._join()
+        lines = self._sequencer.take(LogBatch.from_message(message))
+        if not lines or not await self._gate.is_open():
+            return ""
+        return "\n".join(lines) + "\n"
+
+    async def stop(self) -> None:
+        await self.layer.group_discard(self.group, self.channel)
+
+    async def _join(self) -> None:
+        await self.layer.group_add(self.group, self.channel)
+        self._joined_at = time.monotonic()
+
+
+def logs_access_allowed(key: str) -> bool:
+    """/v2/local/* needs no key in local mode, else any valid key (spec/auth.md)."""
+    from apps_api.apikeys import find_api_key
+    from localmode.mode import local_mode_active
+
+    return local_mode_active() or find_api_key(key) is not None

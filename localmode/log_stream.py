@@ -1,0 +1,61 @@
+"""GET /v2/local/logs: every log record as NDJSON, for as long as the client stays
+(spec: logs-hostconfig-misc.md; what the balena CLI needs: balena-cli.md).
+
+An async view streaming from an async iterator: a long-lived response must not hold
+the thread that thread-sensitive calls share (supervisor_site/asgi_handler.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET
+from rest_framework.request import Request
+
+from apps_api.api.auth import presented_key
+from apps_api.api.errors import failure
+from localmode.log_follow import FIRST_LINE, LogFollower, logs_access_allowed
+
+logger = logging.getLogger(__name__)
+
+
+@require_GET
+async def logs_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """200 and the stream; `?since=<ms>` first replays the records kept on disk (persistent
+    logging) stamped at or after it."""
+    try:
+        allowed = await sync_to_async(logs_access_allowed)(presented_key(Request(request)))
+    except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
+        logger.exception("could not check the key of a log stream")
+        return failure(f"Unexpected error: {exc}", 503, text=True)
+    if not allowed:
+        return failure("Unauthorized", 401, text=True)
+    since = request.GET.get("since")
+    if since is not None and not since.isdigit():
+        return failure("since must be a timestamp in milliseconds", 400, text=True)
+    response = StreamingHttpResponse(_ndjson(int(since) if since else None))
+    # As the original: no Content-Type (clients read lines whatever it says), and nothing
+    # on the way (a proxy or a compressing layer) may hold lines back.
+    del response["Content-Type"]
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _ndjson(since_ms: int | None) -> AsyncIterator[bytes]:
+    yield FIRST_LINE.encode()  # at once, so that the client sees the stream has begun
+    layer = get_channel_layer()
+    assert layer is not None
+    follower = LogFollower(layer, await layer.new_channel(), since_ms=since_ms)
+    try:
+        if replay := await follower.start():
+            yield replay.encode()
+        while True:
+            if text := await follower.text_of(await layer.receive(follower.channel)):
+                yield text.encode()
+    finally:
+        await follower.stop()

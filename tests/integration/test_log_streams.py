@@ -1,0 +1,347 @@
+"""GET /v2/local/logs and /v2/local/logs/ws, end to end: daphne and the log collector
+running as the Procfile runs them, test containers printing, clients reading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from tests.integration.conftest import PROJECT_DIR, StartWeb, WebProcess, manage
+from tests.integration.log_stream_clients import NdjsonClient, WebSocketClient
+
+# The streams' own Redis database: no other test's processes publish into it.
+REDIS_URL = "redis://127.0.0.1:6379/10"
+FIRST_LINE = '{"message":"Streaming logs","isSystem":true}'
+
+
+def service_labels(name: str, service_id: int) -> dict[str, str]:
+    return {
+        "io.balena.supervised": "true",
+        "io.balena.app-id": "1",
+        "io.balena.service-id": str(service_id),
+        "io.balena.service-name": name,
+    }
+
+
+class CollectorProcess:
+    """`manage.py collect_logs`, as the Procfile's `logs` process."""
+
+    def __init__(self, web: WebProcess, log_dir: Path) -> None:
+        self._env = web.env
+        self._log_path = log_dir / "collector.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self._log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "collect_logs"],
+                cwd=PROJECT_DIR, env=self._env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                pytest.fail(f"the collector did not stop on signal {signum}")
+
+
+@pytest.fixture
+def web(start_web: StartWeb, busybox_image: str, redis_server: str) -> WebProcess:
+    return start_web(REDIS_URL=REDIS_URL)
+
+
+@pytest.fixture
+def collector(web: WebProcess, tmp_path: Path) -> Iterator[CollectorProcess]:
+    collector = CollectorProcess(web, tmp_path)
+    collector.start()
+    yield collector
+    collector.stop()
+
+
+@pytest.fixture
+def containers(docker_engine: None) -> Iterator[Callable[..., Any]]:
+    started: list[Any] = []
+
+    def run(command: str, *, service: str, service_id: int = 1, **options: Any) -> Any:
+        container = docker.from_env().containers.run(
+            "local/busybox:latest",
+            ["sh", "-c", command],
+            labels=service_labels(service, service_id),
+            detach=True,
+            **options,
+        )
+        started.append(container)
+        return container
+
+    yield run
+    for container in started:
+        container.remove(force=True)
+
+
+@pytest.fixture
+def streams() -> Iterator[list[NdjsonClient | WebSocketClient]]:
+    """Clients to close after the test."""
+    opened: list[NdjsonClient | WebSocketClient] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+def open_ndjson(web: WebProcess, streams: list[Any], path: str = "/v2/local/logs") -> NdjsonClient:
+    client = NdjsonClient(web.base_url, path)
+    streams.append(client)
+    return client
+
+
+def open_websocket(web: WebProcess, streams: list[Any]) -> WebSocketClient:
+    client = WebSocketClient(web.base_url.replace("http://", "ws://") + "/v2/local/logs/ws")
+    streams.append(client)
+    return client
+
+
+def wait_until_followed(
+    collector: CollectorProcess, client: NdjsonClient, containers: Callable[..., Any]
+) -> None:
+    """Until the collector answers: a probe container's line reaches the stream (it runs
+    on, so that a collector still starting finds it running)."""
+    containers("echo probe; sleep 600", service="probe")
+    client.wait_for(lambda records: any(r.get("serviceName") == "probe" for r in records), 60)
+
+
+TEXTS = ["plain words", 'a "quoted" {json-like} line', "tab\there and a backslash \\", "ünïcödé ✓"]
+PRINT_TEXTS = "; ".join(f"printf '%s\\n' '{text}'" for text in TEXTS)
+
+
+def test_ndjson_stream_starts_at_once_then_carries_each_container_line(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    client = open_ndjson(web, streams)
+    assert client.status == 200
+    assert client.response.getheader("Content-Encoding") is None
+    client.wait_for(lambda records: len(records) >= 1)  # before any container printed
+    assert client.lines[0] == FIRST_LINE
+    wait_until_followed(collector, client, containers)
+
+    containers(f"{PRINT_TEXTS}; echo oops >&2", service="talker", service_id=7)
+    containers("seq 1 200", service="counter", service_id=8)
+    records = client.wait_for(
+        lambda rs: len([r for r in rs if r.get("serviceName") in ("talker", "counter")]) >= 205
+    )
+
+    talker = [r for r in records if r.get("serviceName") == "talker"]
+    assert [r["message"] for r in talker if not r["isStdErr"]] == TEXTS
+    assert [r["message"] for r in talker if r["isStdErr"]] == ["oops"]
+    assert client.messages("counter") == [str(n) for n in range(1, 201)]
+    for record in talker:
+        assert record["serviceId"] == 7
+        assert isinstance(record["timestamp"], int)
+        assert abs(record["timestamp"] - time.time() * 1000) < 600_000  # epoch milliseconds
+
+
+def test_websocket_stream_carries_the_same_records(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    ndjson = open_ndjson(web, streams)
+    wait_until_followed(collector, ndjson, containers)
+    socket = open_websocket(web, streams)
+    socket.wait_for(lambda records: len(records) >= 1)
+    assert socket.lines[0] == FIRST_LINE
+
+    containers(f"{PRINT_TEXTS}; seq 1 300", service="talker", service_id=7)
+    expected = [*TEXTS, *(str(n) for n in range(1, 301))]
+    socket.wait_for(lambda records: len([r for r in records if r.get("serviceName") == "talker"]) >= 304)
+    ndjson.wait_for(lambda records: len([r for r in records if r.get("serviceName") == "talker"]) >= 304)
+
+    assert socket.messages("talker") == expected
+    ws_talker = [r for r in socket.records if r.get("serviceName") == "talker"]
+    http_talker = [r for r in ndjson.records if r.get("serviceName") == "talker"]
+    assert ws_talker == http_talker
+
+
+def test_a_counting_container_is_streamed_exactly_once_across_a_collector_restart(
+    web: WebProcess,
+    collector: CollectorProcess,
+    containers: Callable[..., Any],
+    streams: list[Any],
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    client = open_ndjson(web, streams)
+    wait_until_followed(collector, client, containers)
+    counter = containers(
+        "seq 0 4999; while [ ! -e /gate/open ]; do sleep 0.05; done; seq 5000 9999",
+        service="counter",
+        volumes={str(gate): {"bind": "/gate", "mode": "ro"}},
+    )
+    client.wait_for(lambda records: "4999" in [r["message"] for r in records[-50:]])
+
+    collector.stop()
+    (gate / "open").touch()  # the second half is printed while no collector runs
+    counter.wait(timeout=60)
+    collector.start()
+    client.wait_for(lambda records: "9999" in [r["message"] for r in records[-50:]], 60)
+
+    assert client.messages("counter") == [str(n) for n in range(10_000)]
+
+
+def test_a_counting_container_is_streamed_exactly_once_across_a_collector_crash(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    client = open_ndjson(web, streams)
+    wait_until_followed(collector, client, containers)
+    containers(
+        "i=0; while [ $i -lt 60 ]; do seq $((i * 100)) $((i * 100 + 99)); sleep 0.05; i=$((i + 1)); done",
+        service="counter",
+    )
+    client.wait_for(lambda records: sum(r.get("serviceName") == "counter" for r in records) >= 1000)
+
+    collector.stop(signal.SIGKILL)  # no last save of its positions: some lines are published again
+    collector.start()
+    client.wait_for(lambda records: "5999" in [r["message"] for r in records[-50:]], 60)
+
+    assert client.messages("counter") == [str(n) for n in range(6000)]
+
+
+def store_target_config(web: WebProcess, config: dict[str, str]) -> None:
+    code = (
+        "from apps_api.target import parse_target; from apps_api.target_store import store_target; "
+        "from hostcfg.identity import load_device_identity; "
+        f"doc = {{'local': {{'name': 'd', 'config': {config!r}, 'apps': {{}}}}}}; "
+        "store_target(parse_target(doc, device_uuid=load_device_identity().uuid))"
+    )
+    stored = manage(web.env, "shell", "-c", code)
+    assert stored.returncode == 0, stored.stderr
+
+
+def test_persistent_logs_are_replayed_since_the_asked_time(
+    web: WebProcess, containers: Callable[..., Any], streams: list[Any], tmp_path: Path
+) -> None:
+    store_target_config(web, {"SUPERVISOR_PERSISTENT_LOGGING": "true"})
+    collector = CollectorProcess(web, tmp_path)
+    collector.start()
+    try:
+        live = open_ndjson(web, streams)
+        wait_until_followed(collector, live, containers)
+        before = int(time.time() * 1000)
+        containers("seq 1 300", service="kept")
+        live.wait_for(lambda records: "300" in [r["message"] for r in records[-10:]])
+    finally:
+        collector.stop()
+
+    replay = open_ndjson(web, streams, f"/v2/local/logs?since={before}")
+    replay.wait_for(lambda records: len(records) >= 301)
+    assert replay.lines[0] == FIRST_LINE
+    assert [r["message"] for r in replay.records[1:301]] == [str(n) for n in range(1, 301)]
+    assert all(r["serviceName"] == "kept" for r in replay.records[1:301])
+
+    later = open_ndjson(web, streams, f"/v2/local/logs?since={int(time.time() * 1000) + 60_000}")
+    marker = later.wait_for(lambda records: len(records) >= 1)
+    assert [r["message"] for r in marker] == ["Streaming logs"]
+
+
+def test_a_managed_device_asks_a_key_for_the_log_streams(start_web: StartWeb, tmp_path: Path) -> None:
+    config_json = tmp_path / "data" / "boot" / "config.json"
+    config_json.parent.mkdir(parents=True)
+    config_json.write_text(json.dumps({"apiEndpoint": "http://127.0.0.1:9"}))
+    web = start_web(REDIS_URL=REDIS_URL)
+    key = manage(web.env, "apikey").stdout.strip()
+
+    refused = web.get("/v2/local/logs")
+    assert (refused.status_code, refused.text) == (401, "Unauthorized")
+    handshake = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+    assert web.get("/v2/local/logs/ws", headers=handshake).status_code == 403
+
+    with requests.get(
+        f"{web.base_url}/v2/local/logs", params={"apikey": key}, stream=True, timeout=10
+    ) as allowed:
+        assert allowed.status_code == 200
+        assert next(allowed.iter_lines()) == FIRST_LINE.encode()
+    socket = WebSocketClient(f"{web.base_url.replace('http://', 'ws://')}/v2/local/logs/ws?apikey={key}")
+    try:
+        assert socket.wait_for(lambda records: len(records) >= 1)[0]["message"] == "Streaming logs"
+    finally:
+        socket.close()
+
+
+def test_a_stream_that_falls_behind_is_told_how_many_records_it_missed(redis_server: str) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from apps_api.logs import LogPublisher, system_record
+    from localmode.log_follow import LogFollower
+
+    group = f"test-slow-{time.monotonic_ns()}"
+    publisher = LogPublisher(group=group, persist=lambda: False)
+    layer = get_channel_layer()
+    capacity = layer.capacity  # messages a channel holds before the layer drops new ones
+
+    async def follow() -> LogFollower:
+        follower = LogFollower(layer, await layer.new_channel(), group=group)
+        await follower.start()
+        return follower
+
+    async def receive_all(follower: LogFollower, until: str) -> list[str]:
+        lines: list[str] = []
+        while not any(until in line for line in lines):
+            message = await asyncio.wait_for(layer.receive(follower.channel), 20)
+            lines.extend((await follower.text_of(message)).splitlines())
+        return lines
+
+    follower = async_to_sync(follow)()
+    for number in range(capacity + 50):  # one batch each, none read meanwhile
+        publisher.publish(system_record(f"record {number}"))
+        assert publisher.flush(20)
+    publisher.publish(system_record("last"))
+
+    lines = async_to_sync(receive_all)(follower, '"last"')
+    messages = [json.loads(line)["message"] for line in lines]
+
+    assert messages[:capacity] == [f"record {n}" for n in range(capacity)]
+    assert messages[capacity:] == ["Warning: Suppressed 50 message(s) due to high load", "last"]
+
+
+def test_supervisor_system_messages_reach_the_streams(redis_server: str) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from apps_api.engine.apply import system_log
+    from localmode.log_follow import LogFollower
+
+    layer = get_channel_layer()
+    text = f"Installing service 'main local/busybox:latest' ({time.monotonic_ns()})"
+
+    async def follow_until_seen() -> dict[str, Any]:
+        follower = LogFollower(layer, await layer.new_channel())
+        await follower.start()
+        system_log(text)
+        try:
+            while True:
+                message = await asyncio.wait_for(layer.receive(follower.channel), 20)
+                for line in (await follower.text_of(message)).splitlines():
+                    if json.loads(line)["message"] == text:
+                        return dict(json.loads(line))
+        finally:
+            await follower.stop()
+
+    record = async_to_sync(follow_until_seen)()
+
+    assert record["isSystem"] is True
+    assert "serviceName" not in record
+    assert isinstance(record["timestamp"], int)
