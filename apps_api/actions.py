@@ -153,18 +153,25 @@ def regenerate_api_key(*, access: ApiAccess) -> str:
 
 
 def trigger_update(*, body: object) -> bool:
-    """Apply the target again now (the cloud poll lands with the cloud issue: until then the
-    stored target is re-applied); `cancel` aborts a running apply first. Returns whether
-    an update was triggered (instant updates are on by default). Called by: POST /v1/update."""
+    """Poll the cloud's target now (a managed device), or apply the stored target again (an
+    unmanaged one); `cancel` aborts a running apply first. Returns whether an update was
+    triggered (instant updates are on by default). Called by: POST /v1/update."""
     from apps_api import apply_status
     from apps_api.engine.apply import cancel_running_apply, request_apply
-    from apps_api.tasks import apply_target_state
+    from apps_api.tasks import apply_target_state, cloud_tick
+    from hostcfg.identity import current_device_identity
 
     body = body if isinstance(body, dict) else {}
     if body.get("cancel") is True:
         cancel_running_apply()
     if not (is_forced(body) or instant_updates_enabled()):
         return False
+    if current_device_identity().managed:
+        from apps_api.cloud_poll import request_poll_now
+
+        request_poll_now(force=is_forced(body))
+        cloud_tick.delay()
+        return True
     apply_status.set_flags(update_failed=False)
     request_apply(force=is_forced(body))
     apply_target_state.delay()

@@ -60,6 +60,14 @@ def app_action(action: str, app_id: int, force: bool = False) -> None:
         raise ValueError(f"unknown app action {action!r}")
 
 
+@shared_task(name="apps_api.cloud_tick", ignore_result=True)
+def cloud_tick() -> None:
+    """Provision, or poll the cloud's target state when due (a no-op when unmanaged)."""
+    from apps_api.cloud_poll import cloud_tick as tick
+
+    tick()
+
+
 @shared_task(name="apps_api.host_config_change")
 def host_config_change(body: object) -> None:
     """PATCH /v1/device/host-config: the body is validated again here, where it is applied."""

@@ -175,6 +175,10 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(SUPERVISOR_DATA_DIR / "celerybeat-schedule")
+# The cloud tick decides by itself whether a provisioning attempt or a poll is due.
+CELERY_BEAT_SCHEDULE = {
+    "cloud-tick": {"task": "apps_api.cloud_tick", "schedule": 5.0, "options": {"expires": 5.0}},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,206 @@
+"""The balena-compatible cloud client, and the only module that speaks HTTP to the cloud
+(spec/cloud.md): provisioning, and the target-state poll.
+
+Every call is synchronous and bounded by the API request timeout; the worker runs them
+from the cloud tick (apps_api/tasks.py), so the device API never waits on the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+MAX_TARGET_BYTES = 10 * 1024 * 1024
+REQUEST_TIMEOUT_SECONDS = 59.0
+
+
+class CloudError(Exception):
+    """The cloud did not answer as expected (unreachable, an error status, a bad body)."""
+
+
+@dataclass(frozen=True)
+class CloudDevice:
+    """What config.json says about this device and its cloud."""
+
+    api_endpoint: str
+    uuid: str
+    device_api_key: str
+    provisioning_key: str
+    application_id: str
+    device_type: str
+    device_id: int | None
+    registered_at: str | None
+
+    @property
+    def provisioned(self) -> bool:
+        return bool(self.registered_at and self.device_id is not None and not self.provisioning_key)
+
+
+def cloud_device() -> CloudDevice | None:
+    """The device as config.json describes it; None when unmanaged (no apiEndpoint)."""
+    from hostcfg.identity import load_device_identity, read_config_json
+
+    identity = load_device_identity()
+    if not identity.managed:
+        return None
+    data = read_config_json(identity.config_path)
+    device_id = data.get("deviceId")
+    return CloudDevice(
+        api_endpoint=str(identity.api_endpoint).rstrip("/"),
+        uuid=identity.uuid,
+        device_api_key=identity.device_api_key,
+        provisioning_key=str(data.get("apiKey") or ""),
+        application_id=str(data.get("applicationId") or ""),
+        device_type=str(data.get("deviceType") or ""),
+        device_id=int(device_id) if isinstance(device_id, int | str) and str(device_id).isdigit() else None,
+        registered_at=str(data["registered_at"]) if data.get("registered_at") else None,
+    )
+
+
+def _request(
+    method: str, url: str, *, key: str, body: object = None, headers: dict[str, str] | None = None
+) -> Any:
+    import requests
+
+    from apps_api.device_state import SUPERVISOR_VERSION
+
+    all_headers = {"User-Agent": f"Supervisor/{SUPERVISOR_VERSION} (Linux; unknown; prod)", **(headers or {})}
+    if key:
+        all_headers["Authorization"] = f"Bearer {key}"
+    try:
+        return requests.request(
+            method, url, json=body, headers=all_headers, timeout=REQUEST_TIMEOUT_SECONDS, stream=True
+        )
+    except requests.RequestException as exc:
+        raise CloudError(f"{method} {url}: {exc}") from exc
+
+
+# --- provisioning ------------------------------------------------------------------------
+
+
+def provision() -> bool:
+    """Register the device (or take over its existing record with the device key), then
+    write deviceId and registered_at to config.json and drop the provisioning key.
+    Returns whether the device is provisioned; raises CloudError to be retried later."""
+    device = cloud_device()
+    if device is None:
+        return False
+    if device.provisioned:
+        return True
+    device_id = device.device_id
+    if not device.registered_at or device_id is None:
+        device_id = _register(device)
+    if device.provisioning_key:
+        _check_device_key(device, device_id)
+    _record_provisioning(device_id)
+    logger.info("provisioned as device %s", device_id)
+    return True
+
+
+def _register(device: CloudDevice) -> int:
+    if not device.provisioning_key:
+        raise CloudError("not provisioned and no provisioning key (apiKey) in config.json")
+    body = {"application": device.application_id, "uuid": device.uuid, "device_type": device.device_type,
+            "api_key": device.device_api_key}  # fmt: skip
+    response = _request(
+        "POST", f"{device.api_endpoint}/device/register", key=device.provisioning_key, body=body
+    )
+    if response.status_code == 201:
+        return int(response.json()["id"])
+    if response.status_code == 409:  # this uuid exists already: exchange keys
+        return _exchange_key(device)
+    raise CloudError(f"registering: {response.status_code} {response.text[:200]}")
+
+
+def _find_device_id(device: CloudDevice, key: str) -> int | None:
+    query = quote(f"uuid eq '{device.uuid}'")
+    response = _request("GET", f"{device.api_endpoint}/v7/device?$select=id&$filter={query}", key=key)
+    if response.status_code != 200:
+        return None
+    found = response.json().get("d") or []
+    return int(found[0]["id"]) if found else None
+
+
+def _exchange_key(device: CloudDevice) -> int:
+    """The device exists: its key works already, or the provisioning key installs it."""
+    if (device_id := _find_device_id(device, device.device_api_key)) is not None:
+        return device_id
+    device_id = _find_device_id(device, device.provisioning_key)
+    if device_id is None:
+        raise CloudError(f"device {device.uuid} exists but cannot be found with the provisioning key")
+    response = _request(
+        "POST",
+        f"{device.api_endpoint}/api-key/device/{device_id}/device-key",
+        key=device.provisioning_key,
+        body={"apiKey": device.device_api_key},
+    )
+    if response.status_code != 200:
+        raise CloudError(f"exchanging the device key: {response.status_code} {response.text[:200]}")
+    return device_id
+
+
+def _check_device_key(device: CloudDevice, device_id: int) -> None:
+    if _find_device_id(device, device.device_api_key) != device_id:
+        _exchange_key(device)
+
+
+def _record_provisioning(device_id: int) -> None:
+    from hostcfg.identity import config_json_lock, read_config_json, write_config_json
+
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    with config_json_lock(path):
+        data = read_config_json(path)
+        data["deviceId"] = device_id
+        data.setdefault("registered_at", int(datetime.now(UTC).timestamp() * 1000))
+        data.pop("apiKey", None)
+        write_config_json(path, data)
+
+
+# --- target state ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchedTarget:
+    document: dict[str, Any] | None
+    """None: unchanged since `etag` (304)."""
+    etag: str | None
+
+
+def fetch_target(device: CloudDevice, *, etag: str | None) -> FetchedTarget:
+    """GET the v3 target with If-None-Match; raises CloudError on anything but 200/304,
+    and on a body that is not a JSON object or is larger than 10 MB."""
+    headers = {"If-None-Match": etag} if etag else {}
+    url = f"{device.api_endpoint}/device/v3/{device.uuid}/state"
+    response = _request("GET", url, key=device.device_api_key, headers=headers)
+    with response:
+        if response.status_code == 304:
+            return FetchedTarget(None, etag)
+        if response.status_code != 200:
+            raise CloudError(f"target state: {response.status_code} {response.reason}")
+        raw = _read_bounded(response, MAX_TARGET_BYTES)
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise CloudError(f"target state is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise CloudError("target state is not a JSON object")
+    return FetchedTarget(document, response.headers.get("ETag"))
+
+
+def _read_bounded(response: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        size += len(chunk)
+        if size > limit:
+            raise CloudError(f"target state larger than {limit // (1024 * 1024)} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)

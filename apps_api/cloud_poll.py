@@ -1,0 +1,125 @@
+"""When and how the device asks the cloud for its target (spec/cloud.md "Target state poll").
+
+The worker's cloud tick (every few seconds, from the embedded beat) calls `cloud_tick`:
+it provisions the device until that succeeds (every 30 s), then polls the target every
+SUPERVISOR_POLL_INTERVAL plus up to 60 s of jitter, backing off after errors. A new target
+is stored and applied, cancelling a running apply; an invalid one is logged and ignored,
+and the device keeps running what it runs. POST /v1/update asks for a poll at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "supervisor:cloud:poll"
+PROVISION_RETRY_SECONDS = 30.0
+ERROR_BACKOFF_BASE_SECONDS = 15.0
+JITTER_SECONDS = 60.0
+
+
+@dataclass
+class PollState:
+    """Kept in Redis: it only paces the polls (the target itself is in the database)."""
+
+    next_poll_at: float = 0.0
+    failures: int = 0
+    etag: str | None = None
+    last_success_at: float | None = None
+    forced: bool = False
+
+
+def read_poll_state() -> PollState:
+    from supervisor_site.redis_connection import redis_client
+
+    raw: Any = redis_client().get(STATE_KEY)
+    try:
+        return PollState(**json.loads(raw)) if raw else PollState()
+    except (TypeError, ValueError):
+        return PollState()
+
+
+def _write_poll_state(state: PollState) -> None:
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().set(STATE_KEY, json.dumps(state.__dict__))
+
+
+def request_poll_now(*, force: bool) -> None:
+    """The next tick polls at once; `force` makes that apply override update locks."""
+    state = read_poll_state()
+    state.next_poll_at = 0.0
+    state.forced = state.forced or force
+    _write_poll_state(state)
+
+
+def cloud_tick() -> None:
+    """Provision, or poll the target when it is due. Never raises for cloud trouble."""
+    from apps_api.cloud import CloudError, cloud_device, provision
+
+    device = cloud_device()
+    if device is None:
+        return
+    state = read_poll_state()
+    if time.time() < state.next_poll_at:
+        return
+    try:
+        if not device.provisioned:
+            provision()
+        poll_target(state)
+    except CloudError as exc:
+        state.failures += 1
+        delay = min(poll_interval_seconds(), ERROR_BACKOFF_BASE_SECONDS * 2 ** (state.failures - 1))
+        if not device.provisioned:
+            delay = PROVISION_RETRY_SECONDS
+        logger.warning("cloud: %s; retrying in %.0f s", exc, delay)
+        state.next_poll_at = time.time() + delay
+        _write_poll_state(state)
+
+
+def poll_target(state: PollState) -> None:
+    """Fetch the target; store and apply it when it changed and is valid."""
+    from apps_api.actions import set_target_state
+    from apps_api.cloud import cloud_device, fetch_target
+    from apps_api.engine.apply import cancel_running_apply, request_apply, system_log
+    from apps_api.engine.state import InvalidTargetState
+    from apps_api.target import parse_cloud_target
+    from apps_api.tasks import apply_target_state
+
+    device = cloud_device()
+    assert device is not None
+    fetched = fetch_target(device, etag=state.etag)
+    forced, state.forced = state.forced, False
+    if fetched.document is None:
+        if forced:  # /v1/update on an unchanged target: apply it again
+            request_apply(force=True)
+            apply_target_state.delay()
+    else:
+        try:
+            target = parse_cloud_target(fetched.document, device_uuid=device.uuid)
+        except InvalidTargetState as exc:
+            system_log(f"Ignoring an invalid target state from the cloud: {exc}", is_stderr=True)
+            fetched = type(fetched)(None, None)
+        else:
+            cancel_running_apply("cancel")
+            set_target_state(target, force=forced)
+    state.etag = fetched.etag
+    state.failures = 0
+    state.last_success_at = time.time()
+    state.next_poll_at = state.last_success_at + poll_interval_seconds() + random.uniform(0, JITTER_SECONDS)  # noqa: S311
+    _write_poll_state(state)
+
+
+def poll_interval_seconds() -> float:
+    from apps_api.engine.apply import poll_interval_seconds as of_target
+    from apps_api.engine.device_config_steps import device_config
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    return of_target(loaded[0]) if loaded else device_config(None).poll_interval_ms / 1000

@@ -1,0 +1,242 @@
+"""A small fake of the balena API (spec/cloud.md "Minimal fake cloud"), served over real
+HTTP on 127.0.0.1 for the tests of the cloud client.
+
+It keeps devices, their target states with ETags, device keys and tags; records every
+request it gets; and can be scripted to answer a route differently for a while (a 500,
+a `Retry-After`, a body that is not JSON, a slow answer).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Scripted:
+    """One canned answer: status, headers, raw body, and a delay before it."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class FakeDevice:
+    uuid: str
+    device_id: int
+    api_key: str
+    application: int
+    device_type: str
+    name: str = ""
+    config_variables: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FakeCloud:
+    def __init__(self, provisioning_key: str = "provisioning-key-0123456789abcdef") -> None:
+        self.provisioning_key = provisioning_key
+        self.devices: dict[str, FakeDevice] = {}
+        self.targets: dict[str, tuple[str, bytes]] = {}
+        """uuid → (ETag, body) of its target state."""
+        self.received: list[Received] = []
+        self.scripts: dict[str, list[Scripted]] = {}
+        """"METHOD /path/pattern" → answers used (and removed) before the normal behaviour."""
+        self.log_lines: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._next_id = 100
+        self._server: ThreadingHTTPServer | None = None
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        cloud = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                cloud._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                cloud._handle(self, "POST")
+
+            def do_PATCH(self) -> None:
+                cloud._handle(self, "PATCH")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="fake-cloud", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def add_device(self, uuid: str, api_key: str, *, application: int = 1) -> FakeDevice:
+        with self._lock:
+            self._next_id += 1
+            device = FakeDevice(uuid, self._next_id, api_key, application, "genericx86-64-ext")
+            self.devices[uuid] = device
+            return device
+
+    def set_target(self, uuid: str, document: dict[str, Any]) -> str:
+        """Make `document` the device's target; returns its new ETag."""
+        body = json.dumps(document).encode()
+        with self._lock:
+            etag = f'"{abs(hash(body)) % 10**12}-{len(self.targets)}-{time.monotonic_ns()}"'
+            self.targets[uuid] = (etag, body)
+        return etag
+
+    def script(self, route: str, *answers: Scripted) -> None:
+        """Answer the next requests matching `route` ("GET /device/v3/*/state") with these."""
+        with self._lock:
+            self.scripts.setdefault(route, []).extend(answers)
+
+    def requests_to(self, method: str, pattern: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.method == method and _matches(pattern, r.path)]
+
+    # --- serving ---------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raw = _read_chunked(handler)
+        else:
+            raw = handler.rfile.read(length) if length else b""
+        if handler.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        body: Any
+        try:
+            body = json.loads(raw) if raw and "ndjson" not in handler.headers.get("Content-Type", "") else raw
+        except ValueError:
+            body = raw
+        path = handler.path
+        with self._lock:
+            self.received.append(Received(method, path, dict(handler.headers.items()), body))
+            scripted = self._take_script(method, path)
+        if scripted is not None:
+            time.sleep(scripted.delay)
+            self._answer(handler, scripted.status, scripted.body, scripted.headers)
+            return
+        status, payload, headers = self._route(method, path, dict(handler.headers.items()), body)
+        self._answer(handler, status, payload, headers)
+
+    def _take_script(self, method: str, path: str) -> Scripted | None:
+        for route, answers in self.scripts.items():
+            route_method, _, pattern = route.partition(" ")
+            if route_method == method and _matches(pattern, path.partition("?")[0]) and answers:
+                return answers.pop(0)
+        return None
+
+    def _route(
+        self, method: str, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, bytes, dict[str, str]]:
+        bare = path.partition("?")[0]
+        key = headers.get("Authorization", "").removeprefix("Bearer ")
+        if method == "POST" and bare == "/device/register":
+            return self._register(key, body)
+        if method == "GET" and bare == "/v7/device":
+            return self._find_device(key, path)
+        if method == "POST" and (match := re.fullmatch(r"/api-key/device/(\d+)/device-key", bare)):
+            return self._exchange_key(key, int(match.group(1)), body)
+        device = next((d for d in self.devices.values() if d.api_key == key), None)
+        if device is None:
+            return 401, b"Unauthorized", {}
+        if method == "GET" and (match := re.fullmatch(r"/device/v3/([^/]+)/state", bare)):
+            empty = ('"empty"', json.dumps({match.group(1): {"name": "", "config": {}, "apps": {}}}).encode())
+            etag, target = self.targets.get(match.group(1), empty)
+            if headers.get("If-None-Match") == etag:
+                return 304, b"", {"ETag": etag}
+            return 200, target, {"ETag": etag, "Content-Type": "application/json"}
+        if method == "PATCH" and bare in ("/device/v3/state", "/device/v3/tags"):
+            return 200, b"OK", {}
+        if method == "POST" and bare == "/v7/device_config_variable":
+            device.config_variables[str(body.get("name"))] = str(body.get("value"))
+            return 201, b"{}", {}
+        if method == "PATCH" and bare.startswith("/v7/device("):
+            return 200, b"OK", {}
+        if method == "GET" and bare == "/v7/device_tag":
+            tags = [{"id": i, "tag_key": k, "value": v} for i, (k, v) in enumerate(device.tags.items(), 1)]
+            return 200, json.dumps({"d": tags}).encode(), {"Content-Type": "application/json"}
+        return 404, b"Not found", {}
+
+    def _register(self, key: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if key != self.provisioning_key:
+            return 401, b"Unauthorized", {}
+        if body["uuid"] in self.devices:
+            return 409, b'"uuid" must be unique.', {}
+        device = self.add_device(body["uuid"], body["api_key"], application=int(body["application"]))
+        answer = {"id": device.device_id, "uuid": device.uuid, "device_type": body.get("device_type")}
+        return 201, json.dumps(answer).encode(), {"Content-Type": "application/json"}
+
+    def _find_device(self, key: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+        match = re.search(r"uuid eq '([0-9a-f]+)'", unquote(path))
+        uuid = match.group(1) if match else ""
+        device = self.devices.get(uuid)
+        if device is None or key not in (device.api_key, self.provisioning_key):
+            return 200, b'{"d": []}', {"Content-Type": "application/json"}
+        return (
+            200,
+            json.dumps({"d": [{"id": device.device_id}]}).encode(),
+            {"Content-Type": "application/json"},
+        )
+
+    def _exchange_key(self, key: str, device_id: int, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        device = next((d for d in self.devices.values() if d.device_id == device_id), None)
+        if key != self.provisioning_key or device is None:
+            return 401, b"Unauthorized", {}
+        device.api_key = str(body["apiKey"])
+        return 200, b"OK", {}
+
+    @staticmethod
+    def _answer(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
+        if status == 304:
+            body = b""
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+
+def _matches(pattern: str, path: str) -> bool:
+    regex = "^" + re.escape(pattern).replace(r"\*", "[^/]+") + "$"
+    return re.match(regex, path) is not None
+
+
+def _read_chunked(handler: BaseHTTPRequestHandler) -> bytes:
+    chunks = []
+    while True:
+        size = int(handler.rfile.readline().strip() or b"0", 16)
+        if size == 0:
+            handler.rfile.readline()
+            return b"".join(chunks)
+        chunks.append(handler.rfile.read(size))
+        handler.rfile.readline()

@@ -1,0 +1,158 @@
+"""The cloud client against a fake balena API over real HTTP (tests/fake_cloud.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from apps_api import cloud, cloud_poll
+from apps_api.apikeys import get_or_create_global_key
+from apps_api.models import TargetRecord
+from hostcfg.identity import load_device_identity, read_config_json
+from supervisor_site.redis_connection import redis_client
+from supervisor_site.system_services import wait_until
+from tests.fake_cloud import FakeCloud, Scripted
+from tests.integration.engine_helpers import supervised_containers, wait_applied
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONFIG_JSON = Path(settings.SUPERVISOR_CONFIG_JSON)
+
+
+@pytest.fixture
+def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
+    """A fake cloud, and a device whose config.json points at it with a provisioning key."""
+    fake = FakeCloud()
+    fake.start()
+    original = CONFIG_JSON.read_text() if CONFIG_JSON.exists() else None
+    identity = load_device_identity()
+    config = {
+        k: v for k, v in read_config_json(CONFIG_JSON).items() if k not in ("deviceId", "registered_at")
+    }
+    config.update(
+        apiEndpoint=fake.url, apiKey=fake.provisioning_key, applicationId="1", deviceType="genericx86-64-ext"
+    )
+    CONFIG_JSON.write_text(json.dumps(config))
+    redis_client().delete(cloud_poll.STATE_KEY)
+    assert identity.uuid
+    yield fake
+    fake.stop()
+    redis_client().delete(cloud_poll.STATE_KEY)
+    if original is None:
+        CONFIG_JSON.unlink()
+    else:
+        CONFIG_JSON.write_text(original)
+
+
+def fleet_document(uuid: str, image: str, *, commit: str = "c0ffee", release: int = 5) -> dict[str, Any]:
+    composition = {"command": ["sleep", "100000"], "stop_signal": "SIGKILL"}
+    environment = {"RELEASE": str(release)}
+    service = {"id": 7, "image_id": 70, "image": image, "environment": environment, "labels": {},
+               "composition": composition}  # fmt: skip
+    app = {"id": 3, "name": "fleetapp", "releases": {commit: {"id": release, "services": {"main": service}}}}
+    return {uuid: {"name": "fleet-device", "config": {}, "apps": {"fleetuuid": app}}}
+
+
+def tick_until_polled() -> None:
+    cloud_poll.request_poll_now(force=False)
+    cloud_poll.cloud_tick()
+
+
+def test_provisioning_registers_and_drops_the_provisioning_key(fake_cloud: FakeCloud) -> None:
+    uuid = load_device_identity().uuid
+    assert cloud.provision()
+    (register,) = fake_cloud.requests_to("POST", "/device/register")
+    assert register.headers["Authorization"] == f"Bearer {fake_cloud.provisioning_key}"
+    assert register.body["uuid"] == uuid
+    assert register.body["application"] == "1"
+    assert register.body["api_key"] == load_device_identity().device_api_key
+    stored = read_config_json(CONFIG_JSON)
+    assert stored["deviceId"] == fake_cloud.devices[uuid].device_id
+    assert stored["registered_at"]
+    assert "apiKey" not in stored
+    assert cloud.cloud_device().provisioned  # type: ignore[union-attr]
+
+
+def test_an_existing_uuid_gets_its_key_exchanged(fake_cloud: FakeCloud) -> None:
+    identity = load_device_identity()
+    fake_cloud.add_device(identity.uuid, "the-key-of-an-earlier-install")
+    assert cloud.provision()
+    assert fake_cloud.devices[identity.uuid].api_key == identity.device_api_key
+    assert fake_cloud.requests_to("POST", "/api-key/device/*/device-key")
+
+
+def test_the_target_is_polled_with_its_etag_and_applied(fake_cloud: FakeCloud, engine: str) -> None:
+    uuid = load_device_identity().uuid
+    cloud.provision()
+    etag = fake_cloud.set_target(uuid, fleet_document(uuid, engine))
+    tick_until_polled()
+    wait_applied()
+    assert sorted(supervised_containers()) == ["main"]
+    stored = TargetRecord.objects.count()
+    tick_until_polled()
+    last = fake_cloud.requests_to("GET", "/device/v3/*/state")[-1]
+    assert last.headers["If-None-Match"] == etag
+    assert last.headers["Authorization"] == f"Bearer {load_device_identity().device_api_key}"
+    assert TargetRecord.objects.count() == stored  # 304: nothing stored again
+    # A new release replaces the container.
+    fake_cloud.set_target(uuid, fleet_document(uuid, engine, commit="beef01", release=6))
+    tick_until_polled()
+    wait_applied()
+    assert "RELEASE=6" in supervised_containers()["main"].attrs["Config"]["Env"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Scripted(200, b"this is not json", {"ETag": '"x1"'}),
+        Scripted(200, b'{"truncated": ', {"ETag": '"x2"'}),
+        Scripted(200, b"[1, 2, 3]", {"ETag": '"x3"'}),
+        Scripted(200, b"{" + b" " * (11 * 1024 * 1024) + b"}", {"ETag": '"x4"'}),
+        Scripted(500, b"oops"),
+    ],
+    ids=["not-json", "truncated", "not-an-object", "huge", "500"],
+)
+def test_a_bad_answer_is_not_applied_and_polling_backs_off(fake_cloud: FakeCloud, answer: Scripted) -> None:
+    cloud.provision()
+    stored = TargetRecord.objects.count()
+    fake_cloud.script("GET /device/v3/*/state", answer)
+    tick_until_polled()
+    state = cloud_poll.read_poll_state()
+    assert state.failures == 1
+    assert state.next_poll_at > cloud_poll.time.time() + 10  # 15 s after a first error
+    assert TargetRecord.objects.count() == stored
+    tick_until_polled()  # the cloud answers again: recovery
+    assert cloud_poll.read_poll_state().failures == 0
+
+
+def test_an_invalid_target_is_ignored_and_the_apps_keep_running(fake_cloud: FakeCloud, engine: str) -> None:
+    uuid = load_device_identity().uuid
+    cloud.provision()
+    fake_cloud.set_target(uuid, fleet_document(uuid, engine))
+    tick_until_polled()
+    wait_applied()
+    running = supervised_containers()["main"].id
+    stored = TargetRecord.objects.count()
+    bad = fleet_document(uuid, engine, commit="bad")
+    bad[uuid]["apps"]["fleetuuid"]["releases"]["bad"]["services"]["main"]["environment"] = {"1X": "y"}
+    fake_cloud.set_target(uuid, bad)
+    tick_until_polled()
+    assert TargetRecord.objects.count() == stored
+    assert supervised_containers()["main"].id == running
+
+
+def test_v1_update_polls_at_once_through_the_worker(fake_cloud: FakeCloud, celery_worker: object) -> None:
+    cloud.provision()
+    polls = len(fake_cloud.requests_to("GET", "/device/v3/*/state"))
+    key = get_or_create_global_key().key
+    response = Client().post(
+        "/v1/update", "{}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    assert response.status_code == 204
+    assert wait_until(lambda: len(fake_cloud.requests_to("GET", "/device/v3/*/state")) > polls, 30)
