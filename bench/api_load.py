@@ -25,7 +25,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
@@ -38,7 +40,8 @@ os.environ.update(
     PYTHONUNBUFFERED="1",
 )
 
-from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until  # noqa: E402
+from bench.local_agent import running_agent  # noqa: E402
+from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
 IMAGE = "local/busybox:latest"
 ORIGINAL = "original supervisor: ~290 req/s, p99 78 ms at 16 clients (GET /v2/applications/state)"
@@ -125,82 +128,56 @@ def main() -> None:
         ensure_dockerd("unix:///var/run/docker.sock", DATA_DIR),
     )
     started = [s for s in services if s]
-    processes: list[subprocess.Popen[bytes]] = []
     port = free_port()
     env = {**os.environ, "SUPERVISOR_PORT": str(port)}
-    python = sys.executable
     try:
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
-        flush = (
-            "import django; django.setup(); "
-            "from supervisor_site.redis_connection import redis_client; redis_client().flushdb()"
-        )
-        subprocess.run([python, "-c", flush], cwd=PROJECT_DIR, env=env, check=True)
-        worker = [python, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
-                  "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
-                  "--without-mingle", "--loglevel=WARNING"]  # fmt: skip
-        web = [
-            python,
-            "-m",
-            "daphne",
-            "--verbosity",
-            "0",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "supervisor_site.asgi:application",
-        ]  # as the Procfile runs it
-        with open(DATA_DIR / "processes.log", "wb") as log:
-            for argv in (worker, web):
-                processes.append(subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log))
-
-        def answers() -> bool:
+        with running_agent(dict(os.environ), port=port, log_path=DATA_DIR / "processes.log", worker=True):
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                connection.request("GET", "/ping")
-                return connection.getresponse().status == 200
-            except OSError:
-                return False
-
-        assert wait_until(answers, 60), "the web process did not start"
-        services_doc = {
-            str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": IMAGE, "environment": {},
-                     "labels": {}, "command": "sleep 100000", "stop_signal": "SIGKILL"}
-            for i in range(1, 6)
-        }  # fmt: skip
-        target = {"local": {"name": "bench", "config": {}, "apps": {"1": {
-            "name": "bench", "commit": "c1", "releaseId": 1, "services": services_doc}}}}  # fmt: skip
-        body = json.dumps(target)
-        (DATA_DIR / "target.json").write_text(body)
-        subprocess.run([python, "manage.py", "apply_target", str(DATA_DIR / "target.json"), "--wait"],
-                       cwd=PROJECT_DIR, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-
-        for path in ("/ping", "/v2/applications/state", "/v1/device"):
-            load(port, path, 1, 1.0)  # warm-up: first-request imports and caches
-        print(f"load client: {arguments.client}")
-        print(f"{'endpoint':<28} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs /ping':>9}")
-        for clients in (1, 16):
-            ping_rate, _, _ = measure(port, "/ping", clients, seconds)
-            for path in ("/ping", "/v2/applications/state", "/v1/device"):
-                rate, p50, p99 = measure(port, path, clients, seconds)
-                print(f"{path:<28} {clients:>7} {rate:8.0f} {p50:8.1f} {p99:8.1f} {rate / ping_rate:9.2f}")
-        print(ORIGINAL)
+                apply_target(env, bench_target(services=5))
+                for path in ENDPOINTS:
+                    load(port, path, 1, 1.0)  # warm-up: first-request imports and caches
+                print(f"load client: {arguments.client}")
+                print_table(port, measure, seconds)
+            finally:
+                apply_target(env, bench_target(services=0), check=False)
     finally:
-        empty = json.dumps({"local": {"name": "bench", "config": {}, "apps": {}}})
-        (DATA_DIR / "empty.json").write_text(empty)
-        subprocess.run([python, "manage.py", "apply_target", str(DATA_DIR / "empty.json"), "--wait"],
-                       cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, check=False)  # fmt: skip
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
         for service in started:
             service.stop()
         shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+ENDPOINTS = ("/ping", "/v2/applications/state", "/v1/device")
+
+
+def bench_target(*, services: int) -> dict[str, Any]:
+    """App 1 with `services` busybox services (none: the app is removed)."""
+    services_doc = {
+        str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": IMAGE, "environment": {},
+                 "labels": {}, "command": "sleep 100000", "stop_signal": "SIGKILL"}
+        for i in range(1, services + 1)
+    }  # fmt: skip
+    apps = (
+        {"1": {"name": "bench", "commit": "c1", "releaseId": 1, "services": services_doc}} if services else {}
+    )
+    return {"local": {"name": "bench", "config": {}, "apps": apps}}
+
+
+def apply_target(env: dict[str, str], document: dict[str, Any], *, check: bool = True) -> None:
+    path = DATA_DIR / "target.json"
+    path.write_text(json.dumps(document))
+    subprocess.run([sys.executable, "manage.py", "apply_target", str(path), "--wait"],
+                   cwd=PROJECT_DIR, env=env, check=check, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def print_table(port: int, measure: Callable[[int, str, int, float], tuple[float, float, float]],
+                seconds: float) -> None:  # fmt: skip
+    print(f"{'endpoint':<28} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs /ping':>9}")
+    for clients in (1, 16):
+        ping_rate, _, _ = measure(port, "/ping", clients, seconds)
+        for path in ENDPOINTS:
+            rate, p50, p99 = measure(port, path, clients, seconds)
+            print(f"{path:<28} {clients:>7} {rate:8.0f} {p50:8.1f} {p99:8.1f} {rate / ping_rate:9.2f}")
+    print(ORIGINAL)
 
 
 if __name__ == "__main__":

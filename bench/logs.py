@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
+
+from bench.local_agent import running_agent  # noqa: E402
 
 IMAGE = "local/bench-logs:latest"
 BENCH_LABEL = "io.balena.bench-logs"
@@ -279,7 +280,7 @@ def main() -> None:
     )
     import docker
 
-    from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until
+    from supervisor_site.system_services import ensure_dockerd, ensure_redis
 
     services = (
         ensure_redis(os.environ["REDIS_URL"], data_dir),
@@ -290,69 +291,32 @@ def main() -> None:
     ensure_image(client)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SUPERVISOR_PORT": str(port)}
-    python = sys.executable
-    processes: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
-        flush = (
-            "import django; django.setup(); "
-            "from supervisor_site.redis_connection import redis_client; redis_client().flushdb()"
-        )
-        subprocess.run([python, "-c", flush], cwd=PROJECT_DIR, env=env, check=True)
-        web = [
-            python,
-            "-m",
-            "daphne",
-            "--verbosity",
-            "0",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "supervisor_site.asgi:application",
-        ]
-        collector = [python, "manage.py", "collect_logs"]
-        with open(data_dir / "processes.log", "wb") as log:
-            for argv in (web, collector):  # as the Procfile runs them
-                processes.append(subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log))
+        with running_agent(dict(os.environ), port=port, log_path=data_dir / "processes.log", collector=True):
+            wait_for_collector(client, url)
 
-        def answers() -> bool:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                connection.request("GET", "/ping")
-                return connection.getresponse().status == 200
-            except OSError:
-                return False
-
-        assert wait_until(answers, 60), "the web process did not start"
-        wait_for_collector(client, url)
-
-        lines = arguments.lines
-        print(f"{lines} lines per run; {GOAL}")
-        print(
-            f"{'':<26} {'lines/s':>9} {'ratio':>7} {'lost':>6} {'suppressed':>10} {'p50 ms':>8} {'p99 ms':>8}"
-        )
-        for scenario, command, runs in (("burst", burst(lines), arguments.runs), ("paced", paced(lines), 1)):
-            base_runs = sorted((baseline(client, command, lines) for _ in range(runs)), key=lambda f: f.rate)
-            agent_runs = sorted(
-                (through_agent(client, url, command, lines) for _ in range(runs)),
-                key=lambda r: r["ndjson"].rate,
-            )
-            base, agent = base_runs[runs // 2], agent_runs[runs // 2]
-            print_row(f"{scenario}: docker SDK", base, base)
-            print_row(f"{scenario}: NDJSON stream", agent["ndjson"], base)
-            print_row(f"{scenario}: WebSocket stream", agent["ws"], base)
+            lines = arguments.lines
+            print(f"{lines} lines per run; {GOAL}")
+            header = f"{'':<26} {'lines/s':>9} {'ratio':>7} {'lost':>6} {'suppressed':>10}"
+            print(f"{header} {'p50 ms':>8} {'p99 ms':>8}")
+            for scenario, command, runs in (
+                ("burst", burst(lines), arguments.runs),
+                ("paced", paced(lines), 1),
+            ):
+                base_runs = sorted(
+                    (baseline(client, command, lines) for _ in range(runs)), key=lambda f: f.rate
+                )
+                agent_runs = sorted(
+                    (through_agent(client, url, command, lines) for _ in range(runs)),
+                    key=lambda r: r["ndjson"].rate,
+                )
+                base, agent = base_runs[runs // 2], agent_runs[runs // 2]
+                print_row(f"{scenario}: docker SDK", base, base)
+                print_row(f"{scenario}: NDJSON stream", agent["ndjson"], base)
+                print_row(f"{scenario}: WebSocket stream", agent["ws"], base)
     finally:
         for container in client.containers.list(all=True, filters={"label": BENCH_LABEL}):
             container.remove(force=True)
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
         for service in started:
             service.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
