@@ -3,9 +3,22 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
 
 app = Celery("supervisor_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def run_schedules_in_this_process(sender: object, **_: object) -> None:
+    """With SUPERVISOR_WORKER_BEAT=1 (the Procfile's worker), the beat scheduler runs as a
+    thread of the worker: `celery worker --beat` would fork a process of its own for it,
+    about 40 MiB more at idle. One worker drives the device, so one scheduler is right."""
+    if os.environ.get("SUPERVISOR_WORKER_BEAT") != "1":
+        return
+    from celery.beat import EmbeddedService  # type: ignore[attr-defined]  # missing from celery-types
+
+    EmbeddedService(app, thread=True).start()

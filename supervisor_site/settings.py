@@ -186,5 +186,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": SUPERVISOR_LOG_LEVEL},
-    "loggers": {"django": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"level": "WARNING"},
+        # The cloud tick runs every 5 s: its "sending", "received" and "succeeded" lines
+        # would drown the supervisor's own messages.
+        "celery.beat": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }
