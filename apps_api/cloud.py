@@ -24,7 +24,12 @@ REQUEST_TIMEOUT_SECONDS = 59.0
 
 
 class CloudError(Exception):
-    """The cloud did not answer as expected (unreachable, an error status, a bad body)."""
+    """The cloud did not answer as expected (unreachable, an error status, a bad body);
+    `retry_after`: the seconds its `Retry-After` header asked for, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -204,3 +209,19 @@ def _read_bounded(response: Any, limit: int) -> bytes:
             raise CloudError(f"target state larger than {limit // (1024 * 1024)} MB")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# --- state report ------------------------------------------------------------------------
+
+
+def send_state_report(device: CloudDevice, fields: dict[str, Any]) -> None:
+    """PATCH the changed fields of this device's state; raises CloudError unless 2xx."""
+    url = f"{device.api_endpoint}/device/v3/state"
+    with _request("PATCH", url, key=device.device_api_key, body={device.uuid: fields}) as response:
+        if 200 <= response.status_code < 300:
+            return
+        retry_after = response.headers.get("Retry-After", "")
+        raise CloudError(
+            f"state report: {response.status_code} {response.reason}",
+            retry_after=float(retry_after) if retry_after.isdigit() else None,
+        )

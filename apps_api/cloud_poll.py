@@ -14,7 +14,10 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps_api.cloud import CloudDevice
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +63,28 @@ def request_poll_now(*, force: bool) -> None:
 
 
 def cloud_tick() -> None:
-    """Provision, or poll the target when it is due. Never raises for cloud trouble."""
-    from apps_api.cloud import CloudError, cloud_device, provision
+    """Provision (until that works), poll the target and report the state, each when due.
+    Never raises for cloud trouble: it is logged, and the next attempt backs off."""
+    from apps_api.cloud import CloudError, cloud_device
 
     device = cloud_device()
     if device is None:
         return
     state = read_poll_state()
-    if time.time() < state.next_poll_at:
-        return
+    if time.time() >= state.next_poll_at:
+        _poll_when_due(device, state)
+    if cloud_device().provisioned:  # type: ignore[union-attr]
+        from apps_api.cloud_report import report_state_if_due
+
+        try:
+            report_state_if_due()
+        except CloudError as exc:
+            logger.warning("cloud: %s", exc)
+
+
+def _poll_when_due(device: CloudDevice, state: PollState) -> None:
+    from apps_api.cloud import CloudError, provision
+
     try:
         if not device.provisioned:
             provision()

@@ -273,7 +273,7 @@ def v1_device(snapshot: DeviceSnapshot) -> dict[str, Any]:
         "api_port": settings.SUPERVISOR_PORT,
         "ip_address": ips,
         "mac_address": macs,
-        "os_version": _os_version(),
+        "os_version": os_version(),
         "supervisor_version": SUPERVISOR_VERSION,
         "update_pending": bool(snapshot.flags.get("update_pending")),
         "update_failed": bool(snapshot.flags.get("update_failed")),
@@ -292,7 +292,7 @@ def v1_device(snapshot: DeviceSnapshot) -> dict[str, Any]:
     return device
 
 
-def _os_version() -> str:
+def os_version() -> str:
     from pathlib import Path
 
     from django.conf import settings

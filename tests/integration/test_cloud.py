@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from apps_api import cloud, cloud_poll
+from apps_api import cloud, cloud_poll, cloud_report
 from apps_api.apikeys import get_or_create_global_key
 from apps_api.models import TargetRecord
 from hostcfg.identity import load_device_identity, read_config_json
@@ -156,3 +156,62 @@ def test_v1_update_polls_at_once_through_the_worker(fake_cloud: FakeCloud, celer
     )
     assert response.status_code == 204
     assert wait_until(lambda: len(fake_cloud.requests_to("GET", "/device/v3/*/state")) > polls, 30)
+
+
+# --- state report ---------------------------------------------------------------------------
+
+FIRST_REPORT_FIELDS = {"api_port", "api_secret", "ip_address", "mac_address", "os_version", "os_variant",
+                       "supervisor_version", "provisioning_progress", "provisioning_state", "status",
+                       "logs_channel", "apps"}  # fmt: skip
+
+
+def reports(fake_cloud: FakeCloud) -> list[dict[str, Any]]:
+    uuid = load_device_identity().uuid
+    return [r.body[uuid] for r in fake_cloud.requests_to("PATCH", "/device/v3/state")]
+
+
+@pytest.fixture
+def reporting(fake_cloud: FakeCloud) -> Iterator[FakeCloud]:
+    cloud.provision()
+    redis_client().delete(cloud_report.STATE_KEY)
+    yield fake_cloud
+    redis_client().delete(cloud_report.STATE_KEY)
+
+
+def test_the_first_report_says_everything_and_never_the_update_flags(reporting: FakeCloud) -> None:
+    assert cloud_report.report_state_if_due()
+    (first,) = reports(reporting)
+    assert set(first) >= FIRST_REPORT_FIELDS
+    assert first["api_secret"] == get_or_create_global_key().key
+    assert first["status"] == "Idle"
+    assert first["provisioning_progress"] is None
+    assert first["provisioning_state"] == ""
+    assert first["logs_channel"] is None
+    assert not {key for key in first if key.startswith("update_")}
+
+
+def test_then_only_what_changed_at_most_every_10_s(reporting: FakeCloud) -> None:
+    now = cloud_poll.time.time()
+    assert cloud_report.report_state_if_due(now=now)
+    assert not cloud_report.report_state_if_due(now=now + 1)  # throttled
+    assert not cloud_report.report_state_if_due(now=now + 20)  # nothing but metrics changed: not yet
+    old_key = get_or_create_global_key().key
+    from apps_api.apikeys import regenerate_api_key
+
+    new_key = regenerate_api_key(old_key)
+    assert cloud_report.report_state_if_due(now=now + 40)
+    second = reports(reporting)[-1]
+    assert second["api_secret"] == new_key
+    assert "supervisor_version" not in second
+    assert "os_version" not in second
+
+
+def test_a_refused_report_waits_for_retry_after(reporting: FakeCloud) -> None:
+    reporting.script("PATCH /device/v3/state", Scripted(503, b"busy", {"Retry-After": "120"}))
+    now = cloud_poll.time.time()
+    with pytest.raises(cloud.CloudError):
+        cloud_report.report_state_if_due(now=now)
+    assert cloud_report.read_report_state().next_report_at >= now + 120
+    assert not cloud_report.report_state_if_due(now=now + 60)
+    assert cloud_report.report_state_if_due(now=now + 121)
+    assert set(reports(reporting)[-1]) >= FIRST_REPORT_FIELDS  # nothing was accepted before

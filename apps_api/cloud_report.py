@@ -1,0 +1,167 @@
+"""The current state the device reports to the cloud (spec/cloud.md "State report").
+
+Only what changed since the last report the cloud accepted is sent (a two-level diff),
+at most once per 10 s, with metric-only changes at most every 5 minutes; a refused report
+is retried with backoff, honouring `Retry-After`. The update_* flags are never sent, and
+in local mode neither are `apps` and `logs_channel`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "supervisor:cloud:report"
+MIN_REPORT_SECONDS = 10.0
+METRICS_EVERY_SECONDS = 300.0
+ERROR_BACKOFF_BASE_SECONDS = 15.0
+METRIC_FIELDS = frozenset({"cpu_usage", "cpu_temp", "memory_usage", "memory_total", "storage_usage",
+                           "storage_total"})  # fmt: skip
+
+
+@dataclass
+class ReportState:
+    last_reported: dict[str, Any] = field(default_factory=dict)
+    last_report_at: float = 0.0
+    last_metrics_at: float = 0.0
+    next_report_at: float = 0.0
+    failures: int = 0
+
+
+def read_report_state() -> ReportState:
+    from supervisor_site.redis_connection import redis_client
+
+    raw: Any = redis_client().get(STATE_KEY)
+    try:
+        return ReportState(**json.loads(raw)) if raw else ReportState()
+    except (TypeError, ValueError):
+        return ReportState()
+
+
+def _write_report_state(state: ReportState) -> None:
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().set(STATE_KEY, json.dumps(asdict(state)))
+
+
+def current_report(*, local_mode: bool) -> dict[str, Any]:
+    """Everything the device would report now."""
+    from django.conf import settings
+
+    from apps_api.apikeys import get_or_create_global_key
+    from apps_api.device_state import SUPERVISOR_VERSION, host_addresses, os_version, read_snapshot
+
+    snapshot = read_snapshot()
+    ips, macs = host_addresses()
+    report: dict[str, Any] = {
+        "api_port": settings.SUPERVISOR_PORT,
+        "api_secret": get_or_create_global_key().key,
+        "ip_address": ips,
+        "mac_address": macs,
+        "os_version": os_version(),
+        "os_variant": "prod",
+        "supervisor_version": SUPERVISOR_VERSION,
+        "provisioning_progress": None,
+        "provisioning_state": "",
+        "status": "Updating" if snapshot.applying else "Idle",
+        **_metrics(),
+    }
+    if not local_mode:
+        report["logs_channel"] = None
+        report["apps"] = _apps(snapshot)
+    return report
+
+
+def _apps(snapshot: Any) -> dict[str, Any]:
+    from apps_api.device_state import current_commit, update_status
+
+    apps: dict[str, Any] = {}
+    for app in snapshot.target_apps():
+        services = {}
+        for service in app.services:
+            status = snapshot.status_of(app.app_id, service.service_name)
+            entry: dict[str, Any] = {
+                "image": service.image,
+                "status": status.status if status else "Downloading",
+            }
+            if status is not None and status.download_progress is not None:
+                entry["download_progress"] = status.download_progress
+            services[service.service_name] = entry
+        release = {"update_status": update_status(snapshot, app), "services": services}
+        apps[app.app_uuid] = {"releases": {app.commit: release} if app.commit else {}}
+        if commit := current_commit(snapshot, app.app_id):
+            apps[app.app_uuid]["release_uuid"] = commit
+    return apps
+
+
+def _metrics() -> dict[str, Any]:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage("/")
+    metrics: dict[str, Any] = {
+        "cpu_usage": round(psutil.cpu_percent(interval=None)),
+        "memory_usage": (memory.total - memory.available) // (1024 * 1024),
+        "memory_total": memory.total // (1024 * 1024),
+        "storage_usage": disk.used // (1024 * 1024),
+        "storage_total": disk.total // (1024 * 1024),
+    }
+    temperatures: dict[str, list[Any]] = getattr(psutil, "sensors_temperatures", dict)()
+    readings = [t.current for sensors in temperatures.values() for t in sensors if t.current]
+    if readings:
+        metrics["cpu_temp"] = round(max(readings))
+    return metrics
+
+
+def report_diff(current: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `current` that differ from `last`, comparing objects one level down."""
+    diff: dict[str, Any] = {}
+    for key, value in current.items():
+        before = last.get(key)
+        if key in last and value == before:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            diff[key] = {k: v for k, v in value.items() if k not in before or before[k] != v}
+        else:
+            diff[key] = value
+    return diff
+
+
+def report_state_if_due(*, now: float | None = None) -> bool:
+    """Send what changed when a report is due; returns whether one was sent.
+    Raises CloudError when the cloud refused it (the next attempt is then delayed)."""
+    from apps_api.cloud import CloudError, cloud_device, send_state_report
+    from localmode.mode import local_mode_active
+
+    device = cloud_device()
+    if device is None or not device.provisioned:
+        return False
+    now = time.time() if now is None else now
+    state = read_report_state()
+    if now < state.next_report_at or now - state.last_report_at < MIN_REPORT_SECONDS:
+        return False
+    current = current_report(local_mode=local_mode_active())
+    diff = report_diff(current, state.last_reported)
+    if set(diff) <= METRIC_FIELDS and now - state.last_metrics_at < METRICS_EVERY_SECONDS:
+        diff = {}
+    if not diff:
+        return False
+    try:
+        send_state_report(device, diff)
+    except CloudError as exc:
+        state.failures += 1
+        backoff = ERROR_BACKOFF_BASE_SECONDS * 2 ** (state.failures - 1)
+        state.next_report_at = now + max(exc.retry_after or 0.0, backoff)
+        _write_report_state(state)
+        raise
+    state.last_reported = current
+    if set(diff) & METRIC_FIELDS:
+        state.last_metrics_at = now
+    state.last_report_at, state.failures, state.next_report_at = now, 0, 0.0
+    _write_report_state(state)
+    return True
