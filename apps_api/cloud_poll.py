@@ -36,6 +36,8 @@ class PollState:
     etag: str | None = None
     last_success_at: float | None = None
     forced: bool = False
+    first_tick_at: float | None = None
+    """When this device first ticked: the health check's reference before any poll worked."""
 
 
 def read_poll_state() -> PollState:
@@ -71,6 +73,9 @@ def cloud_tick() -> None:
     if device is None:
         return
     state = read_poll_state()
+    if state.first_tick_at is None:
+        state.first_tick_at = time.time()
+        _write_poll_state(state)
     if time.time() >= state.next_poll_at:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
@@ -139,3 +144,20 @@ def poll_interval_seconds() -> float:
 
     loaded = load_target()
     return of_target(loaded[0]) if loaded else device_config(None).poll_interval_ms / 1000
+
+
+def cloud_health_problem(*, now: float | None = None) -> str | None:
+    """Why the cloud side is unhealthy (no target fetched within twice the poll interval),
+    or None; an unmanaged device has no cloud side."""
+    from apps_api.cloud import cloud_device
+
+    if cloud_device() is None:
+        return None
+    state = read_poll_state()
+    since = state.last_success_at or state.first_tick_at
+    if since is None:
+        return None
+    waited = (time.time() if now is None else now) - since
+    if waited > 2 * poll_interval_seconds():
+        return f"no target state fetched for {waited:.0f} s"
+    return None

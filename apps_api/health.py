@@ -27,10 +27,22 @@ def check_docker() -> None:
     ping_engine()
 
 
+class Unhealthy(Exception):
+    pass
+
+
+def check_cloud() -> None:
+    from apps_api.cloud_poll import cloud_health_problem
+
+    if problem := cloud_health_problem():
+        raise Unhealthy(problem)
+
+
 HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
     "docker": check_docker,
+    "cloud": check_cloud,
 }
 
 

@@ -215,3 +215,18 @@ def test_a_refused_report_waits_for_retry_after(reporting: FakeCloud) -> None:
     assert not cloud_report.report_state_if_due(now=now + 60)
     assert cloud_report.report_state_if_due(now=now + 121)
     assert set(reports(reporting)[-1]) >= FIRST_REPORT_FIELDS  # nothing was accepted before
+
+
+def test_health_fails_when_no_target_was_fetched_for_two_intervals(fake_cloud: FakeCloud) -> None:
+    cloud.provision()
+    tick_until_polled()
+    polled_at = cloud_poll.read_poll_state().last_success_at
+    assert polled_at is not None
+    interval = cloud_poll.poll_interval_seconds()
+    assert cloud_poll.cloud_health_problem(now=polled_at + 1.5 * interval) is None
+    problem = cloud_poll.cloud_health_problem(now=polled_at + 2 * interval + 60)
+    assert problem is not None
+    assert problem.startswith("no target state fetched for")
+    fake_cloud.script("GET /device/v3/*/state", Scripted(500, b"down"))
+    tick_until_polled()  # a failed poll does not count as a fetch
+    assert cloud_poll.read_poll_state().last_success_at == polled_at
