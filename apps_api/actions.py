@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apps_api.errors import ActionFailed, BadRequest, Locked, NotFound, PowerActionRefused
+from apps_api.errors import ActionFailed, BadRequest, InternalFailure, Locked, NotFound, PowerActionRefused
 from hostcfg.blink import BLINK_SECONDS
 
 if TYPE_CHECKING:
@@ -265,6 +265,21 @@ def vpn_status() -> dict[str, bool]:
         raise ActionFailed(str(exc)) from exc
     connected = (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
     return {"enabled": enabled, "connected": connected}
+
+
+def device_tags() -> list[dict[str, Any]]:
+    """The device's tags: from the cloud when managed (500 when it cannot be reached), else
+    those kept on the device. Called by: GET /v2/device/tags."""
+    from apps_api.cloud import CloudError, cloud_device, fetch_device_tags
+    from hostcfg.tags import list_tags
+
+    device = cloud_device()
+    if device is None:
+        return list_tags()
+    try:
+        return fetch_device_tags(device)
+    except CloudError as exc:
+        raise InternalFailure(str(exc)) from exc
 
 
 APP_ACTION_TIMEOUT_SECONDS = 300

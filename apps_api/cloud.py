@@ -225,3 +225,30 @@ def send_state_report(device: CloudDevice, fields: dict[str, Any]) -> None:
             f"state report: {response.status_code} {response.reason}",
             retry_after=float(retry_after) if retry_after.isdigit() else None,
         )
+
+
+# --- device tags -------------------------------------------------------------------------
+
+
+def fetch_device_tags(device: CloudDevice) -> list[dict[str, Any]]:
+    """The device's tags as the cloud has them: `[{id, name, value}]`."""
+    if device.device_id is None:
+        raise CloudError("the device is not provisioned yet")
+    query = quote(f"device eq {device.device_id}")
+    url = f"{device.api_endpoint}/v7/device_tag?$select=id,tag_key,value&$filter={query}"
+    with _request("GET", url, key=device.device_api_key) as response:
+        if response.status_code != 200:
+            raise CloudError(f"device tags: {response.status_code} {response.reason}")
+        try:
+            rows = response.json()["d"]
+            return [{"id": row["id"], "name": row["tag_key"], "value": row["value"]} for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CloudError(f"device tags: unexpected answer ({exc})") from exc
+
+
+def send_device_tags(device: CloudDevice, tags: dict[str, str]) -> None:
+    """PATCH the tags that changed; raises CloudError unless 2xx."""
+    url = f"{device.api_endpoint}/device/v3/tags"
+    with _request("PATCH", url, key=device.device_api_key, body={device.uuid: tags}) as response:
+        if not 200 <= response.status_code < 300:
+            raise CloudError(f"device tags report: {response.status_code} {response.reason}")

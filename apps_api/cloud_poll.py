@@ -79,12 +79,13 @@ def cloud_tick() -> None:
     if time.time() >= state.next_poll_at:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
-        from apps_api.cloud_report import report_state_if_due
+        from apps_api.cloud_report import report_state_if_due, report_tags_if_due
 
-        try:
-            report_state_if_due()
-        except CloudError as exc:
-            logger.warning("cloud: %s", exc)
+        for report in (report_state_if_due, report_tags_if_due):
+            try:
+                report()
+            except CloudError as exc:
+                logger.warning("cloud: %s", exc)
 
 
 def _poll_when_due(device: CloudDevice, state: PollState) -> None:

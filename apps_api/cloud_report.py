@@ -165,3 +165,37 @@ def report_state_if_due(*, now: float | None = None) -> bool:
     state.last_report_at, state.failures, state.next_report_at = now, 0, 0.0
     _write_report_state(state)
     return True
+
+
+TAGS_STATE_KEY = "supervisor:cloud:tags"
+
+
+def report_tags_if_due(*, now: float | None = None) -> bool:
+    """Send the tags the cloud has not accepted yet, at most once per 10 s; returns whether
+    some were sent. Raises CloudError when refused (the next attempt is then delayed)."""
+    from apps_api.cloud import CloudError, cloud_device, send_device_tags
+    from hostcfg.tags import mark_reported, unreported_tags
+    from supervisor_site.redis_connection import redis_client
+
+    device = cloud_device()
+    if device is None or not device.provisioned:
+        return False
+    now = time.time() if now is None else now
+    raw: Any = redis_client().get(TAGS_STATE_KEY)
+    state = json.loads(raw) if raw else {"next_at": 0.0, "failures": 0}
+    if now < state["next_at"]:
+        return False
+    tags = unreported_tags()
+    if not tags:
+        return False
+    try:
+        send_device_tags(device, tags)
+    except CloudError as exc:
+        state["failures"] += 1
+        backoff = ERROR_BACKOFF_BASE_SECONDS * 2 ** (state["failures"] - 1)
+        state["next_at"] = now + max(exc.retry_after or 0.0, backoff)
+        redis_client().set(TAGS_STATE_KEY, json.dumps(state))
+        raise
+    mark_reported(tags)
+    redis_client().set(TAGS_STATE_KEY, json.dumps({"next_at": now + MIN_REPORT_SECONDS, "failures": 0}))
+    return True

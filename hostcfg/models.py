@@ -6,10 +6,15 @@ from django.db import models
 
 
 class DeviceTag(models.Model):
-    """A device tag; kept here when the device is unmanaged (the cloud keeps them otherwise)."""
+    """A device tag as set on the device. An unmanaged device keeps its tags here; a managed
+    one also reports them to the cloud, `reported_value` being what the cloud accepted."""
 
     name = models.CharField(max_length=255, unique=True)
     value = models.TextField(blank=True, default="")
+    # null: never accepted, which an accepted empty value must not look like.
+    reported_value = models.TextField(  # noqa: DJ001
+        null=True, blank=True, help_text="the value the cloud last accepted"
+    )
 
     class Meta:
         ordering = ["name"]

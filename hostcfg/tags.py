@@ -1,5 +1,5 @@
-"""Device tags: read and written locally on an unmanaged device (the cloud client takes
-over for managed devices)."""
+"""Device tags: kept on the device; a managed device also reports the ones that changed to
+the cloud (apps_api/cloud_tags.py) and reads them back from it."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def set_tags(tags: dict[str, str]) -> None:
     """Set each given tag to its value; other tags are left as they are."""
     for name, value in tags.items():
         DeviceTag.objects.update_or_create(name=name, defaults={"value": value})
+
+
+def unreported_tags() -> dict[str, str]:
+    """The tags whose value the cloud has not accepted yet."""
+    return {tag.name: tag.value for tag in DeviceTag.objects.all() if tag.reported_value != tag.value}
+
+
+@transaction.atomic
+def mark_reported(tags: dict[str, str]) -> None:
+    """The cloud accepted these values (a tag changed again meanwhile stays unreported)."""
+    for name, value in tags.items():
+        DeviceTag.objects.filter(name=name, value=value).update(reported_value=value)

@@ -239,14 +239,17 @@ class DeviceTagsView(APIView):
 
     @extend_schema(
         summary="The device's tags",
-        responses=answer(200, "The tags stored on the device.", json=DeviceTagsSerializer)
+        responses=answer(
+            200,
+            "From the cloud on a managed device; those kept on the device otherwise.",
+            json=DeviceTagsSerializer,
+        )
         | UNAUTHORIZED
+        | answer(500, "The cloud cannot be reached; `message` says why.", json=FailureSerializer)
         | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        from hostcfg.tags import list_tags
-
-        return Response({"status": "success", "tags": list_tags()})
+        return Response({"status": "success", "tags": actions.device_tags()})
 
     @extend_schema(
         summary="Set device tags",

@@ -230,3 +230,40 @@ def test_health_fails_when_no_target_was_fetched_for_two_intervals(fake_cloud: F
     fake_cloud.script("GET /device/v3/*/state", Scripted(500, b"down"))
     tick_until_polled()  # a failed poll does not count as a fetch
     assert cloud_poll.read_poll_state().last_success_at == polled_at
+
+
+# --- device tags ----------------------------------------------------------------------------
+
+
+def api(method: str, path: str, body: object = None):  # type: ignore[no-untyped-def]
+    key = get_or_create_global_key().key
+    data = json.dumps(body) if body is not None else ""
+    return getattr(Client(), method)(
+        path, data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+
+
+def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: FakeCloud) -> None:
+    from hostcfg.models import DeviceTag
+
+    DeviceTag.objects.all().delete()
+    redis_client().delete(cloud_report.TAGS_STATE_KEY)
+    cloud.provision()
+    uuid = load_device_identity().uuid
+    assert api("patch", "/v2/device/tags", {"room": "kitchen", "floor": "1"}).status_code == 202
+    now = cloud_poll.time.time()
+    assert cloud_report.report_tags_if_due(now=now)
+    assert not cloud_report.report_tags_if_due(now=now + 60)  # nothing new
+    assert api("patch", "/v2/device/tags", {"floor": "2"}).status_code == 202
+    assert not cloud_report.report_tags_if_due(now=now + 1)  # at most once per 10 s
+    assert cloud_report.report_tags_if_due(now=now + 61)
+    sent = [r.body[uuid] for r in fake_cloud.requests_to("PATCH", "/device/v3/tags")]
+    assert sent == [{"floor": "1", "room": "kitchen"}, {"floor": "2"}]
+    fake_cloud.devices[uuid].tags = {"room": "kitchen", "floor": "2"}
+    body = api("get", "/v2/device/tags").json()
+    assert body == {"status": "success", "tags": [{"id": 1, "name": "room", "value": "kitchen"},
+                                                  {"id": 2, "name": "floor", "value": "2"}]}  # fmt: skip
+    fake_cloud.script("GET /v7/device_tag", Scripted(503, b"down"))
+    failed = api("get", "/v2/device/tags")
+    assert failed.status_code == 500
+    assert failed.json()["status"] == "failed"
