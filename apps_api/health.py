@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connection
 
@@ -38,11 +39,34 @@ def check_cloud() -> None:
         raise Unhealthy(problem)
 
 
+def check_engine_progress(*, now: float | None = None) -> None:
+    """A managed device whose apply has run, downloads aside, for more than twice the poll
+    interval is stuck (spec: logs-hostconfig-misc.md "/v1/healthy")."""
+    import time
+
+    from apps_api.apply_status import read_image_progress
+    from apps_api.cloud import cloud_device
+    from apps_api.cloud_poll import poll_interval_seconds
+    from apps_api.engine.apply import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
+    from supervisor_site.redis_connection import redis_client
+
+    if cloud_device() is None:
+        return
+    values: Any = redis_client().mget([APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY])
+    started, downloading = values
+    if started is None or read_image_progress():
+        return
+    busy = (time.time() if now is None else now) - float(started) - float(downloading or 0)
+    if busy > 2 * poll_interval_seconds():
+        raise Unhealthy(f"the apply has been running for {busy:.0f} s")
+
+
 HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
     "docker": check_docker,
     "cloud": check_cloud,
+    "engine": check_engine_progress,
 }
 
 

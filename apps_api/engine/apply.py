@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 APPLY_LOCK_KEY = "supervisor:apply:lock"
 APPLY_REQUEST_KEY = "supervisor:apply:requested"
 APPLY_PREEMPT_KEY = "supervisor:apply:preempt"
+# For the engine health check: when the running apply began, and how long it downloaded.
+APPLY_STARTED_KEY = "supervisor:apply:started-at"
+APPLY_DOWNLOAD_SECONDS_KEY = "supervisor:apply:download-seconds"
 EXCLUSIVE_WAIT_SECONDS = 60
 # Long enough for the longest round (a hand-over waits up to its timeout); renewed each round.
 APPLY_LOCK_SECONDS = 600
@@ -79,9 +82,12 @@ def run_requested_applies() -> bool:
         renewing = threading.Event()
         renewer = threading.Thread(target=_keep_lock, args=(lock, renewing), daemon=True, name="apply-lock")
         renewer.start()
+        client.set(APPLY_STARTED_KEY, time.time())
+        client.delete(APPLY_DOWNLOAD_SECONDS_KEY)
         try:
             preempted = converge().preempted
         finally:
+            client.delete(APPLY_STARTED_KEY)
             renewing.set()
             renewer.join()
             apply_status.set_flags(applying=False)
@@ -452,6 +458,10 @@ class JournalObserver:
             apply_status.set_service_status(step.app_id, step.service_name, None)
         if step.image:
             apply_status.set_image_progress(step.image, None)
+        if step.kind == "fetch":
+            from supervisor_site.redis_connection import redis_client
+
+            redis_client().incrbyfloat(APPLY_DOWNLOAD_SECONDS_KEY, seconds)
         record_step(step.kind, error is None, seconds)
         StepRecord.objects.create(
             kind=step.kind,

@@ -267,3 +267,20 @@ def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: Fa
     failed = api("get", "/v2/device/tags")
     assert failed.status_code == 500
     assert failed.json()["status"] == "failed"
+
+
+def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: FakeCloud) -> None:
+    from apps_api.engine.apply import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
+    from apps_api.health import Unhealthy, check_engine_progress
+
+    interval = cloud_poll.poll_interval_seconds()
+    now = cloud_poll.time.time()
+    redis_client().set(APPLY_STARTED_KEY, now - 3 * interval)
+    try:
+        with pytest.raises(Unhealthy, match="the apply has been running for"):
+            check_engine_progress(now=now)
+        redis_client().set(APPLY_DOWNLOAD_SECONDS_KEY, 2 * interval)  # most of it was downloading
+        check_engine_progress(now=now)
+    finally:
+        redis_client().delete(APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY)
+    check_engine_progress(now=now)  # no apply running
