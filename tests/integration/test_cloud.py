@@ -17,6 +17,7 @@ from apps_api.models import TargetRecord
 from hostcfg.identity import load_device_identity, read_config_json
 from supervisor_site.redis_connection import redis_client
 from supervisor_site.system_services import wait_until
+from tests.conftest import WorkerProcess
 from tests.fake_cloud import FakeCloud, Scripted
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 
@@ -284,3 +285,24 @@ def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: Fa
     finally:
         redis_client().delete(APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY)
     check_engine_progress(now=now)  # no apply running
+
+
+def test_with_the_cloud_down_at_boot_the_stored_target_runs(
+    fake_cloud: FakeCloud, engine: str, celery_worker: WorkerProcess
+) -> None:
+    uuid = load_device_identity().uuid
+    cloud.provision()
+    fake_cloud.set_target(uuid, fleet_document(uuid, engine))
+    tick_until_polled()
+    wait_applied()
+    fake_cloud.stop()
+    # The power goes: the containers are gone, and the device boots without a cloud.
+    for container in supervised_containers().values():
+        container.remove(force=True)
+    celery_worker.stop()
+    celery_worker.start()
+    assert wait_until(lambda: "main" in supervised_containers(), 60), "the stored target was not applied"
+    wait_applied()
+    tick_until_polled()  # the cloud is unreachable: logged, backed off, nothing else changes
+    assert cloud_poll.read_poll_state().failures == 1
+    assert "main" in supervised_containers()
