@@ -32,6 +32,18 @@ class CloudError(Exception):
         self.retry_after = retry_after
 
 
+ERROR_BACKOFF_BASE_SECONDS = 15.0
+
+
+def retry_delay(failures: int, *, cap: float | None = None, retry_after: float | None = None) -> float:
+    """How long to wait after `failures` failures in a row: 15 s doubling each time, at most
+    `cap`, and never less than the cloud's Retry-After."""
+    delay = ERROR_BACKOFF_BASE_SECONDS * 2 ** max(failures - 1, 0)
+    if cap is not None:
+        delay = min(delay, cap)
+    return max(delay, retry_after or 0.0)
+
+
 @dataclass(frozen=True)
 class CloudDevice:
     """What config.json says about this device and its cloud."""
@@ -72,7 +84,13 @@ def cloud_device() -> CloudDevice | None:
 
 
 def _request(
-    method: str, url: str, *, key: str, body: object = None, headers: dict[str, str] | None = None
+    method: str,
+    url: str,
+    *,
+    key: str,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+    stream: bool = False,
 ) -> Any:
     import requests
 
@@ -83,7 +101,7 @@ def _request(
         all_headers["Authorization"] = f"Bearer {key}"
     try:
         return requests.request(
-            method, url, json=body, headers=all_headers, timeout=REQUEST_TIMEOUT_SECONDS, stream=True
+            method, url, json=body, headers=all_headers, timeout=REQUEST_TIMEOUT_SECONDS, stream=stream
         )
     except requests.RequestException as exc:
         raise CloudError(f"{method} {url}: {exc}") from exc
@@ -185,7 +203,8 @@ def fetch_target(device: CloudDevice, *, etag: str | None) -> FetchedTarget:
     and on a body that is not a JSON object or is larger than 10 MB."""
     headers = {"If-None-Match": etag} if etag else {}
     url = f"{device.api_endpoint}/device/v3/{device.uuid}/state"
-    response = _request("GET", url, key=device.device_api_key, headers=headers)
+    # Streamed, so that a huge body is refused before it is all in memory.
+    response = _request("GET", url, key=device.device_api_key, headers=headers, stream=True)
     with response:
         if response.status_code == 304:
             return FetchedTarget(None, etag)

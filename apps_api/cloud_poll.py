@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY = "supervisor:cloud:poll"
 PROVISION_RETRY_SECONDS = 30.0
-ERROR_BACKOFF_BASE_SECONDS = 15.0
 JITTER_SECONDS = 60.0
 
 
@@ -89,7 +88,7 @@ def cloud_tick() -> None:
 
 
 def _poll_when_due(device: CloudDevice, state: PollState) -> None:
-    from apps_api.cloud import CloudError, provision
+    from apps_api.cloud import CloudError, provision, retry_delay
 
     try:
         if not device.provisioned:
@@ -97,8 +96,9 @@ def _poll_when_due(device: CloudDevice, state: PollState) -> None:
         poll_target(state)
     except CloudError as exc:
         state.failures += 1
-        delay = min(poll_interval_seconds(), ERROR_BACKOFF_BASE_SECONDS * 2 ** (state.failures - 1))
-        if not device.provisioned:
+        if device.provisioned:
+            delay = retry_delay(state.failures, cap=poll_interval_seconds())
+        else:
             delay = PROVISION_RETRY_SECONDS
         logger.warning("cloud: %s; retrying in %.0f s", exc, delay)
         state.next_poll_at = time.time() + delay

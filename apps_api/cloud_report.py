@@ -12,20 +12,25 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps_api.cloud import CloudError
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "supervisor:cloud:report"
+TAGS_STATE_KEY = "supervisor:cloud:tags"
 MIN_REPORT_SECONDS = 10.0
 METRICS_EVERY_SECONDS = 300.0
-ERROR_BACKOFF_BASE_SECONDS = 15.0
 METRIC_FIELDS = frozenset({"cpu_usage", "cpu_temp", "memory_usage", "memory_total", "storage_usage",
                            "storage_total"})  # fmt: skip
 
 
 @dataclass
 class ReportState:
+    """The pacing of one kind of report (state, or tags), kept in Redis."""
+
     last_reported: dict[str, Any] = field(default_factory=dict)
     last_report_at: float = 0.0
     last_metrics_at: float = 0.0
@@ -33,20 +38,37 @@ class ReportState:
     failures: int = 0
 
 
-def read_report_state() -> ReportState:
+def read_report_state(key: str = STATE_KEY) -> ReportState:
     from supervisor_site.redis_connection import redis_client
 
-    raw: Any = redis_client().get(STATE_KEY)
+    raw: Any = redis_client().get(key)
     try:
         return ReportState(**json.loads(raw)) if raw else ReportState()
     except (TypeError, ValueError):
         return ReportState()
 
 
-def _write_report_state(state: ReportState) -> None:
+def _write_report_state(state: ReportState, key: str = STATE_KEY) -> None:
     from supervisor_site.redis_connection import redis_client
 
-    redis_client().set(STATE_KEY, json.dumps(asdict(state)))
+    redis_client().set(key, json.dumps(asdict(state)))
+
+
+def _due(state: ReportState, now: float) -> bool:
+    return now >= state.next_report_at and now - state.last_report_at >= MIN_REPORT_SECONDS
+
+
+def _refused(state: ReportState, error: CloudError, now: float, key: str) -> None:
+    from apps_api.cloud import retry_delay
+
+    state.failures += 1
+    state.next_report_at = now + retry_delay(state.failures, retry_after=error.retry_after)
+    _write_report_state(state, key)
+
+
+def _accepted(state: ReportState, now: float, key: str) -> None:
+    state.last_report_at, state.failures, state.next_report_at = now, 0, 0.0
+    _write_report_state(state, key)
 
 
 def current_report(*, local_mode: bool) -> dict[str, Any]:
@@ -143,7 +165,7 @@ def report_state_if_due(*, now: float | None = None) -> bool:
         return False
     now = time.time() if now is None else now
     state = read_report_state()
-    if now < state.next_report_at or now - state.last_report_at < MIN_REPORT_SECONDS:
+    if not _due(state, now):
         return False
     current = current_report(local_mode=local_mode_active())
     diff = report_diff(current, state.last_reported)
@@ -154,36 +176,27 @@ def report_state_if_due(*, now: float | None = None) -> bool:
     try:
         send_state_report(device, diff)
     except CloudError as exc:
-        state.failures += 1
-        backoff = ERROR_BACKOFF_BASE_SECONDS * 2 ** (state.failures - 1)
-        state.next_report_at = now + max(exc.retry_after or 0.0, backoff)
-        _write_report_state(state)
+        _refused(state, exc, now, STATE_KEY)
         raise
     state.last_reported = current
     if set(diff) & METRIC_FIELDS:
         state.last_metrics_at = now
-    state.last_report_at, state.failures, state.next_report_at = now, 0, 0.0
-    _write_report_state(state)
+    _accepted(state, now, STATE_KEY)
     return True
 
 
-TAGS_STATE_KEY = "supervisor:cloud:tags"
-
-
 def report_tags_if_due(*, now: float | None = None) -> bool:
-    """Send the tags the cloud has not accepted yet, at most once per 10 s; returns whether
-    some were sent. Raises CloudError when refused (the next attempt is then delayed)."""
+    """Send the tags the cloud has not accepted yet, paced like the state report; returns
+    whether some were sent. Raises CloudError when refused (the next attempt is then delayed)."""
     from apps_api.cloud import CloudError, cloud_device, send_device_tags
     from hostcfg.tags import mark_reported, unreported_tags
-    from supervisor_site.redis_connection import redis_client
 
     device = cloud_device()
     if device is None or not device.provisioned:
         return False
     now = time.time() if now is None else now
-    raw: Any = redis_client().get(TAGS_STATE_KEY)
-    state = json.loads(raw) if raw else {"next_at": 0.0, "failures": 0}
-    if now < state["next_at"]:
+    state = read_report_state(TAGS_STATE_KEY)
+    if not _due(state, now):
         return False
     tags = unreported_tags()
     if not tags:
@@ -191,11 +204,8 @@ def report_tags_if_due(*, now: float | None = None) -> bool:
     try:
         send_device_tags(device, tags)
     except CloudError as exc:
-        state["failures"] += 1
-        backoff = ERROR_BACKOFF_BASE_SECONDS * 2 ** (state["failures"] - 1)
-        state["next_at"] = now + max(exc.retry_after or 0.0, backoff)
-        redis_client().set(TAGS_STATE_KEY, json.dumps(state))
+        _refused(state, exc, now, TAGS_STATE_KEY)
         raise
     mark_reported(tags)
-    redis_client().set(TAGS_STATE_KEY, json.dumps({"next_at": now + MIN_REPORT_SECONDS, "failures": 0}))
+    _accepted(state, now, TAGS_STATE_KEY)
     return True

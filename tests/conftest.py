@@ -76,6 +76,21 @@ def redis_server(service_log_dir: Path) -> Iterator[str]:
         started.stop()
 
 
+@pytest.fixture
+def managed_device() -> Iterator[None]:
+    """config.json names a cloud (nothing listens there): the device API wants a key."""
+    from hostcfg.identity import load_device_identity, read_config_json, write_config_json
+
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    load_device_identity()
+    original = read_config_json(path)
+    write_config_json(path, {**original, "apiEndpoint": "http://127.0.0.1:9"})
+    try:
+        yield
+    finally:
+        write_config_json(path, original)
+
+
 @pytest.fixture(scope="session")
 def host_bus_daemon() -> Iterator[HostBus]:
     bus = HostBus(Path(settings.SUPERVISOR_DBUS_ADDRESS.removeprefix("unix:path=")))

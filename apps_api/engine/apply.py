@@ -346,8 +346,9 @@ def _wait_for_retry(seconds: float, record_pk: int) -> None:
             return
 
 
-def lock_override(target: TargetState) -> bool:
-    """Device config SUPERVISOR_OVERRIDE_LOCK (any of its prefixes and legacy names)."""
+def lock_override(target: TargetState | None) -> bool:
+    """Device config SUPERVISOR_OVERRIDE_LOCK (any of its prefixes and legacy names); off
+    without a target."""
     from apps_api.engine.device_config_steps import device_config
 
     return device_config(target).lock_override

@@ -36,7 +36,7 @@ def change_host_config(patch: HostConfigPatch) -> HostConfigChange:
 
     host_root = Path(settings.SUPERVISOR_HOST_ROOT)
     loaded = load_target()
-    forced = patch.force or (loaded is not None and lock_override(loaded[0]))
+    forced = patch.force or lock_override(loaded[0] if loaded else None)
     app_ids = sorted({service.app_id for service in read_current_state().services})
     with update_locks().locked(host_root, app_ids, force=forced):
         change = write_host_config(

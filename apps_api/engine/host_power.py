@@ -52,7 +52,7 @@ def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], N
 
     host_root = Path(settings.SUPERVISOR_HOST_ROOT)
     loaded = load_target()
-    forced = force or (loaded is not None and lock_override(loaded[0]))
+    forced = force or lock_override(loaded[0] if loaded else None)
     if not forced and host_update_in_progress(host_root):
         raise UpdatesLocked("Waiting for Host OS update to finish")
     if not dbus.logind_available():

@@ -18,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 
 from apps_api.engine import docker as engine
+from hostcfg.atomic_file import write_file_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,4 @@ def _write(container_ids: set[str]) -> None:
     if not container_ids:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(sorted(container_ids)))
-    temporary.replace(path)
+    write_file_atomically(path, json.dumps(sorted(container_ids)))

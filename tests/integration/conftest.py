@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -153,23 +152,6 @@ def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
     )
     yield web
     stop_web(web)
-
-
-@pytest.fixture
-def managed_device() -> Iterator[None]:
-    """config.json names a cloud (nothing listens there): API keys are checked."""
-    from django.conf import settings
-
-    path = Path(settings.SUPERVISOR_CONFIG_JSON)
-    original = path.read_text() if path.exists() else None
-    config = json.loads(original) if original else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**config, "apiEndpoint": "http://127.0.0.1:9"}))
-    yield
-    if original is None:
-        path.unlink()
-    else:
-        path.write_text(original)
 
 
 def lock_dir(service: str, app_id: int = 1) -> Path:

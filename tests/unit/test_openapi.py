@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.test import Client
@@ -17,7 +16,6 @@ from drf_spectacular.generators import SchemaGenerator
 
 from apps_api.api.urls import urlpatterns
 from apps_api.device_state import SUPERVISOR_VERSION
-from hostcfg.identity import load_device_identity, read_config_json, write_config_json
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC_PATHS = {"/ping", "/v1/healthy", "/metrics"}
@@ -93,19 +91,6 @@ def test_key_can_come_from_the_query_or_the_authorization_header(schema: dict[st
     assert {"type": "http", "scheme": "bearer"}.items() <= schemes["bearerHeader"].items()
     # Either one alone is enough.
     assert schema["paths"]["/v1/device"]["get"]["security"] == [{"apikeyQuery": []}, {"bearerHeader": []}]
-
-
-@pytest.fixture
-def managed_device() -> Iterator[None]:
-    """config.json with an apiEndpoint: the device API wants a key."""
-    path = Path(settings.SUPERVISOR_CONFIG_JSON)
-    load_device_identity()
-    original = read_config_json(path)
-    write_config_json(path, {**original, "apiEndpoint": "http://127.0.0.1:9"})
-    try:
-        yield
-    finally:
-        write_config_json(path, original)
 
 
 @pytest.mark.django_db  # without a key, the device's local-mode setting is read from its target
