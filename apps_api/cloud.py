@@ -1,5 +1,6 @@
 """The balena-compatible cloud client, and the only module that speaks HTTP to the cloud
-(spec/cloud.md): provisioning, and the target-state poll.
+(spec/cloud.md): provisioning, the target-state poll, the state and tag reports, and the
+log stream.
 
 Every call is synchronous and bounded by the API request timeout; the worker runs them
 from the cloud tick (apps_api/tasks.py), so the device API never waits on the cloud.
@@ -56,6 +57,7 @@ class CloudDevice:
     device_type: str
     device_id: int | None
     registered_at: str | None
+    logs_endpoint: str = ""
 
     @property
     def provisioned(self) -> bool:
@@ -80,7 +82,14 @@ def cloud_device() -> CloudDevice | None:
         device_type=str(data.get("deviceType") or ""),
         device_id=int(device_id) if isinstance(device_id, int | str) and str(device_id).isdigit() else None,
         registered_at=str(data["registered_at"]) if data.get("registered_at") else None,
+        logs_endpoint=str(data.get("logsEndpoint") or "").rstrip("/"),
     )
+
+
+def user_agent() -> str:
+    from apps_api.device_state import SUPERVISOR_VERSION, os_version
+
+    return f"Supervisor/{SUPERVISOR_VERSION} (Linux; {os_version() or 'unknown'}; prod)"
 
 
 def _request(
@@ -94,9 +103,7 @@ def _request(
 ) -> Any:
     import requests
 
-    from apps_api.device_state import SUPERVISOR_VERSION
-
-    all_headers = {"User-Agent": f"Supervisor/{SUPERVISOR_VERSION} (Linux; unknown; prod)", **(headers or {})}
+    all_headers = {"User-Agent": user_agent(), **(headers or {})}
     if key:
         all_headers["Authorization"] = f"Bearer {key}"
     try:
@@ -271,3 +278,74 @@ def send_device_tags(device: CloudDevice, tags: dict[str, str]) -> None:
     with _request("PATCH", url, key=device.device_api_key, body={device.uuid: tags}) as response:
         if not 200 <= response.status_code < 300:
             raise CloudError(f"device tags report: {response.status_code} {response.reason}")
+
+
+# --- log stream --------------------------------------------------------------------------
+
+
+class LogStream:
+    """One long-lived `POST /device/v2/<uuid>/log-stream`: a chunked body of gzip NDJSON,
+    each write flushed so the cloud can read it at once. The cloud answers only to refuse
+    the stream, so any answer (or the connection closing) is an error; `finish()` ends the
+    body when the stream has been idle. Raises CloudError on any failure."""
+
+    def __init__(self, device: CloudDevice) -> None:
+        import http.client
+        import zlib
+        from urllib.parse import urlsplit
+
+        url = urlsplit(f"{device.logs_endpoint or device.api_endpoint}/device/v2/{device.uuid}/log-stream")
+        secure = url.scheme == "https"
+        connection_class = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+        self._connection = connection_class(url.netloc, timeout=REQUEST_TIMEOUT_SECONDS)
+        self._gzip = zlib.compressobj(wbits=31)  # 31: a gzip header and trailer
+        self._sync_flush = zlib.Z_SYNC_FLUSH
+        try:
+            self._connection.putrequest("POST", url.path, skip_accept_encoding=True)
+            for name, value in (
+                ("User-Agent", user_agent()),
+                ("Authorization", f"Bearer {device.device_api_key}"),
+                ("Content-Type", "application/x-ndjson"),
+                ("Content-Encoding", "gzip"),
+                ("Transfer-Encoding", "chunked"),
+            ):
+                self._connection.putheader(name, value)
+            self._connection.endheaders()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise CloudError(f"log stream: {exc}") from exc
+
+    def write(self, ndjson: bytes) -> None:
+        compressed = self._gzip.compress(ndjson) + self._gzip.flush(self._sync_flush)
+        self._send_chunk(compressed)
+
+    def answered(self) -> bool:
+        """Whether the cloud answered (or closed the connection): the stream is over."""
+        import select
+
+        sock = self._connection.sock
+        return sock is None or bool(select.select([sock], [], [], 0)[0])
+
+    def finish(self) -> None:
+        """End the body (the stream was idle) and read the cloud's answer."""
+        import http.client
+
+        self._send_chunk(self._gzip.flush())
+        try:
+            self._connection.send(b"0\r\n\r\n")
+            self._connection.getresponse().read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise CloudError(f"log stream: {exc}") from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def _send_chunk(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self._connection.send(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError as exc:
+            raise CloudError(f"log stream: {exc}") from exc

@@ -11,63 +11,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from apps_api.logs import LOGS_GROUP, LogBatch, system_record
+from apps_api.logs import LOGS_GROUP, LogBatch, LogSequencer
 
 FIRST_LINE = '{"message":"Streaming logs","isSystem":true}\n'
 LOCAL_MODE_CHECK_SECONDS = 2.0
 # channels_redis forgets a group member after a day (group_expiry): join again well before.
 GROUP_REJOIN_SECONDS = 3600.0
-
-
-def suppressed_line(count: int) -> str:
-    return system_record(f"Warning: Suppressed {count} message(s) due to high load").as_json()
-
-
-class LogSequencer:
-    """Tracks, per publisher, the index of the next record a stream expects, and per
-    container output stream the last line delivered.
-
-    A batch that starts past the expected index means the channel layer dropped batches
-    for this stream (it was too slow): the stream says how many records were suppressed.
-    A batch that starts before it overlaps what was delivered (replayed from the store),
-    and a container line at or before its stream's last one was published twice (by a
-    collector that restarted): both are skipped.
-    """
-
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-        self._last_ns: dict[str, int] = {}
-        self._replayed: set[str] = set()
-
-    def take(self, batch: LogBatch, *, since_ms: int | None = None, replay: bool = False) -> list[str]:
-        """The lines of `batch` to deliver (the first may report suppressed records).
-        `since_ms`: deliver only records stamped at or after it (but count them all)."""
-        lines: list[str] = []
-        expected = self._next.get(batch.publisher)
-        skip = 0
-        if expected is not None:
-            skip = max(0, expected - batch.first)
-            if batch.first > expected and batch.publisher not in self._replayed:
-                lines.append(suppressed_line(batch.first - expected))
-        if replay:
-            self._replayed.add(batch.publisher)
-        else:
-            # What the store did not hold (persistent logging was off, or a batch was being
-            # written while it was read) was never this stream's to lose.
-            self._replayed.discard(batch.publisher)
-        self._next[batch.publisher] = max(expected or 0, batch.first + len(batch.lines))
-        last_ns = self._last_ns
-        for line, stamp, cursor in zip(
-            batch.lines[skip:], batch.stamps[skip:], batch.cursors[skip:], strict=True
-        ):
-            if cursor is not None:
-                key, nanos = cursor
-                if nanos <= last_ns.get(key, 0):
-                    continue
-                last_ns[key] = nanos
-            if since_ms is None or stamp >= since_ms:
-                lines.append(line)
-        return lines
 
 
 class LocalModeGate:

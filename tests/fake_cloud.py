@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,6 +26,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (time.monotonic)."""
 
 
 @dataclass
@@ -59,6 +62,9 @@ class FakeCloud:
         self.scripts: dict[str, list[Scripted]] = {}
         """"METHOD /path/pattern" → answers used (and removed) before the normal behaviour."""
         self.log_lines: list[dict[str, Any]] = []
+        """The records uploaded to any log stream, in the order they arrived."""
+        self.log_streams_ended = 0
+        """Log streams whose body the device ended (after being idle)."""
         self._lock = threading.Lock()
         self._next_id = 100
         self._server: ThreadingHTTPServer | None = None
@@ -124,6 +130,9 @@ class FakeCloud:
     # --- serving ---------------------------------------------------------------------------
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        if method == "POST" and _matches("/device/v2/*/log-stream", handler.path):
+            self._log_stream(handler)
+            return
         length = int(handler.headers.get("Content-Length") or 0)
         if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raw = _read_chunked(handler)
@@ -146,6 +155,39 @@ class FakeCloud:
             return
         status, payload, headers = self._route(method, path, dict(handler.headers.items()), body)
         self._answer(handler, status, payload, headers)
+
+    def _log_stream(self, handler: BaseHTTPRequestHandler) -> None:
+        """Read a long-lived gzip NDJSON body as it comes, answering only when it ends (or
+        at once, to refuse it, when scripted to)."""
+        headers = dict(handler.headers.items())
+        with self._lock:
+            self.received.append(Received("POST", handler.path, headers, b""))
+            scripted = self._take_script("POST", handler.path)
+        key = headers.get("Authorization", "").removeprefix("Bearer ")
+        if scripted is None and not any(d.api_key == key for d in self.devices.values()):
+            scripted = Scripted(401, b"Unauthorized")
+        if scripted is not None:
+            time.sleep(scripted.delay)
+            handler.close_connection = True
+            self._answer(handler, scripted.status, scripted.body, scripted.headers)
+            return
+        decompressor = zlib.decompressobj(wbits=31)
+        partial = b""
+        while True:
+            size_line = handler.rfile.readline()
+            if not size_line:
+                return  # the device went away
+            size = int(size_line.strip() or b"0", 16)
+            data = handler.rfile.read(size) if size else b""
+            handler.rfile.readline()
+            *lines, partial = (partial + decompressor.decompress(data)).split(b"\n")
+            with self._lock:
+                self.log_lines.extend(json.loads(line) for line in lines)
+            if size == 0:
+                break
+        with self._lock:
+            self.log_streams_ended += 1
+        self._answer(handler, 201, b"", {})
 
     def _take_script(self, method: str, path: str) -> Scripted | None:
         for route, answers in self.scripts.items():

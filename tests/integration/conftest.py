@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from supervisor_site.system_services import wait_until
+from tests.fake_cloud import FakeCloud
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -160,3 +162,35 @@ def lock_dir(service: str, app_id: int = 1) -> Path:
     return (
         Path(settings.SUPERVISOR_HOST_ROOT) / "tmp" / "balena-supervisor" / "services" / str(app_id) / service
     )
+
+
+@pytest.fixture
+def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
+    """A fake cloud, and a device whose config.json points at it with a provisioning key."""
+    from django.conf import settings
+
+    from apps_api import cloud_poll
+    from hostcfg.identity import load_device_identity, read_config_json
+    from supervisor_site.redis_connection import redis_client
+
+    config_json = Path(settings.SUPERVISOR_CONFIG_JSON)
+    fake = FakeCloud()
+    fake.start()
+    original = config_json.read_text() if config_json.exists() else None
+    identity = load_device_identity()
+    config = {
+        k: v for k, v in read_config_json(config_json).items() if k not in ("deviceId", "registered_at")
+    }
+    config.update(
+        apiEndpoint=fake.url, apiKey=fake.provisioning_key, applicationId="1", deviceType="genericx86-64-ext"
+    )
+    config_json.write_text(json.dumps(config))
+    redis_client().delete(cloud_poll.STATE_KEY)
+    assert identity.uuid
+    yield fake
+    fake.stop()
+    redis_client().delete(cloud_poll.STATE_KEY)
+    if original is None:
+        config_json.unlink()
+    else:
+        config_json.write_text(original)

@@ -26,31 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CONFIG_JSON = Path(settings.SUPERVISOR_CONFIG_JSON)
 
 
-@pytest.fixture
-def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
-    """A fake cloud, and a device whose config.json points at it with a provisioning key."""
-    fake = FakeCloud()
-    fake.start()
-    original = CONFIG_JSON.read_text() if CONFIG_JSON.exists() else None
-    identity = load_device_identity()
-    config = {
-        k: v for k, v in read_config_json(CONFIG_JSON).items() if k not in ("deviceId", "registered_at")
-    }
-    config.update(
-        apiEndpoint=fake.url, apiKey=fake.provisioning_key, applicationId="1", deviceType="genericx86-64-ext"
-    )
-    CONFIG_JSON.write_text(json.dumps(config))
-    redis_client().delete(cloud_poll.STATE_KEY)
-    assert identity.uuid
-    yield fake
-    fake.stop()
-    redis_client().delete(cloud_poll.STATE_KEY)
-    if original is None:
-        CONFIG_JSON.unlink()
-    else:
-        CONFIG_JSON.write_text(original)
-
-
 def fleet_document(uuid: str, image: str, *, commit: str = "c0ffee", release: int = 5) -> dict[str, Any]:
     composition = {"command": ["sleep", "100000"], "stop_signal": "SIGKILL"}
     environment = {"RELEASE": str(release)}

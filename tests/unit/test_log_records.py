@@ -13,10 +13,10 @@ from apps_api.logs import (
     EncodedRecord,
     LogBatch,
     LogRecord,
+    LogSequencer,
     parse_docker_time,
     parse_timestamped_line,
 )
-from localmode.log_follow import LogSequencer
 
 STREAM = "0123456789ab:out"
 

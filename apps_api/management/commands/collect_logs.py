@@ -4,16 +4,23 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from apps_api.cloud_logs import CloudLogUploader
 from apps_api.log_collector import POSITIONS_FILE, LogCollector
 
 
 class Command(BaseCommand):
-    help = "Follow the output of supervised containers and publish it to the log streams."
+    help = (
+        "Follow the output of supervised containers and publish it to the log streams; "
+        "upload the logs to the cloud when the device is managed."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
         collector = LogCollector(positions_path=Path(settings.SUPERVISOR_DATA_DIR) / POSITIONS_FILE)
+        uploader = CloudLogUploader()
+        uploader.start()
         # Both end the collector the same way: what was read is published and the
         # positions saved, so that the next run resumes without a gap or a repeat.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: collector.stop())
         collector.run()
+        uploader.stop()

@@ -1,0 +1,210 @@
+"""Logs uploaded to the fake cloud (tests/fake_cloud.py) over a real long-lived HTTP stream."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apps_api import cloud, cloud_logs
+from apps_api.cloud_logs import CloudLogUploader
+from apps_api.logs import LogPublisher, LogRecord, system_record
+from apps_api.target import parse_cloud_target
+from apps_api.target_store import store_target
+from hostcfg.identity import load_device_identity
+from supervisor_site.system_services import wait_until
+from tests.fake_cloud import FakeCloud, Scripted
+from tests.integration.conftest import PROJECT_DIR, agent_environment
+from tests.integration.test_log_collector import LABELS, RunningCollector, containers  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOG_STREAM = "POST /device/v2/*/log-stream"
+
+
+@pytest.fixture
+def provisioned(fake_cloud: FakeCloud) -> FakeCloud:
+    assert cloud.provision()
+    return fake_cloud
+
+
+@pytest.fixture
+def group(redis_server: str) -> str:
+    return f"test-cloud-logs-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def publisher(group: str) -> LogPublisher:
+    return LogPublisher(group=group, persist=lambda: False)
+
+
+@pytest.fixture
+def start_uploader(group: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., CloudLogUploader]]:
+    """Uploaders on this test's group, quick to start sending and to notice config changes."""
+    monkeypatch.setattr(cloud_logs, "ENABLED_CHECK_SECONDS", 0.2)
+    started: list[CloudLogUploader] = []
+
+    def start(**options: Any) -> CloudLogUploader:
+        uploader = CloudLogUploader(group=group, **{"start_delay": 0.2, "reconnect_base": 0.3, **options})
+        uploader.start()
+        assert uploader.joined.wait(10)
+        started.append(uploader)
+        return uploader
+
+    yield start
+    for uploader in started:
+        uploader.stop()
+
+
+def uploaded_messages(fake: FakeCloud) -> list[str]:
+    return [record["message"] for record in fake.log_lines]
+
+
+def publish_until_uploaded(publisher: LogPublisher, fake: FakeCloud, message: str) -> None:
+    """Publish `message` until the cloud got it: the uploader turns on a moment after it starts."""
+    for _ in range(100):
+        publisher.publish(system_record(message))
+        if wait_until(lambda: message in uploaded_messages(fake), timeout=0.5):
+            return
+    pytest.fail(f"{message!r} never reached the cloud; it got {uploaded_messages(fake)}")
+
+
+def test_container_output_and_system_messages_reach_the_cloud(
+    provisioned: FakeCloud,
+    group: str,
+    publisher: LogPublisher,
+    start_uploader: Callable[..., CloudLogUploader],
+    containers: Callable[..., Any],  # noqa: F811
+    busybox_image: str,
+) -> None:
+    start_uploader()
+    publish_until_uploaded(publisher, provisioned, "ready")
+    collector = RunningCollector(group)
+    try:
+        containers("echo hello; echo oops >&2; head -c 12000 /dev/zero | tr '\\0' x; echo")
+        assert wait_until(lambda: sum("serviceId" in r for r in provisioned.log_lines) >= 3, timeout=20)
+    finally:
+        collector.stop()
+    publisher.publish(system_record("Killing service 'talker'"))
+    assert wait_until(lambda: "Killing service 'talker'" in uploaded_messages(provisioned), timeout=10)
+
+    by_message = {record["message"]: record for record in provisioned.log_lines}
+    hello, oops = by_message["hello"], by_message["oops"]
+    assert set(hello) == {"message", "timestamp", "isStdErr", "serviceId"}
+    assert (hello["isStdErr"], hello["serviceId"], oops["isStdErr"], oops["serviceId"]) == (False, 7, True, 7)
+    assert abs(hello["timestamp"] - time.time() * 1000) < 60_000
+    # Lines over 10 000 characters are cut there and marked.
+    assert "x" * 10_000 + "[...]" in by_message
+    system = by_message["Killing service 'talker'"]
+    assert (system["isSystem"], system["isStdErr"], "serviceId" in system) == (True, False, False)
+
+    (stream, *_) = provisioned.requests_to("POST", "/device/v2/*/log-stream")
+    device = load_device_identity()
+    assert stream.path == f"/device/v2/{device.uuid}/log-stream"
+    assert stream.headers["Authorization"] == f"Bearer {device.device_api_key}"
+    assert stream.headers["Content-Type"] == "application/x-ndjson"
+    assert stream.headers["Content-Encoding"] == "gzip"
+    assert stream.headers["Transfer-Encoding"] == "chunked"
+    # One long-lived stream carried it all.
+    assert len(provisioned.requests_to("POST", "/device/v2/*/log-stream")) == 1
+
+
+def test_a_refused_stream_is_retried_with_growing_delays_and_drops_are_reported(
+    provisioned: FakeCloud, publisher: LogPublisher, start_uploader: Callable[..., CloudLogUploader]
+) -> None:
+    uploader = start_uploader()
+    wait_until(lambda: uploader.uploading, timeout=10)
+    provisioned.script(LOG_STREAM, *[Scripted(500, b"no")] * 3)
+    publisher.publish(system_record("first"))
+    assert wait_until(lambda: bool(provisioned.requests_to("POST", "/device/v2/*/log-stream")), timeout=10)
+    # 400 records of 1 000 characters: more than the 256 KB the uploader keeps meanwhile.
+    for index in range(400):
+        publisher.publish(LogRecord(message=f"{index:04d}" + "y" * 996, timestamp=1_000 + index))
+    assert publisher.flush(10)
+
+    assert wait_until(lambda: any("Suppressed" in m for m in uploaded_messages(provisioned)), timeout=20)
+    messages = uploaded_messages(provisioned)
+    kept = [m[:4] for m in messages[1:-1]]
+    assert messages[0] == "first"
+    assert 0 < len(kept) < 400
+    assert kept == [f"{i:04d}" for i in range(len(kept))]
+    assert messages[-1] == f"Warning: Suppressed {400 - len(kept)} message(s) due to high load"
+
+    # Three refusals, then the stream that carried the logs; 0.3 s, 0.6 s, 1.2 s between them.
+    started = [r for r in provisioned.received if r.path.endswith("/log-stream")]
+    assert len(started) == 4
+    stamps = [r.at for r in started]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert [gap >= least for gap, least in zip(gaps, (0.3, 0.6, 1.2), strict=True)] == [True] * 3, gaps
+
+
+def test_an_idle_stream_is_ended_and_a_new_one_opened_for_new_logs(
+    provisioned: FakeCloud, publisher: LogPublisher, start_uploader: Callable[..., CloudLogUploader]
+) -> None:
+    start_uploader(idle_seconds=0.5)
+    publish_until_uploaded(publisher, provisioned, "before")
+    assert wait_until(lambda: provisioned.log_streams_ended == 1, timeout=10)
+    publisher.publish(system_record("after"))
+    assert wait_until(lambda: "after" in uploaded_messages(provisioned), timeout=10)
+    assert uploaded_messages(provisioned).count("after") == 1
+    assert len(provisioned.requests_to("POST", "/device/v2/*/log-stream")) == 2
+
+
+def test_nothing_is_uploaded_while_log_control_is_off(
+    provisioned: FakeCloud, publisher: LogPublisher, start_uploader: Callable[..., CloudLogUploader]
+) -> None:
+    device_uuid = load_device_identity().uuid
+
+    def target(config: dict[str, str]) -> None:
+        store_target(parse_cloud_target({device_uuid: {"name": "d", "config": config, "apps": {}}},
+                                        device_uuid=device_uuid))  # fmt: skip
+
+    target({"SUPERVISOR_LOG_CONTROL": "false"})
+    uploader = start_uploader()
+    publisher.publish(system_record("while off"))
+    assert publisher.flush(10)
+    time.sleep(1)  # the uploader reads the record (in milliseconds) while still off, and drops it
+    target({"SUPERVISOR_LOG_CONTROL": "true"})
+    assert wait_until(lambda: uploader.uploading, timeout=10)
+    publish_until_uploaded(publisher, provisioned, "when on")
+    assert "while off" not in uploaded_messages(provisioned)
+
+
+def test_the_collector_process_uploads_container_output(
+    provisioned: FakeCloud,
+    containers: Callable[..., Any],
+    busybox_image: str,
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    """`manage.py collect_logs` (the Procfile's `logs` process) with its real timings: the
+    stream opens on the first line and sends 5 s later."""
+    from django.conf import settings
+
+    containers("while true; do echo tick; sleep 1; done")
+    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+    env = agent_environment(
+        data_dir,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        SUPERVISOR_TEST_DATA_DIR=str(data_dir),
+        SUPERVISOR_TEST_REDIS_URL=settings.REDIS_URL,
+    )
+    with open(tmp_path / "collect_logs.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "collect_logs"], cwd=PROJECT_DIR, env=env,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert wait_until(lambda: "tick" in uploaded_messages(provisioned), timeout=30), (
+            tmp_path / "collect_logs.log"
+        ).read_text()
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert {r.get("serviceId") for r in provisioned.log_lines if r["message"] == "tick"} == {7}
