@@ -58,6 +58,7 @@ class CloudDevice:
     device_id: int | None
     registered_at: str | None
     logs_endpoint: str = ""
+    initial_device_name: str = ""
 
     @property
     def provisioned(self) -> bool:
@@ -83,6 +84,7 @@ def cloud_device() -> CloudDevice | None:
         device_id=int(device_id) if isinstance(device_id, int | str) and str(device_id).isdigit() else None,
         registered_at=str(data["registered_at"]) if data.get("registered_at") else None,
         logs_endpoint=str(data.get("logsEndpoint") or "").rstrip("/"),
+        initial_device_name=str(data.get("initialDeviceName") or ""),
     )
 
 
@@ -193,6 +195,22 @@ def _record_provisioning(device_id: int) -> None:
         data.setdefault("registered_at", int(datetime.now(UTC).timestamp() * 1000))
         data.pop("apiKey", None)
         write_config_json(path, data)
+
+
+def send_config_variable(device: CloudDevice, name: str, value: str) -> None:
+    """Create one of the device's config variables in the cloud."""
+    body = {"device": device.device_id, "name": name, "value": value}
+    url = f"{device.api_endpoint}/v7/device_config_variable"
+    with _request("POST", url, key=device.device_api_key, body=body) as response:
+        if not 200 <= response.status_code < 300:
+            raise CloudError(f"config variable {name}: {response.status_code} {response.reason}")
+
+
+def send_device_name(device: CloudDevice, name: str) -> None:
+    url = f"{device.api_endpoint}/v7/device({device.device_id})"
+    with _request("PATCH", url, key=device.device_api_key, body={"device_name": name}) as response:
+        if not 200 <= response.status_code < 300:
+            raise CloudError(f"device name: {response.status_code} {response.reason}")
 
 
 # --- target state ------------------------------------------------------------------------

@@ -119,6 +119,7 @@ def poll_target(state: PollState) -> None:
     fetched = fetch_target(device, etag=state.etag)
     forced, state.forced = state.forced, False
     if fetched.document is None:
+        _report_initial_config(device, None)
         if forced:  # /v1/update on an unchanged target: apply it again
             request_apply(force=True)
             apply_target_state.delay()
@@ -129,6 +130,8 @@ def poll_target(state: PollState) -> None:
             system_log(f"Ignoring an invalid target state from the cloud: {exc}", is_stderr=True)
             fetched = type(fetched)(None, None)
         else:
+            # Before the target is applied: it works out what the target would reset.
+            _report_initial_config(device, dict(target.config))
             cancel_running_apply("cancel")
             set_target_state(target, force=forced)
     state.etag = fetched.etag
@@ -136,6 +139,16 @@ def poll_target(state: PollState) -> None:
     state.last_success_at = time.time()
     state.next_poll_at = state.last_success_at + poll_interval_seconds() + random.uniform(0, JITTER_SECONDS)  # noqa: S311
     _write_poll_state(state)
+
+
+def _report_initial_config(device: CloudDevice, target_config: dict[str, str] | None) -> None:
+    from apps_api.cloud import CloudError
+    from apps_api.cloud_report import report_initial_config
+
+    try:
+        report_initial_config(device, target_config)
+    except CloudError as exc:
+        logger.warning("cloud: initial configuration not reported yet (%s); retrying at the next poll", exc)
 
 
 def poll_interval_seconds() -> float:

@@ -12,10 +12,11 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from apps_api.cloud import CloudError
+    from apps_api.cloud import CloudDevice, CloudError
 
 logger = logging.getLogger(__name__)
 
@@ -209,3 +210,48 @@ def report_tags_if_due(*, now: float | None = None) -> bool:
     mark_reported(tags)
     _accepted(state, now, TAGS_STATE_KEY)
     return True
+
+
+# --- what a newly provisioned device tells the cloud once -------------------------------
+
+INITIAL_CONFIG_FILE = "cloud-initial-config.json"
+
+
+def report_initial_config(device: CloudDevice, target_config: dict[str, str] | None) -> None:
+    """Once per cloud (api endpoint): create in the cloud the config variables whose current
+    values the target would otherwise reset, and name the device from config.json's
+    initialDeviceName (spec/cloud.md "Provisioning" step 4).
+
+    Worked out on the first target fetched from this cloud, before it is applied, and kept
+    in the data dir until each part was accepted: a refusal (CloudError, raised) is retried
+    on the next poll, with `target_config` None."""
+    from django.conf import settings
+
+    from apps_api.cloud import send_config_variable, send_device_name
+    from apps_api.engine.device_config_steps import applied_device_config
+    from hostcfg.atomic_file import write_file_atomically
+    from hostcfg.device_config import initial_config_variables
+
+    path = Path(settings.SUPERVISOR_DATA_DIR) / INITIAL_CONFIG_FILE
+    try:
+        pending = json.loads(path.read_text())
+    except (OSError, ValueError):
+        pending = {}
+    if pending.get("endpoint") != device.api_endpoint:
+        if target_config is None:
+            return
+        pending = {
+            "endpoint": device.api_endpoint,
+            "variables": initial_config_variables(applied_device_config(), target_config),
+            "device_name": device.initial_device_name,
+        }
+        write_file_atomically(path, json.dumps(pending))
+    while pending["variables"]:
+        name, value = next(iter(pending["variables"].items()))
+        send_config_variable(device, name, value)
+        del pending["variables"][name]
+        write_file_atomically(path, json.dumps(pending))
+    if pending["device_name"]:
+        send_device_name(device, pending["device_name"])
+        pending["device_name"] = ""
+        write_file_atomically(path, json.dumps(pending))

@@ -219,6 +219,22 @@ def filled_target_config(raw: Mapping[str, str], *, managed: bool) -> dict[str, 
     return filled
 
 
+def initial_config_variables(current: Mapping[str, str], target: Mapping[str, str]) -> dict[str, str]:
+    """The config variables a newly provisioned device creates in the cloud (spec/cloud.md
+    "Provisioning" step 4), named `RESIN_<KEY>`: its current values that differ from the
+    managed default and that the cloud's target does not set. Local mode is never carried
+    into the cloud and the VPN never turned off from here: those two count as their
+    defaults whatever they are."""
+    defaults = {setting.key: setting.default for setting in _SETTINGS}
+    forced = {_LOCAL_MODE: "false", "SUPERVISOR_VPN_CONTROL": "true"}
+    targeted = normalise_config(target)
+    return {
+        f"RESIN_{key}": value
+        for key, value in ((key, forced.get(key, value)) for key, value in normalise_config(current).items())
+        if key not in targeted and value != defaults.get(key)
+    }
+
+
 # --- config.txt ------------------------------------------------------------------------
 
 

@@ -221,7 +221,8 @@ class FakeCloud:
         if method == "POST" and bare == "/v7/device_config_variable":
             device.config_variables[str(body.get("name"))] = str(body.get("value"))
             return 201, b"{}", {}
-        if method == "PATCH" and bare.startswith("/v7/device("):
+        if method == "PATCH" and bare == f"/v7/device({device.device_id})":
+            device.name = str(body.get("device_name", device.name))
             return 200, b"OK", {}
         if method == "GET" and bare == "/v7/device_tag":
             tags = [{"id": i, "tag_key": k, "value": v} for i, (k, v) in enumerate(device.tags.items(), 1)]

@@ -122,6 +122,12 @@ def _switch_vpn(*, on: bool) -> None:
         system_log(f"Could not {'start' if on else 'stop'} the VPN due to '{exc}'", is_stderr=True)
 
 
+def applied_device_config() -> dict[str, str]:
+    """The config (canonical names) last applied to the host; empty before any."""
+    config = _read_applied().get("config")
+    return {str(k): str(v) for k, v in config.items()} if isinstance(config, dict) else {}
+
+
 def _applied_path() -> Path:
     return Path(settings.SUPERVISOR_DATA_DIR) / APPLIED_CONFIG_FILE
 

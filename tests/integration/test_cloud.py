@@ -83,6 +83,48 @@ def test_the_target_is_polled_with_its_etag_and_applied(fake_cloud: FakeCloud, e
     assert "RELEASE=6" in supervised_containers()["main"].attrs["Config"]["Env"]
 
 
+def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
+    fake_cloud: FakeCloud, engine: str
+) -> None:
+    """Provisioning step 4: current values the cloud's target would reset become config
+    variables of the device (once per cloud, retried when refused), and
+    initialDeviceName names it."""
+    from apps_api.engine.device_config_steps import applied_device_config, apply_device_config
+    from apps_api.target import parse_local_target
+
+    uuid = load_device_identity().uuid
+    ran_locally = {
+        "SUPERVISOR_POLL_INTERVAL": "600000",
+        "SUPERVISOR_DELTA": "true",
+        "SUPERVISOR_VPN_CONTROL": "false",
+    }
+    apply_device_config(parse_local_target({"local": {"name": "d", "config": ran_locally, "apps": {}}}))
+    assert applied_device_config() == ran_locally
+    config = read_config_json(CONFIG_JSON)
+    CONFIG_JSON.write_text(json.dumps({**config, "initialDeviceName": "kitchen-sensor"}))
+    cloud.provision()
+    cloud_config = {"RESIN_SUPERVISOR_DELTA": "false"}
+    fake_cloud.set_target(uuid, {uuid: {"name": "kitchen-sensor", "config": cloud_config, "apps": {}}})
+    fake_cloud.script("POST /v7/device_config_variable", Scripted(500, b"busy"))
+    tick_until_polled()
+    assert cloud_poll.read_poll_state().etag is not None  # the target was taken all the same
+    assert fake_cloud.devices[uuid].config_variables == {}
+    tick_until_polled()  # 304, and the variable is sent again
+
+    device = fake_cloud.devices[uuid]
+    assert device.config_variables == {"RESIN_SUPERVISOR_POLL_INTERVAL": "600000"}
+    assert device.name == "kitchen-sensor"
+    sent = fake_cloud.requests_to("POST", "/v7/device_config_variable")[-1]
+    assert sent.body == {
+        "device": device.device_id,
+        "name": "RESIN_SUPERVISOR_POLL_INTERVAL",
+        "value": "600000",
+    }
+    tick_until_polled()
+    assert len(fake_cloud.requests_to("POST", "/v7/device_config_variable")) == 2
+    assert len(fake_cloud.requests_to("PATCH", f"/v7/device({device.device_id})")) == 1
+
+
 @pytest.mark.parametrize(
     "answer",
     [

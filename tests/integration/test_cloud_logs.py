@@ -179,9 +179,9 @@ def test_nothing_is_uploaded_while_log_control_is_off(
 
 def test_the_collector_process_uploads_container_output(
     provisioned: FakeCloud,
-    containers: Callable[..., Any],
+    containers: Callable[..., Any],  # noqa: F811
     busybox_image: str,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """`manage.py collect_logs` (the Procfile's `logs` process) with its real timings: the
     stream opens on the first line and sends 5 s later."""

@@ -12,6 +12,7 @@ from hostcfg.device_config import (
     DeviceConfig,
     device_config_from,
     filled_target_config,
+    initial_config_variables,
     normalise_config,
     reboot_breadcrumb_pending,
     set_reboot_breadcrumb,
@@ -321,6 +322,38 @@ dtparam=audio=on
    # indented comment
 hdmi_force_hotplug=1
 """
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "expected"),
+    [
+        ({}, {}, {}),
+        # Defaults are not sent; what differs is, under the RESIN_ name the cloud uses.
+        (
+            {"SUPERVISOR_POLL_INTERVAL": "900000", "BALENA_SUPERVISOR_POLL_INTERVAL": "600000"},
+            {},
+            {"RESIN_SUPERVISOR_POLL_INTERVAL": "600000"},
+        ),
+        (
+            {"HOST_CONFIG_gpu_mem": "16", "SUPERVISOR_DELTA": "true"},
+            {},
+            {"RESIN_HOST_CONFIG_gpu_mem": "16", "RESIN_SUPERVISOR_DELTA": "true"},
+        ),
+        # What the cloud's target sets already, under any spelling, is the cloud's.
+        (
+            {"HOST_CONFIG_gpu_mem": "16", "SUPERVISOR_DELTA": "true"},
+            {"RESIN_SUPERVISOR_DELTA": "false"},
+            {"RESIN_HOST_CONFIG_gpu_mem": "16"},
+        ),
+        # Local mode is left behind and the VPN never turned off.
+        ({"SUPERVISOR_LOCAL_MODE": "true", "SUPERVISOR_VPN_CONTROL": "false"}, {}, {}),
+        ({"UNKNOWN": "1"}, {}, {}),
+    ],
+)
+def test_initial_config_variables_are_the_non_default_values_the_target_lacks(
+    current: dict[str, str], target: dict[str, str], expected: dict[str, str]
+) -> None:
+    assert initial_config_variables(current, target) == expected
 
 
 def test_gpu_mem_lands_in_config_txt_with_the_other_lines_kept(tmp_path: Path) -> None:
