@@ -197,6 +197,20 @@ def _record_provisioning(device_id: int) -> None:
         write_config_json(path, data)
 
 
+def cloud_reachable(device: CloudDevice, *, timeout: float) -> bool:
+    """Whether a TCP connection to the cloud API's host and port opens."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(device.api_endpoint)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def send_config_variable(device: CloudDevice, name: str, value: str) -> None:
     """Create one of the device's config variables in the cloud."""
     body = {"device": device.device_id, "name": name, "value": value}

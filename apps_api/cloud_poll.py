@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 STATE_KEY = "supervisor:cloud:poll"
 PROVISION_RETRY_SECONDS = 30.0
 JITTER_SECONDS = 60.0
+CONNECTIVITY_CHECK_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -37,6 +40,9 @@ class PollState:
     forced: bool = False
     first_tick_at: float | None = None
     """When this device first ticked: the health check's reference before any poll worked."""
+    reachable: bool | None = None
+    """The last connectivity check's result; None while the check is off."""
+    connectivity_checked_at: float = 0.0
 
 
 def read_poll_state() -> PollState:
@@ -75,6 +81,8 @@ def cloud_tick() -> None:
     if state.first_tick_at is None:
         state.first_tick_at = time.time()
         _write_poll_state(state)
+    if time.time() - state.connectivity_checked_at >= CONNECTIVITY_CHECK_SECONDS:
+        _check_connectivity(device, state)
     if time.time() >= state.next_poll_at:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
@@ -85,6 +93,32 @@ def cloud_tick() -> None:
                 report()
             except CloudError as exc:
                 logger.warning("cloud: %s", exc)
+
+
+def _check_connectivity(device: CloudDevice, state: PollState) -> None:
+    """Every 10 s, unless SUPERVISOR_CONNECTIVITY_CHECK is off: can the device reach its
+    cloud's API? While the VPN is up it can (the check pauses). The LED shows when not."""
+    from django.conf import settings
+
+    from apps_api.actions import VPN_CONNECTED_FLAG
+    from apps_api.cloud import cloud_reachable
+    from apps_api.engine.device_config_steps import device_config
+    from apps_api.target_store import load_target
+    from hostcfg.blink import show_no_connectivity
+
+    loaded = load_target()
+    if not device_config(loaded[0] if loaded else None).connectivity_check:
+        reachable = None
+    elif (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists():
+        reachable = True
+    else:
+        reachable = cloud_reachable(device, timeout=CONNECT_TIMEOUT_SECONDS)
+    if reachable is False and state.reachable is not False:
+        logger.warning("cloud: %s is not reachable", device.api_endpoint)
+    show_no_connectivity(Path(settings.SUPERVISOR_LED_FILE), on=reachable is False)
+    state.reachable = reachable
+    state.connectivity_checked_at = time.time()
+    _write_poll_state(state)
 
 
 def _poll_when_due(device: CloudDevice, state: PollState) -> None:
@@ -161,8 +195,8 @@ def poll_interval_seconds() -> float:
 
 
 def cloud_health_problem(*, now: float | None = None) -> str | None:
-    """Why the cloud side is unhealthy (no target fetched within twice the poll interval),
-    or None; an unmanaged device has no cloud side."""
+    """Why the cloud side is unhealthy (the connectivity check fails, or no target was
+    fetched within twice the poll interval), or None; an unmanaged device has no cloud side."""
     from apps_api.cloud import cloud_device
 
     if cloud_device() is None:
@@ -171,6 +205,8 @@ def cloud_health_problem(*, now: float | None = None) -> str | None:
     since = state.last_success_at or state.first_tick_at
     if since is None:
         return None
+    if state.reachable is False:
+        return "the cloud API is not reachable"
     waited = (time.time() if now is None else now) - since
     if waited > 2 * poll_interval_seconds():
         return f"no target state fetched for {waited:.0f} s"

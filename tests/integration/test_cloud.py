@@ -250,6 +250,37 @@ def test_health_fails_when_no_target_was_fetched_for_two_intervals(fake_cloud: F
     assert cloud_poll.read_poll_state().last_success_at == polled_at
 
 
+def test_health_follows_the_connectivity_check_which_the_vpn_pauses(
+    fake_cloud: FakeCloud, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cloud_poll, "CONNECTIVITY_CHECK_SECONDS", 0.0)
+    led = Path(settings.SUPERVISOR_LED_FILE)
+    led.write_text("0")
+    cloud.provision()
+    tick_until_polled()
+    assert cloud_poll.read_poll_state().reachable is True
+    assert Client().get("/v1/healthy").status_code == 200
+
+    fake_cloud.stop()  # nothing listens on its port any more
+    cloud_poll.cloud_tick()
+    assert cloud_poll.read_poll_state().reachable is False
+    unhealthy = Client().get("/v1/healthy")
+    assert unhealthy.status_code == 500
+    assert "the cloud API is not reachable" in unhealthy.content.decode()
+    assert wait_until(lambda: led.read_text() == "1", timeout=5)  # the "no connectivity" pattern
+
+    vpn_flag = Path(settings.SUPERVISOR_HOST_ROOT) / "run/openvpn/vpn_status/active"
+    vpn_flag.parent.mkdir(parents=True, exist_ok=True)
+    vpn_flag.touch()
+    try:
+        cloud_poll.cloud_tick()
+        assert cloud_poll.read_poll_state().reachable is True
+        assert cloud_poll.cloud_health_problem() is None
+        assert wait_until(lambda: led.read_text() == "0", timeout=5)  # the pattern ended
+    finally:
+        vpn_flag.unlink()
+
+
 # --- device tags ----------------------------------------------------------------------------
 
 
