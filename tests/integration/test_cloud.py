@@ -149,6 +149,25 @@ def test_a_bad_answer_is_not_applied_and_polling_backs_off(fake_cloud: FakeCloud
     assert cloud_poll.read_poll_state().failures == 0
 
 
+def test_a_cloud_failing_for_a_while_is_polled_ever_less_often_then_recovers(
+    fake_cloud: FakeCloud, engine: str
+) -> None:
+    cloud.provision()
+    fake_cloud.script("GET /device/v3/*/state", *[Scripted(500, b"down")] * 4)
+    waits = []
+    for _ in range(4):
+        asked_at = cloud_poll.time.time()
+        tick_until_polled()
+        waits.append(cloud_poll.read_poll_state().next_poll_at - asked_at)
+    # 15 s doubling per failure; the poll interval (the default 15 min) is far off.
+    assert [15 * 2**n <= wait < 15 * 2**n + 5 for n, wait in enumerate(waits)] == [True] * 4, waits
+    assert cloud_poll.read_poll_state().failures == 4
+    tick_until_polled()
+    state = cloud_poll.read_poll_state()
+    assert state.failures == 0
+    assert state.next_poll_at - state.last_success_at >= cloud_poll.poll_interval_seconds()  # type: ignore[operator]
+
+
 def test_an_invalid_target_is_ignored_and_the_apps_keep_running(fake_cloud: FakeCloud, engine: str) -> None:
     uuid = load_device_identity().uuid
     cloud.provision()
