@@ -227,6 +227,27 @@ def send_device_name(device: CloudDevice, name: str) -> None:
             raise CloudError(f"device name: {response.status_code} {response.reason}")
 
 
+def fetch_application_uuid(device: CloudDevice, app_id: int) -> str:
+    """The uuid of an application known by its id (a v2 apps.json names apps by id)."""
+    key = device.device_api_key if device.provisioned else device.provisioning_key
+    url = f"{device.api_endpoint}/v7/application({app_id})?$select=uuid"
+    with _request("GET", url, key=key) as response:
+        if response.status_code != 200:
+            raise CloudError(f"application {app_id}: {response.status_code} {response.reason}")
+        try:
+            return str(response.json()["d"][0]["uuid"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise CloudError(f"application {app_id}: unexpected answer ({exc})") from exc
+
+
+def pin_device_to_release(device: CloudDevice, release_id: int) -> None:
+    url = f"{device.api_endpoint}/v7/device({device.device_id})"
+    body = {"is_pinned_on__release": release_id}
+    with _request("PATCH", url, key=device.device_api_key, body=body) as response:
+        if not 200 <= response.status_code < 300:
+            raise CloudError(f"pinning to release {release_id}: {response.status_code} {response.reason}")
+
+
 # --- target state ------------------------------------------------------------------------
 
 

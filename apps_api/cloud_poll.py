@@ -83,12 +83,16 @@ def cloud_tick() -> None:
         _write_poll_state(state)
     if time.time() - state.connectivity_checked_at >= CONNECTIVITY_CHECK_SECONDS:
         _check_connectivity(device, state)
+    from apps_api.preload import load_preloaded_apps
+
+    load_preloaded_apps()  # again, when a v2 apps.json waited for the cloud to name its apps
     if time.time() >= state.next_poll_at:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
         from apps_api.cloud_report import report_state_if_due, report_tags_if_due
+        from apps_api.preload import pin_to_preloaded_release
 
-        for report in (report_state_if_due, report_tags_if_due):
+        for report in (pin_to_preloaded_release, report_state_if_due, report_tags_if_due):
             try:
                 report()
             except CloudError as exc:

@@ -17,10 +17,12 @@ def apply_target_state() -> bool:
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
     from apps_api.engine.temporary_stops import start_temporarily_stopped
+    from apps_api.preload import load_preloaded_apps
 
     # One worker drives the device: an apply lock it finds is a killed worker's leftover.
     clear_stale_apply_lock()
     start_temporarily_stopped()
+    load_preloaded_apps()
     request_apply()
     apply_target_state.delay()
 

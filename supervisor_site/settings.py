@@ -27,6 +27,7 @@ SUPERVISOR_BOOT_ROOT = _path(env.str("SUPERVISOR_BOOT_ROOT", default=str(SUPERVI
 SUPERVISOR_CONFIG_JSON = _path(
     env.str("SUPERVISOR_CONFIG_JSON", default=str(SUPERVISOR_BOOT_ROOT / "config.json"))
 )
+SUPERVISOR_APPS_JSON = _path(env.str("SUPERVISOR_APPS_JSON", default=str(SUPERVISOR_DATA_DIR / "apps.json")))
 SUPERVISOR_DATABASE = _path(
     env.str("SUPERVISOR_DATABASE", default=str(SUPERVISOR_DATA_DIR / "supervisor.sqlite3"))
 )

@@ -50,6 +50,7 @@ class FakeDevice:
     name: str = ""
     config_variables: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    pinned_release: int | None = None
 
 
 class FakeCloud:
@@ -117,6 +118,11 @@ class FakeCloud:
             etag = f'"{abs(hash(body)) % 10**12}-{len(self.targets)}-{time.monotonic_ns()}"'
             self.targets[uuid] = (etag, body)
         return etag
+
+    @staticmethod
+    def application_uuid(app_id: int) -> str:
+        """The uuid the fake gives the application with this id."""
+        return f"{app_id:08d}" + "a" * 24
 
     def script(self, route: str, *answers: Scripted) -> None:
         """Answer the next requests matching `route` ("GET /device/v3/*/state") with these."""
@@ -208,6 +214,11 @@ class FakeCloud:
         if method == "POST" and (match := re.fullmatch(r"/api-key/device/(\d+)/device-key", bare)):
             return self._exchange_key(key, int(match.group(1)), body)
         device = next((d for d in self.devices.values() if d.api_key == key), None)
+        if method == "GET" and (match := re.fullmatch(r"/v7/application\((\d+)\)", bare)):
+            if device is None and key != self.provisioning_key:
+                return 401, b"Unauthorized", {}
+            found = json.dumps({"d": [{"uuid": self.application_uuid(int(match.group(1)))}]})
+            return 200, found.encode(), {"Content-Type": "application/json"}
         if device is None:
             return 401, b"Unauthorized", {}
         if method == "GET" and (match := re.fullmatch(r"/device/v3/([^/]+)/state", bare)):
@@ -223,6 +234,7 @@ class FakeCloud:
             return 201, b"{}", {}
         if method == "PATCH" and bare == f"/v7/device({device.device_id})":
             device.name = str(body.get("device_name", device.name))
+            device.pinned_release = body.get("is_pinned_on__release", device.pinned_release)
             return 200, b"OK", {}
         if method == "GET" and bare == "/v7/device_tag":
             tags = [{"id": i, "tag_key": k, "value": v} for i, (k, v) in enumerate(device.tags.items(), 1)]

@@ -1,0 +1,110 @@
+"""Apps preloaded into the device image with an apps.json (target-state.md "apps.json preload")."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from apps_api import cloud, cloud_poll
+from apps_api.models import TargetRecord
+from apps_api.preload import load_preloaded_apps
+from apps_api.target_store import load_target
+from hostcfg.identity import load_device_identity
+from supervisor_site.system_services import wait_until
+from tests.conftest import WorkerProcess
+from tests.fake_cloud import FakeCloud
+from tests.integration.engine_helpers import supervised_containers, wait_applied
+from tests.integration.test_cloud import fleet_document, tick_until_polled
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def apps_json() -> Iterator[Path]:
+    path = Path(settings.SUPERVISOR_APPS_JSON)
+    preloaded = path.with_name("apps.json.preloaded")
+    yield path
+    path.unlink(missing_ok=True)
+    preloaded.unlink(missing_ok=True)
+
+
+def v3_apps_json(image: str, *, pin: bool = False) -> dict[str, Any]:
+    device = fleet_document("device", image)["device"]
+    return {"config": device["config"], "apps": device["apps"], "pinDevice": pin}
+
+
+def v2_apps_json(image: str) -> dict[str, Any]:
+    service = {"serviceName": "main", "image": image, "imageId": 70, "environment": {}, "labels": {},
+               "command": ["sleep", "100000"], "stop_signal": "SIGKILL"}  # fmt: skip
+    app = {"name": "fleetapp", "commit": "c0ffee", "releaseId": 5, "services": {"7": service}}
+    return {"config": {}, "apps": {"3": app}, "pinDevice": True}
+
+
+def test_a_worker_starting_with_an_apps_json_runs_the_preloaded_release(
+    apps_json: Path, engine: str, celery_worker: WorkerProcess
+) -> None:
+    apps_json.write_text(json.dumps(v3_apps_json(engine)))
+    celery_worker.stop()
+    celery_worker.start()
+    assert wait_until(lambda: "main" in supervised_containers(), 60), "the preloaded release did not start"
+    wait_applied()
+    assert not apps_json.exists()
+    assert json.loads(apps_json.with_name("apps.json.preloaded").read_text()) == v3_apps_json(engine)
+    labels = supervised_containers()["main"].labels
+    assert (labels["io.balena.app-uuid"], labels["io.balena.app-id"]) == ("fleetuuid", "3")
+    stored = TargetRecord.objects.count()
+    assert not load_preloaded_apps()  # loaded once
+    assert TargetRecord.objects.count() == stored
+
+
+def test_a_v2_preload_on_a_new_device_gets_app_uuids_and_its_pin_from_the_cloud(
+    apps_json: Path, fake_cloud: FakeCloud, engine: str
+) -> None:
+    apps_json.write_text(json.dumps(v2_apps_json(engine)))
+    assert load_preloaded_apps()  # not provisioned yet: the provisioning key asks for the uuid
+    loaded = load_target()
+    assert loaded is not None
+    assert [app.app_uuid for app in loaded[0].apps] == [FakeCloud.application_uuid(3)]
+    wait_applied()
+    assert "main" in supervised_containers()
+
+    cloud_poll.request_poll_now(force=False)
+    cloud_poll.cloud_tick()  # provisions, then pins the device to the preloaded release
+    device = fake_cloud.devices[load_device_identity().uuid]
+    assert device.pinned_release == 5
+    cloud_poll.cloud_tick()
+    assert len([r for r in fake_cloud.requests_to("PATCH", "/v7/device(*)")
+                if "is_pinned_on__release" in r.body]) == 1  # fmt: skip
+
+
+def test_an_apps_json_that_does_not_validate_is_left_and_nothing_applied(
+    apps_json: Path, engine: str
+) -> None:
+    document = v3_apps_json(engine)
+    document["apps"]["fleetuuid"]["releases"]["c0ffee"]["services"]["main"]["environment"] = {"1X": "y"}
+    apps_json.write_text(json.dumps(document))
+    stored = TargetRecord.objects.count()
+    assert not load_preloaded_apps()
+    assert apps_json.exists()
+    assert TargetRecord.objects.count() == stored
+
+
+def test_a_provisioned_device_with_a_target_ignores_an_apps_json(
+    apps_json: Path, fake_cloud: FakeCloud, engine: str
+) -> None:
+    uuid = load_device_identity().uuid
+    cloud.provision()
+    fake_cloud.set_target(uuid, fleet_document(uuid, engine, commit="beef01"))
+    tick_until_polled()
+    wait_applied()
+    apps_json.write_text(json.dumps(v3_apps_json(engine)))
+    assert not load_preloaded_apps()
+    assert apps_json.exists()
+    loaded = load_target()
+    assert loaded is not None
+    assert loaded[0].apps[0].commit == "beef01"
