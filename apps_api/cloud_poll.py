@@ -79,7 +79,12 @@ def cloud_tick() -> None:
         return
     state = read_poll_state()
     if state.first_tick_at is None:
+        from apps_api.actions import instant_updates_enabled
+
         state.first_tick_at = time.time()
+        if device.provisioned and not instant_updates_enabled():
+            # spec/cloud.md: with instant updates off, the first poll waits one interval.
+            state.next_poll_at = state.first_tick_at + poll_interval_seconds()
         _write_poll_state(state)
     if time.time() - state.connectivity_checked_at >= CONNECTIVITY_CHECK_SECONDS:
         _check_connectivity(device, state)

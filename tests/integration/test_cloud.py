@@ -149,6 +149,23 @@ def test_a_bad_answer_is_not_applied_and_polling_backs_off(fake_cloud: FakeCloud
     assert cloud_poll.read_poll_state().failures == 0
 
 
+def test_without_instant_updates_the_first_poll_waits_one_interval(
+    fake_cloud: FakeCloud, engine: str
+) -> None:
+    uuid = load_device_identity().uuid
+    cloud.provision()
+    fake_cloud.set_target(uuid, {uuid: {"name": "d", "config": {"SUPERVISOR_INSTANT_UPDATE_TRIGGER": "false"},
+                                        "apps": {}}})  # fmt: skip
+    tick_until_polled()
+    wait_applied()
+    polls = len(fake_cloud.requests_to("GET", "/device/v3/*/state"))
+    redis_client().delete(cloud_poll.STATE_KEY)  # the supervisor starts again
+    booted_at = cloud_poll.time.time()
+    cloud_poll.cloud_tick()
+    assert len(fake_cloud.requests_to("GET", "/device/v3/*/state")) == polls
+    assert cloud_poll.read_poll_state().next_poll_at >= booted_at + cloud_poll.poll_interval_seconds()
+
+
 def test_a_cloud_failing_for_a_while_is_polled_ever_less_often_then_recovers(
     fake_cloud: FakeCloud, engine: str
 ) -> None:
