@@ -38,10 +38,12 @@ system-packages:
 	fi
 
 # What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins,
-# socat to expose the engine on 127.0.0.1:2375 to the balena CLI (which the tests get from npm).
+# socat to expose the engine on 127.0.0.1:2375 to the balena CLI (which the tests get from npm),
+# openssl to make the certificate of the fake cloud served over TLS.
 test-packages:
 	@missing=""; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
 	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	if [ -n "$$missing" ]; then \

@@ -147,7 +147,10 @@ def _register(device: CloudDevice) -> int:
         "POST", f"{device.api_endpoint}/device/register", key=device.provisioning_key, body=body
     )
     if response.status_code == 201:
-        return int(response.json()["id"])
+        try:
+            return int(response.json()["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CloudError(f"registering: unexpected answer ({exc})") from exc
     if response.status_code == 409:  # this uuid exists already: exchange keys
         return _exchange_key(device)
     raise CloudError(f"registering: {response.status_code} {response.text[:200]}")
@@ -158,8 +161,11 @@ def _find_device_id(device: CloudDevice, key: str) -> int | None:
     response = _request("GET", f"{device.api_endpoint}/v7/device?$select=id&$filter={query}", key=key)
     if response.status_code != 200:
         return None
-    found = response.json().get("d") or []
-    return int(found[0]["id"]) if found else None
+    try:
+        found = response.json().get("d") or []
+        return int(found[0]["id"]) if found else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CloudError(f"looking the device up: unexpected answer ({exc})") from exc
 
 
 def _exchange_key(device: CloudDevice) -> int:
@@ -167,22 +173,37 @@ def _exchange_key(device: CloudDevice) -> int:
     if (device_id := _find_device_id(device, device.device_api_key)) is not None:
         return device_id
     device_id = _find_device_id(device, device.provisioning_key)
-    if device_id is None:
-        raise CloudError(f"device {device.uuid} exists but cannot be found with the provisioning key")
-    response = _request(
-        "POST",
-        f"{device.api_endpoint}/api-key/device/{device_id}/device-key",
-        key=device.provisioning_key,
-        body={"apiKey": device.device_api_key},
+    if device_id is not None:
+        response = _request(
+            "POST",
+            f"{device.api_endpoint}/api-key/device/{device_id}/device-key",
+            key=device.provisioning_key,
+            body={"apiKey": device.device_api_key},
+        )
+        if response.status_code == 200:
+            return device_id
+    # The uuid is someone else's (another fleet's device): start afresh under a new one.
+    _regenerate_identity()
+    raise CloudError(
+        f"device {device.uuid} exists and its key cannot be exchanged; registering under a new uuid"
     )
-    if response.status_code != 200:
-        raise CloudError(f"exchanging the device key: {response.status_code} {response.text[:200]}")
-    return device_id
 
 
 def _check_device_key(device: CloudDevice, device_id: int) -> None:
     if _find_device_id(device, device.device_api_key) != device_id:
         _exchange_key(device)
+
+
+def _regenerate_identity() -> None:
+    from hostcfg.identity import config_json_lock, new_device_secret, read_config_json, write_config_json
+
+    path = Path(settings.SUPERVISOR_CONFIG_JSON)
+    with config_json_lock(path):
+        data = read_config_json(path)
+        data.update(uuid=new_device_secret(), deviceApiKey=new_device_secret())
+        for stale in ("deviceId", "registered_at"):
+            data.pop(stale, None)
+        write_config_json(path, data)
 
 
 def _record_provisioning(device_id: int) -> None:
@@ -216,7 +237,8 @@ def send_config_variable(device: CloudDevice, name: str, value: str) -> None:
     body = {"device": device.device_id, "name": name, "value": value}
     url = f"{device.api_endpoint}/v7/device_config_variable"
     with _request("POST", url, key=device.device_api_key, body=body) as response:
-        if not 200 <= response.status_code < 300:
+        # 409: it exists already (set by a user, or sent before and the answer lost).
+        if not (200 <= response.status_code < 300 or response.status_code == 409):
             raise CloudError(f"config variable {name}: {response.status_code} {response.reason}")
 
 
@@ -375,9 +397,25 @@ class LogStream:
     def answered(self) -> bool:
         """Whether the cloud answered (or closed the connection): the stream is over."""
         import select
+        import ssl
 
         sock = self._connection.sock
-        return sock is None or bool(select.select([sock], [], [], 0)[0])
+        if sock is None:
+            return True
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        # Readable is not answered: TLS 1.3 servers send session tickets after the
+        # handshake, which the TLS layer takes in without a byte for us.
+        sock.setblocking(False)
+        try:
+            sock.recv(1)  # b"" when closed, the answer's first byte otherwise
+            return True
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.settimeout(REQUEST_TIMEOUT_SECONDS)
 
     def finish(self) -> None:
         """End the body (the stream was idle) and read the cloud's answer."""

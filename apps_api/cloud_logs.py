@@ -10,6 +10,7 @@ what does not fit is dropped and reported as one system message once sending res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -184,23 +185,27 @@ class CloudLogUploader:
         channel = await layer.new_channel()
         sequencer = LogSequencer()
         joined_at = -GROUP_REJOIN_SECONDS
-        while not self._stopping.is_set():
-            try:
-                if time.monotonic() - joined_at >= GROUP_REJOIN_SECONDS:
-                    await layer.group_add(self._group, channel)
-                    joined_at = time.monotonic()
-                    self.joined.set()
-                message = await layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("cloud logs: could not read the log group (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            lines = sequencer.take(LogBatch.from_message(message))
-            if self._enabled:
-                for line in lines:
-                    self.pending.add(cloud_log_line(line))
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if time.monotonic() - joined_at >= GROUP_REJOIN_SECONDS:
+                        await layer.group_add(self._group, channel)
+                        joined_at = time.monotonic()
+                        self.joined.set()
+                    # Bounded, so that a device quiet for a day still joins again in time.
+                    message = await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN_SECONDS / 2)
+                    lines = sequencer.take(LogBatch.from_message(message))
+                    if self._enabled:
+                        for line in lines:
+                            self.pending.add(cloud_log_line(line))
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    logger.warning("cloud logs: could not read the log group (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(self._group, channel)
 
     # --- from the buffer to the cloud --------------------------------------------------------
 
@@ -218,23 +223,24 @@ class CloudLogUploader:
 
         failures = 0
         while not self._stopping.is_set():
-            if not self._refresh_enabled():
-                self._stopping.wait(ENABLED_CHECK_SECONDS)
-                continue
-            if not self.pending.wait(ENABLED_CHECK_SECONDS):
-                continue
-            device = cloud_device()
-            if device is None:
-                continue
             opened_at = time.monotonic()
             try:
+                if not self._refresh_enabled():
+                    self._stopping.wait(ENABLED_CHECK_SECONDS)
+                    continue
+                if not self.pending.wait(ENABLED_CHECK_SECONDS) or (device := cloud_device()) is None:
+                    continue
+                opened_at = time.monotonic()
                 self._stream(device)
                 failures = 0
-            except CloudError as exc:
+            except Exception as exc:
                 # A stream that had been working for a while starts the backoff afresh.
                 failures = 1 if time.monotonic() - opened_at >= self._idle_seconds else failures + 1
                 delay = reconnect_delay(failures, base=self._reconnect_base)
-                logger.warning("cloud logs: %s; reconnecting in %.0f s", exc, delay)
+                if isinstance(exc, CloudError):
+                    logger.warning("cloud logs: %s; reconnecting in %.0f s", exc, delay)
+                else:
+                    logger.exception("cloud logs: upload failed; trying again in %.0f s", delay)
                 self._stopping.wait(delay)
 
     def _stream(self, device: CloudDevice) -> None:

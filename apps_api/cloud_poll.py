@@ -9,6 +9,7 @@ and the device keeps running what it runs. POST /v1/update asks for a poll at on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "supervisor:cloud:poll"
+POLL_NOW_KEY = "supervisor:cloud:poll-now"
+TICK_LOCK_KEY = "supervisor:cloud:tick"
+TICK_LOCK_SECONDS = 600.0
+"""Longer than a tick can take: a few requests of at most 59 s each."""
 PROVISION_RETRY_SECONDS = 30.0
 JITTER_SECONDS = 60.0
 CONNECTIVITY_CHECK_SECONDS = 10.0
@@ -62,22 +67,47 @@ def _write_poll_state(state: PollState) -> None:
 
 
 def request_poll_now(*, force: bool) -> None:
-    """The next tick polls at once; `force` makes that apply override update locks."""
-    state = read_poll_state()
-    state.next_poll_at = 0.0
-    state.forced = state.forced or force
-    _write_poll_state(state)
+    """The next tick polls at once; `force` makes that apply override update locks.
+    A key of its own, taken by the tick: a tick running meanwhile cannot write it away."""
+    from supervisor_site.redis_connection import redis_client
+
+    if force:
+        redis_client().set(POLL_NOW_KEY, "force")
+    else:
+        redis_client().set(POLL_NOW_KEY, "now", nx=True)  # never weakens a forced request
 
 
 def cloud_tick() -> None:
     """Provision (until that works), poll the target and report the state, each when due.
-    Never raises for cloud trouble: it is logged, and the next attempt backs off."""
-    from apps_api.cloud import CloudError, cloud_device
+    Never raises for cloud trouble: it is logged, and the next attempt backs off. One
+    tick at a time: one that finds another running (a slow cloud) does nothing."""
+    from redis.exceptions import LockError
+
+    from apps_api.cloud import cloud_device
+    from supervisor_site.redis_connection import redis_client
 
     device = cloud_device()
     if device is None:
         return
+    lock = redis_client().lock(TICK_LOCK_KEY, timeout=TICK_LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        return
+    try:
+        _tick(device)
+    finally:
+        with contextlib.suppress(LockError):  # it outlived its timeout: no longer ours
+            lock.release()
+
+
+def _tick(device: CloudDevice) -> None:
+    from apps_api.cloud import CloudError, cloud_device
+    from supervisor_site.redis_connection import redis_client
+
     state = read_poll_state()
+    asked: Any = redis_client().getdel(POLL_NOW_KEY)
+    if asked:
+        state.next_poll_at = 0.0
+        state.forced = state.forced or asked == b"force"
     if state.first_tick_at is None:
         from apps_api.actions import instant_updates_enabled
 
@@ -95,9 +125,8 @@ def cloud_tick() -> None:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
         from apps_api.cloud_report import report_state_if_due, report_tags_if_due
-        from apps_api.preload import pin_to_preloaded_release
 
-        for report in (pin_to_preloaded_release, report_state_if_due, report_tags_if_due):
+        for report in (report_state_if_due, report_tags_if_due):
             try:
                 report()
             except CloudError as exc:
@@ -132,18 +161,27 @@ def _check_connectivity(device: CloudDevice, state: PollState) -> None:
 
 def _poll_when_due(device: CloudDevice, state: PollState) -> None:
     from apps_api.cloud import CloudError, provision, retry_delay
+    from apps_api.preload import pin_to_preloaded_release
 
     try:
         if not device.provisioned:
             provision()
+        try:
+            # Before the first poll: the cloud then sends the pinned release, not the latest.
+            pin_to_preloaded_release()
+        except CloudError as exc:
+            logger.warning("cloud: %s; trying again at the next poll", exc)
         poll_target(state)
-    except CloudError as exc:
+    except Exception as exc:
         state.failures += 1
         if device.provisioned:
             delay = retry_delay(state.failures, cap=poll_interval_seconds())
         else:
             delay = PROVISION_RETRY_SECONDS
-        logger.warning("cloud: %s; retrying in %.0f s", exc, delay)
+        if isinstance(exc, CloudError):
+            logger.warning("cloud: %s; retrying in %.0f s", exc, delay)
+        else:
+            logger.exception("cloud: poll failed; retrying in %.0f s", delay)
         state.next_poll_at = time.time() + delay
         _write_poll_state(state)
 

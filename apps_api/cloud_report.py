@@ -61,9 +61,11 @@ def _due(state: ReportState, now: float) -> bool:
 
 def _refused(state: ReportState, error: CloudError, now: float, key: str) -> None:
     from apps_api.cloud import retry_delay
+    from apps_api.cloud_poll import poll_interval_seconds
 
     state.failures += 1
-    state.next_report_at = now + retry_delay(state.failures, retry_after=error.retry_after)
+    cap = poll_interval_seconds()
+    state.next_report_at = now + retry_delay(state.failures, cap=cap, retry_after=error.retry_after)
     _write_report_state(state, key)
 
 

@@ -60,6 +60,17 @@ def preloaded_target(
     return target, (release if pin else None)
 
 
+_refused_version: tuple[int, int] | None = None
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def load_preloaded_apps() -> bool:
     """Make apps.json the target if there is one and the device has no target from its
     cloud yet; returns whether it did. A file that cannot be read or does not validate is
@@ -88,7 +99,11 @@ def load_preloaded_apps() -> bool:
         uuid = current_device_identity().uuid
         target, pin = preloaded_target(document, device_uuid=uuid, app_uuid=app_uuid)
     except (OSError, ValueError) as exc:  # InvalidTargetState is a ValueError
-        system_log(f"Ignoring the preloaded apps in {path}: {exc}", is_stderr=True)
+        global _refused_version
+        version = _file_version(path)
+        if version != _refused_version:  # said once, not at every tick
+            _refused_version = version
+            system_log(f"Ignoring the preloaded apps in {path}: {exc}", is_stderr=True)
         return False
     except CloudError as exc:
         logger.warning("preloaded apps: %s; trying again later", exc)

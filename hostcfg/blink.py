@@ -19,12 +19,8 @@ def blink_led(led_file: Path, *, seconds: float = BLINK_SECONDS, period: float =
 
     A device without that LED file has nothing to blink: returns False, no error.
     """
-    try:
-        # No O_CREAT: a missing LED stays missing. No O_TRUNC: each write replaces the
-        # one byte in place, as sysfs brightness files expect.
-        fd = os.open(led_file, os.O_WRONLY)
-    except FileNotFoundError:
-        logger.info("no LED at %s: identify request ignored", led_file)
+    fd = _open_led(led_file)
+    if fd is None:
         return False
     deadline = time.monotonic() + seconds
     state = b"1"
@@ -34,9 +30,29 @@ def blink_led(led_file: Path, *, seconds: float = BLINK_SECONDS, period: float =
             state = b"0" if state == b"1" else b"1"
             time.sleep(period)
     finally:
-        os.pwrite(fd, b"0", 0)
-        os.close(fd)
+        _switch_off_and_close(fd)
     return True
+
+
+def _open_led(led_file: Path) -> int | None:
+    try:
+        # No O_CREAT: a missing LED stays missing. No O_TRUNC: each write replaces the
+        # one byte in place, as sysfs brightness files expect.
+        return os.open(led_file, os.O_WRONLY)
+    except FileNotFoundError:
+        logger.info("no LED at %s: nothing to blink", led_file)
+    except OSError as exc:
+        logger.warning("cannot use the LED at %s: %s", led_file, exc)
+    return None
+
+
+def _switch_off_and_close(fd: int) -> None:
+    try:
+        os.pwrite(fd, b"0", 0)
+    except OSError as exc:
+        logger.warning("could not switch the LED off: %s", exc)
+    finally:
+        os.close(fd)
 
 
 NO_CONNECTIVITY_BLINKS = 4
@@ -50,6 +66,10 @@ class _NoConnectivityPattern:
         self._lock = threading.Lock()
         self._off = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def showing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def show(self, led_file: Path, *, on: bool) -> None:
         with self._lock:
@@ -65,9 +85,8 @@ class _NoConnectivityPattern:
 
     @staticmethod
     def _run(led_file: Path, off: threading.Event) -> None:
-        try:
-            fd = os.open(led_file, os.O_WRONLY)
-        except FileNotFoundError:
+        fd = _open_led(led_file)
+        if fd is None:
             return
         try:
             while not off.is_set():
@@ -77,9 +96,10 @@ class _NoConnectivityPattern:
                     os.pwrite(fd, b"0", 0)
                     off.wait(BLINK_PERIOD)
                 off.wait(NO_CONNECTIVITY_PAUSE)
+        except OSError as exc:
+            logger.warning("the LED stopped showing no connectivity: %s", exc)
         finally:
-            os.pwrite(fd, b"0", 0)
-            os.close(fd)
+            _switch_off_and_close(fd)
 
 
 _no_connectivity = _NoConnectivityPattern()
@@ -89,3 +109,8 @@ def show_no_connectivity(led_file: Path, *, on: bool) -> None:
     """Start (on) or end the "no connectivity" pattern; a no-op when already so, or when
     the device has no LED."""
     _no_connectivity.show(led_file, on=on)
+
+
+def no_connectivity_shown() -> bool:
+    """Whether the LED is showing the "no connectivity" pattern."""
+    return _no_connectivity.showing

@@ -11,11 +11,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import ssl
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -69,15 +71,18 @@ class FakeCloud:
         self._lock = threading.Lock()
         self._next_id = 100
         self._server: ThreadingHTTPServer | None = None
+        self._tls = False
 
     # --- set-up ----------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> None:
+    def start(self, *, tls: tuple[Path, Path] | None = None) -> None:
+        """Serve plain HTTP, or HTTPS with `tls` = (certificate, key) files."""
         cloud = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,6 +102,11 @@ class FakeCloud:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._tls = tls is not None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, name="fake-cloud", daemon=True).start()
 
     def stop(self) -> None:
@@ -295,3 +305,17 @@ def _read_chunked(handler: BaseHTTPRequestHandler) -> bytes:
             return b"".join(chunks)
         chunks.append(handler.rfile.read(size))
         handler.rfile.readline()
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with openssl."""
+    import subprocess
+
+    certificate, key = directory / "cloud.crt", directory / "cloud.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return certificate, key

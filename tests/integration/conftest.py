@@ -185,11 +185,11 @@ def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
         apiEndpoint=fake.url, apiKey=fake.provisioning_key, applicationId="1", deviceType="genericx86-64-ext"
     )
     config_json.write_text(json.dumps(config))
-    redis_client().delete(cloud_poll.STATE_KEY)
+    redis_client().delete(cloud_poll.STATE_KEY, cloud_poll.POLL_NOW_KEY, cloud_poll.TICK_LOCK_KEY)
     assert identity.uuid
     yield fake
     fake.stop()
-    redis_client().delete(cloud_poll.STATE_KEY)
+    redis_client().delete(cloud_poll.STATE_KEY, cloud_poll.POLL_NOW_KEY, cloud_poll.TICK_LOCK_KEY)
     if original is None:
         config_json.unlink()
     else:

@@ -14,6 +14,7 @@ from django.test import Client
 from apps_api import cloud, cloud_poll, cloud_report
 from apps_api.apikeys import get_or_create_global_key
 from apps_api.models import TargetRecord
+from hostcfg.blink import no_connectivity_shown
 from hostcfg.identity import load_device_identity, read_config_json
 from supervisor_site.redis_connection import redis_client
 from supervisor_site.system_services import wait_until
@@ -61,6 +62,21 @@ def test_an_existing_uuid_gets_its_key_exchanged(fake_cloud: FakeCloud) -> None:
     assert cloud.provision()
     assert fake_cloud.devices[identity.uuid].api_key == identity.device_api_key
     assert fake_cloud.requests_to("POST", "/api-key/device/*/device-key")
+
+
+def test_a_uuid_taken_in_another_fleet_is_given_up_for_a_new_one(fake_cloud: FakeCloud) -> None:
+    taken = load_device_identity()
+    fake_cloud.add_device(taken.uuid, "another-fleets-device-key", application=99)
+    invisible = Scripted(200, b'{"d": []}', {"Content-Type": "application/json"})
+    fake_cloud.script("GET /v7/device", invisible, invisible)  # neither key sees it
+    with pytest.raises(cloud.CloudError):
+        cloud.provision()
+    fresh = load_device_identity()
+    assert fresh.uuid != taken.uuid
+    assert fresh.device_api_key != taken.device_api_key
+    assert cloud.provision()
+    assert fake_cloud.devices[fresh.uuid].api_key == fresh.device_api_key
+    assert fake_cloud.devices[taken.uuid].api_key == "another-fleets-device-key"
 
 
 def test_the_target_is_polled_with_its_etag_and_applied(fake_cloud: FakeCloud, engine: str) -> None:
@@ -201,8 +217,10 @@ def test_an_invalid_target_is_ignored_and_the_apps_keep_running(fake_cloud: Fake
     assert supervised_containers()["main"].id == running
 
 
-def test_v1_update_polls_at_once_through_the_worker(fake_cloud: FakeCloud, celery_worker: object) -> None:
+def test_v1_update_polls_at_once_through_the_worker(fake_cloud: FakeCloud, engine: str) -> None:
     cloud.provision()
+    tick_until_polled()  # the next poll is an interval away
+    assert cloud_poll.read_poll_state().next_poll_at > cloud_poll.time.time() + 60
     polls = len(fake_cloud.requests_to("GET", "/device/v3/*/state"))
     key = get_or_create_global_key().key
     response = Client().post(
@@ -248,7 +266,7 @@ def test_then_only_what_changed_at_most_every_10_s(reporting: FakeCloud) -> None
     now = cloud_poll.time.time()
     assert cloud_report.report_state_if_due(now=now)
     assert not cloud_report.report_state_if_due(now=now + 1)  # throttled
-    assert not cloud_report.report_state_if_due(now=now + 20)  # nothing but metrics changed: not yet
+    assert not cloud_report.report_state_if_due(now=now + 20)  # at most the metrics changed: not yet
     old_key = get_or_create_global_key().key
     from apps_api.apikeys import regenerate_api_key
 
@@ -258,6 +276,20 @@ def test_then_only_what_changed_at_most_every_10_s(reporting: FakeCloud) -> None
     assert second["api_secret"] == new_key
     assert "supervisor_version" not in second
     assert "os_version" not in second
+
+
+def test_a_change_of_metrics_alone_waits_5_minutes(
+    reporting: FakeCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics = {"cpu_usage": 10, "memory_usage": 100}
+    monkeypatch.setattr(cloud_report, "_metrics", lambda: dict(metrics))
+    now = cloud_poll.time.time()
+    assert cloud_report.report_state_if_due(now=now)
+    metrics["cpu_usage"] = 55
+    assert not cloud_report.report_state_if_due(now=now + 20)
+    assert not cloud_report.report_state_if_due(now=now + 299)
+    assert cloud_report.report_state_if_due(now=now + 301)
+    assert reports(reporting)[-1] == {"cpu_usage": 55}
 
 
 def test_a_refused_report_waits_for_retry_after(reporting: FakeCloud) -> None:
@@ -303,7 +335,8 @@ def test_health_follows_the_connectivity_check_which_the_vpn_pauses(
     unhealthy = Client().get("/v1/healthy")
     assert unhealthy.status_code == 500
     assert "the cloud API is not reachable" in unhealthy.content.decode()
-    assert wait_until(lambda: led.read_text() == "1", timeout=5)  # the "no connectivity" pattern
+    assert no_connectivity_shown()
+    assert wait_until(lambda: led.read_text() == "1", timeout=5)
 
     vpn_flag = Path(settings.SUPERVISOR_HOST_ROOT) / "run/openvpn/vpn_status/active"
     vpn_flag.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +345,8 @@ def test_health_follows_the_connectivity_check_which_the_vpn_pauses(
         cloud_poll.cloud_tick()
         assert cloud_poll.read_poll_state().reachable is True
         assert cloud_poll.cloud_health_problem() is None
-        assert wait_until(lambda: led.read_text() == "0", timeout=5)  # the pattern ended
+        assert wait_until(lambda: not no_connectivity_shown(), timeout=5)
+        assert led.read_text() == "0"
     finally:
         vpn_flag.unlink()
 

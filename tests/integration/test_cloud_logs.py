@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from apps_api import cloud, cloud_logs
 from apps_api.cloud_logs import CloudLogUploader
@@ -20,7 +22,7 @@ from apps_api.target import parse_cloud_target
 from apps_api.target_store import store_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
-from tests.fake_cloud import FakeCloud, Scripted
+from tests.fake_cloud import FakeCloud, Scripted, make_certificate
 from tests.integration.conftest import PROJECT_DIR, agent_environment
 from tests.integration.test_log_collector import LABELS, RunningCollector, containers  # noqa: F401
 
@@ -116,11 +118,37 @@ def test_container_output_and_system_messages_reach_the_cloud(
     assert len(provisioned.requests_to("POST", "/device/v2/*/log-stream")) == 1
 
 
+def test_logs_reach_a_cloud_served_over_tls(
+    fake_cloud: FakeCloud,
+    publisher: LogPublisher,
+    start_uploader: Callable[..., CloudLogUploader],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over TLS 1.3 the server speaks first after the handshake (session tickets): that is
+    not the cloud answering the stream."""
+    certificate, key = make_certificate(tmp_path)
+    secure = FakeCloud()
+    secure.start(tls=(certificate, key))
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+        config_json = Path(settings.SUPERVISOR_CONFIG_JSON)
+        config_json.write_text(json.dumps({**json.loads(config_json.read_text()), "apiEndpoint": secure.url}))
+        assert secure.url.startswith("https://")
+        assert cloud.provision()
+        start_uploader()
+        publish_until_uploaded(publisher, secure, "over TLS")
+        assert len(secure.requests_to("POST", "/device/v2/*/log-stream")) == 1
+    finally:
+        secure.stop()
+
+
 def test_a_refused_stream_is_retried_with_growing_delays_and_drops_are_reported(
     provisioned: FakeCloud, publisher: LogPublisher, start_uploader: Callable[..., CloudLogUploader]
 ) -> None:
     uploader = start_uploader()
-    wait_until(lambda: uploader.uploading, timeout=10)
+    assert wait_until(lambda: uploader.uploading, timeout=10)
     provisioned.script(LOG_STREAM, *[Scripted(500, b"no")] * 3)
     publisher.publish(system_record("first"))
     assert wait_until(lambda: bool(provisioned.requests_to("POST", "/device/v2/*/log-stream")), timeout=10)
