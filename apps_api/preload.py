@@ -2,10 +2,11 @@
 
 A preloaded device boots with its release's images already in the engine and an
 `apps.json` describing them: `{config, apps, pinDevice?}`, the apps in the v3 form (keyed
-by app uuid) or the v2 one (keyed by numeric app id, whose uuid the cloud tells). It is
-the device's target until the cloud sends one: loaded when the device is not provisioned
-or has no target yet, then renamed `apps.json.preloaded`. With `pinDevice`, the device
-is pinned to the preloaded release once it is provisioned.
+by app uuid), the v2 one (keyed by numeric app id, whose uuid the cloud tells) or the
+legacy array of single-container apps. It is the device's target until the cloud sends
+one: loaded when the device is not provisioned or has no target yet, then renamed
+`apps.json.preloaded`. With `pinDevice`, the device is pinned to the preloaded release
+once it is provisioned.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from apps_api.engine.state import InvalidTargetState, TargetState
 
@@ -35,9 +37,9 @@ def preloaded_target(
 
     if not isinstance(document, dict):
         raise InvalidTargetState("", "must be an object")
+    if isinstance(document.get("apps"), list):
+        document = _from_legacy_array(document["apps"], pin=document.get("pinDevice"))
     apps = document.get("apps", {})
-    if isinstance(apps, list):
-        raise InvalidTargetState("apps", "the legacy array form is not supported; preload a v2 or v3 release")
     if not isinstance(apps, dict):
         raise InvalidTargetState("apps", "must be an object")
     config = document.get("config", {})
@@ -69,6 +71,61 @@ def _file_version(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
+
+
+LEGACY_DATA_VOLUME = "resin-data"
+LEGACY_LABELS = {
+    "io.resin.features.kernel-modules": "1",
+    "io.resin.features.firmware": "1",
+    "io.resin.features.dbus": "1",
+    "io.resin.features.supervisor-api": "1",
+    "io.resin.features.resin-api": "1",
+    "io.resin.legacy-container": "1",
+}
+
+
+def _from_legacy_array(apps: list[object], *, pin: object) -> dict[str, Any]:
+    """The v2 form of a legacy apps.json (`[{appId, commit, imageId, name?, env?, config?}]`,
+    one container per app): each app becomes one privileged host-networked service "main"
+    with its data in the `resin-data` volume, as single-container apps ran then. Config
+    variables of all the apps are merged; `RESIN_*` environment variables are dropped
+    (they were the supervisor's to set)."""
+    config: dict[str, Any] = {}
+    converted: dict[str, Any] = {}
+    for index, app in enumerate(apps):
+        if not isinstance(app, dict):
+            raise InvalidTargetState(f"apps.{index}", "expected an object")
+        app_config = app.get("config") or {}
+        if not isinstance(app_config, dict):
+            raise InvalidTargetState(f"apps.{index}.config", "expected an object")
+        config.update(app_config)
+        environment = app.get("env") or {}
+        if not isinstance(environment, dict):
+            raise InvalidTargetState(f"apps.{index}.env", "expected an object")
+        strategy = app_config.get("RESIN_SUPERVISOR_UPDATE_STRATEGY", "download-then-kill")
+        service = {
+            "serviceName": "main",
+            "image": app.get("imageId"),
+            "imageId": 1,
+            "environment": {k: v for k, v in environment.items() if not str(k).startswith("RESIN_")},
+            "labels": {
+                **LEGACY_LABELS,
+                "io.resin.update.strategy": strategy,
+                "io.resin.update.handover-timeout": app_config.get("RESIN_SUPERVISOR_HANDOVER_TIMEOUT", ""),
+            },
+            "privileged": True,
+            "network_mode": "host",
+            "volumes": [f"{LEGACY_DATA_VOLUME}:/data"],
+            "restart": app_config.get("RESIN_APP_RESTART_POLICY", "always"),
+        }
+        converted[str(app.get("appId"))] = {
+            "name": app.get("name") or str(app.get("appId")),
+            "commit": app.get("commit"),
+            "releaseId": 1,
+            "services": {"1": service},
+            "volumes": {LEGACY_DATA_VOLUME: {}},
+        }
+    return {"config": config, "apps": converted, "pinDevice": pin}
 
 
 def load_preloaded_apps() -> bool:
