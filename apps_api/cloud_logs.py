@@ -148,7 +148,7 @@ class CloudLogUploader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._receiving: asyncio.Task[None] | None = None
         self.joined = threading.Event()
-        """Set once the uploader listens to the log group."""
+        """Set while the uploader listens to the log group (only while uploading)."""
 
     @property
     def uploading(self) -> bool:
@@ -178,18 +178,29 @@ class CloudLogUploader:
             loop.close()
 
     async def _receive(self) -> None:
+        """Member of the log group only while uploading: otherwise (unmanaged, local mode)
+        the publishers need not send every batch to one more channel."""
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
         assert layer is not None
         channel = await layer.new_channel()
         sequencer = LogSequencer()
-        joined_at = -GROUP_REJOIN_SECONDS
+        joined_at: float | None = None
         try:
             while not self._stopping.is_set():
                 try:
-                    if time.monotonic() - joined_at >= GROUP_REJOIN_SECONDS:
+                    if not self._enabled:
+                        if joined_at is not None:
+                            await layer.group_discard(self._group, channel)
+                            joined_at = None
+                            self.joined.clear()
+                        await asyncio.sleep(ENABLED_CHECK_SECONDS)
+                        continue
+                    if joined_at is None or time.monotonic() - joined_at >= GROUP_REJOIN_SECONDS:
                         await layer.group_add(self._group, channel)
+                        if joined_at is None:
+                            sequencer = LogSequencer()  # what was sent while away was not lost
                         joined_at = time.monotonic()
                         self.joined.set()
                     # Bounded, so that a device quiet for a day still joins again in time.

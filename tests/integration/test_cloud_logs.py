@@ -56,7 +56,6 @@ def start_uploader(group: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
     def start(**options: Any) -> CloudLogUploader:
         uploader = CloudLogUploader(group=group, **{"start_delay": 0.2, "reconnect_base": 0.3, **options})
         uploader.start()
-        assert uploader.joined.wait(10)
         started.append(uploader)
         return uploader
 
@@ -148,7 +147,7 @@ def test_a_refused_stream_is_retried_with_growing_delays_and_drops_are_reported(
     provisioned: FakeCloud, publisher: LogPublisher, start_uploader: Callable[..., CloudLogUploader]
 ) -> None:
     uploader = start_uploader()
-    assert wait_until(lambda: uploader.uploading, timeout=10)
+    assert uploader.joined.wait(10)
     provisioned.script(LOG_STREAM, *[Scripted(500, b"no")] * 3)
     publisher.publish(system_record("first"))
     assert wait_until(lambda: bool(provisioned.requests_to("POST", "/device/v2/*/log-stream")), timeout=10)
@@ -196,13 +195,22 @@ def test_nothing_is_uploaded_while_log_control_is_off(
 
     target({"SUPERVISOR_LOG_CONTROL": "false"})
     uploader = start_uploader()
+    time.sleep(1)  # several of the uploader's checks (0.2 s here): it stays off
+    assert not uploader.joined.is_set()
     publisher.publish(system_record("while off"))
     assert publisher.flush(10)
-    time.sleep(1)  # the uploader reads the record (in milliseconds) while still off, and drops it
     target({"SUPERVISOR_LOG_CONTROL": "true"})
-    assert wait_until(lambda: uploader.uploading, timeout=10)
+    assert uploader.joined.wait(10)
     publish_until_uploaded(publisher, provisioned, "when on")
     assert "while off" not in uploaded_messages(provisioned)
+    # Off again: it leaves the log group at the next record it reads.
+    target({"SUPERVISOR_LOG_CONTROL": "false"})
+
+    def left() -> bool:
+        publisher.publish(system_record("after off"))
+        return not uploader.joined.is_set()
+
+    assert wait_until(left, timeout=10)
 
 
 def test_the_collector_process_uploads_container_output(
