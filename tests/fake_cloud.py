@@ -66,6 +66,8 @@ class FakeCloud:
         """"METHOD /path/pattern" → answers used (and removed) before the normal behaviour."""
         self.log_lines: list[dict[str, Any]] = []
         """The records uploaded to any log stream, in the order they arrived."""
+        self.log_arrivals: list[float] = []
+        """When each of log_lines arrived (time.time(), for latencies)."""
         self.log_streams_ended = 0
         """Log streams whose body the device ended (after being idle)."""
         self._lock = threading.Lock()
@@ -197,8 +199,10 @@ class FakeCloud:
             data = handler.rfile.read(size) if size else b""
             handler.rfile.readline()
             *lines, partial = (partial + decompressor.decompress(data)).split(b"\n")
+            arrived = time.time()
             with self._lock:
                 self.log_lines.extend(json.loads(line) for line in lines)
+                self.log_arrivals.extend(arrived for _ in lines)
             if size == 0:
                 break
         with self._lock:
