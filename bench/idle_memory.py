@@ -6,11 +6,13 @@ launcher's process tree (dockerd and redis-server excluded: they are the system'
 Prints the figure, a bare Python interpreter measured in the same run as a baseline,
 and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
 
-    .venv/bin/python bench/idle_memory.py
+    .venv/bin/python bench/idle_memory.py [--managed]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ORIGINAL_SUPERVISOR_MIB = 97.0
@@ -66,7 +69,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def managed_config(data_dir: str) -> Any:
+    """A fake cloud (tests/fake_cloud.py) in this process, and a config.json naming it with a
+    provisioning key: the agent provisions itself, polls and reports as a managed device."""
+    sys.path.insert(0, str(PROJECT_DIR))
+    from tests.fake_cloud import FakeCloud
+
+    cloud = FakeCloud()
+    cloud.start()
+    config = {"apiEndpoint": cloud.url, "apiKey": cloud.provisioning_key, "applicationId": "1",
+              "deviceType": "genericx86-64-ext"}  # fmt: skip
+    boot = Path(data_dir) / "boot"
+    boot.mkdir()
+    (boot / "config.json").write_text(json.dumps(config))
+    return cloud
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--managed", action="store_true", help="a device managed by a (fake) cloud")
+    managed = parser.parse_args().managed
     baseline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     time.sleep(1)
     baseline_kib = pss_kib(baseline.pid)
@@ -75,6 +97,7 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
+        cloud = managed_config(data_dir) if managed else None
         launcher = subprocess.Popen(
             [sys.executable, "-m", "supervisor_site.launcher"],
             cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
@@ -94,12 +117,18 @@ def main() -> None:
             for pid in processes:
                 total_kib += pss_kib(pid)
                 print(f"  {pss_kib(pid) / 1024:7.1f} MiB  {command_name(pid)}")
+            if cloud is not None:
+                provisioned = any(r.path == "/device/register" for r in cloud.received)
+                print(f"  (managed: provisioned {provisioned}, {len(cloud.received)} requests to the cloud)")
         finally:
             os.killpg(launcher.pid, signal.SIGINT)
             launcher.wait(60)
+            if cloud is not None:
+                cloud.stop()
 
     total_mib = total_kib / 1024
-    print(f"agent idle PSS: {total_mib:.1f} MiB in {len(processes)} processes")
+    kind = "managed" if managed else "unmanaged"
+    print(f"agent idle PSS ({kind}): {total_mib:.1f} MiB in {len(processes)} processes")
     print(
         f"bare python interpreter: {baseline_kib / 1024:.1f} MiB -> agent = {total_kib / baseline_kib:.1f}x"
     )
