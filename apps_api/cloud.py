@@ -157,10 +157,14 @@ def _register(device: CloudDevice) -> int:
 
 
 def _find_device_id(device: CloudDevice, key: str) -> int | None:
+    """The id of the device with this uuid as `key` sees it; None when that key sees no
+    such device (or is refused: 401). Raises CloudError on anything else."""
     query = quote(f"uuid eq '{device.uuid}'")
     response = _request("GET", f"{device.api_endpoint}/v7/device?$select=id&$filter={query}", key=key)
-    if response.status_code != 200:
+    if response.status_code == 401:
         return None
+    if response.status_code != 200:
+        raise CloudError(f"looking the device up: {response.status_code} {response.reason}")
     try:
         found = response.json().get("d") or []
         return int(found[0]["id"]) if found else None
@@ -168,8 +172,15 @@ def _find_device_id(device: CloudDevice, key: str) -> int | None:
         raise CloudError(f"looking the device up: unexpected answer ({exc})") from exc
 
 
+# What the cloud answers a provisioning key that may not take over a device.
+KEY_EXCHANGE_REFUSED = (401, 403, 404)
+
+
 def _exchange_key(device: CloudDevice) -> int:
-    """The device exists: its key works already, or the provisioning key installs it."""
+    """The device exists: its key works already, or the provisioning key installs it. When
+    the provisioning key can neither see it nor take it over, the uuid is another fleet's:
+    a new uuid and key are made, to be registered at the next attempt. Any other failure
+    (the cloud unwell) raises CloudError and changes nothing."""
     if (device_id := _find_device_id(device, device.device_api_key)) is not None:
         return device_id
     device_id = _find_device_id(device, device.provisioning_key)
@@ -182,7 +193,8 @@ def _exchange_key(device: CloudDevice) -> int:
         )
         if response.status_code == 200:
             return device_id
-    # The uuid is someone else's (another fleet's device): start afresh under a new one.
+        if response.status_code not in KEY_EXCHANGE_REFUSED:
+            raise CloudError(f"exchanging the device key: {response.status_code} {response.reason}")
     _regenerate_identity()
     raise CloudError(
         f"device {device.uuid} exists and its key cannot be exchanged; registering under a new uuid"

@@ -147,8 +147,11 @@ class CloudLogUploader:
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._receiving: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self.joined = threading.Event()
         """Set while the uploader listens to the log group (only while uploading)."""
+        self.ready = threading.Event()
+        """Set once the uploader knows whether to upload, and listens if it is to."""
 
     @property
     def uploading(self) -> bool:
@@ -184,6 +187,7 @@ class CloudLogUploader:
 
         layer = get_channel_layer()
         assert layer is not None
+        self._wake = asyncio.Event()
         channel = await layer.new_channel()
         sequencer = LogSequencer()
         joined_at: float | None = None
@@ -195,7 +199,9 @@ class CloudLogUploader:
                             await layer.group_discard(self._group, channel)
                             joined_at = None
                             self.joined.clear()
-                        await asyncio.sleep(ENABLED_CHECK_SECONDS)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), ENABLED_CHECK_SECONDS)
+                        self._wake.clear()
                         continue
                     if joined_at is None or time.monotonic() - joined_at >= GROUP_REJOIN_SECONDS:
                         await layer.group_add(self._group, channel)
@@ -203,6 +209,7 @@ class CloudLogUploader:
                             sequencer = LogSequencer()  # what was sent while away was not lost
                         joined_at = time.monotonic()
                         self.joined.set()
+                        self.ready.set()
                     # Bounded, so that a device quiet for a day still joins again in time.
                     message = await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN_SECONDS / 2)
                     lines = sequencer.take(LogBatch.from_message(message))
@@ -226,6 +233,9 @@ class CloudLogUploader:
             enabled = self._enabled_now()
             if not enabled:
                 self.pending.clear()
+                self.ready.set()
+            elif not self._enabled and self._loop is not None and self._wake is not None:
+                self._loop.call_soon_threadsafe(self._wake.set)  # join the log group now
             self._enabled = enabled
         return self._enabled
 

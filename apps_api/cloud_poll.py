@@ -101,13 +101,10 @@ def cloud_tick() -> None:
 
 def _tick(device: CloudDevice) -> None:
     from apps_api.cloud import CloudError, cloud_device
+    from apps_api.preload import load_preloaded_apps
     from supervisor_site.redis_connection import redis_client
 
     state = read_poll_state()
-    asked: Any = redis_client().getdel(POLL_NOW_KEY)
-    if asked:
-        state.next_poll_at = 0.0
-        state.forced = state.forced or asked == b"force"
     if state.first_tick_at is None:
         from apps_api.actions import instant_updates_enabled
 
@@ -116,11 +113,20 @@ def _tick(device: CloudDevice) -> None:
             # spec/cloud.md: with instant updates off, the first poll waits one interval.
             state.next_poll_at = state.first_tick_at + poll_interval_seconds()
         _write_poll_state(state)
-    if time.time() - state.connectivity_checked_at >= CONNECTIVITY_CHECK_SECONDS:
-        _check_connectivity(device, state)
-    from apps_api.preload import load_preloaded_apps
-
-    load_preloaded_apps()  # again, when a v2 apps.json waited for the cloud to name its apps
+    asked: Any = redis_client().getdel(POLL_NOW_KEY)
+    if asked:
+        state.next_poll_at = 0.0
+        state.forced = state.forced or asked == b"force"
+        _write_poll_state(state)
+    for side_task in (
+        lambda: _check_connectivity(device, state),
+        # Again at each tick: a v2 apps.json may be waiting for the cloud to name its apps.
+        load_preloaded_apps,
+    ):
+        try:
+            side_task()
+        except Exception:
+            logger.exception("cloud tick")
     if time.time() >= state.next_poll_at:
         _poll_when_due(device, state)
     if cloud_device().provisioned:  # type: ignore[union-attr]
@@ -133,8 +139,19 @@ def _tick(device: CloudDevice) -> None:
                 logger.warning("cloud: %s", exc)
 
 
+def reset_at_start() -> None:
+    """A worker starting: a tick lock left by a killed one is stale, and this start is the
+    reference of the first-poll delay and of the health check."""
+    from supervisor_site.redis_connection import redis_client
+
+    redis_client().delete(TICK_LOCK_KEY)
+    state = read_poll_state()
+    state.first_tick_at = None
+    _write_poll_state(state)
+
+
 def _check_connectivity(device: CloudDevice, state: PollState) -> None:
-    """Every 10 s, unless SUPERVISOR_CONNECTIVITY_CHECK is off: can the device reach its
+    """When due (every 10 s), unless SUPERVISOR_CONNECTIVITY_CHECK is off: can the device reach its
     cloud's API? While the VPN is up it can (the check pauses). The LED shows when not."""
     from django.conf import settings
 
@@ -144,6 +161,8 @@ def _check_connectivity(device: CloudDevice, state: PollState) -> None:
     from apps_api.target_store import load_target
     from hostcfg.blink import show_no_connectivity
 
+    if time.time() - state.connectivity_checked_at < CONNECTIVITY_CHECK_SECONDS:
+        return
     loaded = load_target()
     if not device_config(loaded[0] if loaded else None).connectivity_check:
         reachable = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,10 +36,10 @@ def preloaded_target(
     InvalidTargetState (paths as in the file: `apps.<key>...`)."""
     from apps_api.target import parse_cloud_target, parse_local_target
 
+    if isinstance(document, list):
+        document = _from_legacy_array(document)
     if not isinstance(document, dict):
-        raise InvalidTargetState("", "must be an object")
-    if isinstance(document.get("apps"), list):
-        document = _from_legacy_array(document["apps"], pin=document.get("pinDevice"))
+        raise InvalidTargetState("", "must be an object (or the legacy array)")
     apps = document.get("apps", {})
     if not isinstance(apps, dict):
         raise InvalidTargetState("apps", "must be an object")
@@ -63,6 +64,8 @@ def preloaded_target(
 
 
 _refused_version: tuple[int, int] | None = None
+LOOKUP_RETRY_SECONDS = 30.0
+_lookup_retry_at = 0.0
 
 
 def _file_version(path: Path) -> tuple[int, int] | None:
@@ -84,24 +87,24 @@ LEGACY_LABELS = {
 }
 
 
-def _from_legacy_array(apps: list[object], *, pin: object) -> dict[str, Any]:
+def _from_legacy_array(apps: list[object]) -> dict[str, Any]:
     """The v2 form of a legacy apps.json (`[{appId, commit, imageId, name?, env?, config?}]`,
     one container per app): each app becomes one privileged host-networked service "main"
     with its data in the `resin-data` volume, as single-container apps ran then. Config
     variables of all the apps are merged; `RESIN_*` environment variables are dropped
-    (they were the supervisor's to set)."""
+    (they were the supervisor's to set). Its release ids are placeholders: no pinning."""
     config: dict[str, Any] = {}
     converted: dict[str, Any] = {}
     for index, app in enumerate(apps):
         if not isinstance(app, dict):
-            raise InvalidTargetState(f"apps.{index}", "expected an object")
+            raise InvalidTargetState(str(index), "expected an object")
         app_config = app.get("config") or {}
         if not isinstance(app_config, dict):
-            raise InvalidTargetState(f"apps.{index}.config", "expected an object")
+            raise InvalidTargetState(f"{index}.config", "expected an object")
         config.update(app_config)
         environment = app.get("env") or {}
         if not isinstance(environment, dict):
-            raise InvalidTargetState(f"apps.{index}.env", "expected an object")
+            raise InvalidTargetState(f"{index}.env", "expected an object")
         strategy = app_config.get("RESIN_SUPERVISOR_UPDATE_STRATEGY", "download-then-kill")
         service = {
             "serviceName": "main",
@@ -110,8 +113,8 @@ def _from_legacy_array(apps: list[object], *, pin: object) -> dict[str, Any]:
             "environment": {k: v for k, v in environment.items() if not str(k).startswith("RESIN_")},
             "labels": {
                 **LEGACY_LABELS,
-                "io.resin.update.strategy": strategy,
-                "io.resin.update.handover-timeout": app_config.get("RESIN_SUPERVISOR_HANDOVER_TIMEOUT", ""),
+                "io.balena.update.strategy": strategy,
+                "io.balena.update.handover-timeout": app_config.get("RESIN_SUPERVISOR_HANDOVER_TIMEOUT", ""),
             },
             "privileged": True,
             "network_mode": "host",
@@ -125,7 +128,7 @@ def _from_legacy_array(apps: list[object], *, pin: object) -> dict[str, Any]:
             "services": {"1": service},
             "volumes": {LEGACY_DATA_VOLUME: {}},
         }
-    return {"config": config, "apps": converted, "pinDevice": pin}
+    return {"config": config, "apps": converted}
 
 
 def load_preloaded_apps() -> bool:
@@ -141,8 +144,9 @@ def load_preloaded_apps() -> bool:
     from hostcfg.atomic_file import write_file_atomically
     from hostcfg.identity import current_device_identity
 
+    global _lookup_retry_at
     path = Path(settings.SUPERVISOR_APPS_JSON)
-    if not path.exists():
+    if not path.exists() or time.monotonic() < _lookup_retry_at:
         return False
     device = cloud_device()
     if device is not None and device.provisioned and load_target() is not None:
@@ -163,7 +167,8 @@ def load_preloaded_apps() -> bool:
             system_log(f"Ignoring the preloaded apps in {path}: {exc}", is_stderr=True)
         return False
     except CloudError as exc:
-        logger.warning("preloaded apps: %s; trying again later", exc)
+        _lookup_retry_at = time.monotonic() + LOOKUP_RETRY_SECONDS
+        logger.warning("preloaded apps: %s; trying again in %.0f s", exc, LOOKUP_RETRY_SECONDS)
         return False
     # Renamed first: of the worker's start and a cloud tick, only one loads it.
     preloaded = path.with_name(path.name + PRELOADED_SUFFIX)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
 
 from apps_api.engine.apply import clear_stale_apply_lock, request_apply, run_requested_applies
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="apps_api.apply_target_state", ignore_result=False)
@@ -16,13 +20,18 @@ def apply_target_state() -> bool:
 
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
+    from apps_api.cloud_poll import reset_at_start
     from apps_api.engine.temporary_stops import start_temporarily_stopped
     from apps_api.preload import load_preloaded_apps
 
     # One worker drives the device: an apply lock it finds is a killed worker's leftover.
     clear_stale_apply_lock()
+    reset_at_start()
     start_temporarily_stopped()
-    load_preloaded_apps()
+    try:
+        load_preloaded_apps()
+    except Exception:
+        logger.exception("could not load the preloaded apps")
     request_apply()
     apply_target_state.delay()
 

@@ -51,7 +51,9 @@ SUPPRESSED = "Warning: Suppressed "
 def uploaded(cloud: Any, since: int, expected: int) -> Figures:
     """What reached the cloud of the counter's lines, from log record `since` on."""
     stamps, arrivals, numbers, suppressed = [], [], set(), 0
-    for record, arrival in zip(cloud.log_lines[since:], cloud.log_arrivals[since:], strict=True):
+    with cloud._lock:  # the server thread appends to both lists
+        records, arrived = cloud.log_lines[since:], cloud.log_arrivals[since:]
+    for record, arrival in zip(records, arrived, strict=True):
         if record.get("serviceId") == SERVICE_ID:
             stamps.append(record["timestamp"])
             arrivals.append(arrival * 1000)

@@ -79,6 +79,17 @@ def test_a_uuid_taken_in_another_fleet_is_given_up_for_a_new_one(fake_cloud: Fak
     assert fake_cloud.devices[taken.uuid].api_key == "another-fleets-device-key"
 
 
+def test_a_cloud_failing_during_the_key_exchange_keeps_the_uuid(fake_cloud: FakeCloud) -> None:
+    known = load_device_identity()
+    fake_cloud.add_device(known.uuid, "the-key-of-an-earlier-install")
+    fake_cloud.script("POST /api-key/device/*/device-key", Scripted(503, b"busy"))
+    with pytest.raises(cloud.CloudError):
+        cloud.provision()
+    assert load_device_identity().uuid == known.uuid
+    assert cloud.provision()  # the cloud answers again: the key is exchanged
+    assert fake_cloud.devices[known.uuid].api_key == known.device_api_key
+
+
 def test_the_target_is_polled_with_its_etag_and_applied(fake_cloud: FakeCloud, engine: str) -> None:
     uuid = load_device_identity().uuid
     cloud.provision()
@@ -175,7 +186,7 @@ def test_without_instant_updates_the_first_poll_waits_one_interval(
     tick_until_polled()
     wait_applied()
     polls = len(fake_cloud.requests_to("GET", "/device/v3/*/state"))
-    redis_client().delete(cloud_poll.STATE_KEY)  # the supervisor starts again
+    cloud_poll.reset_at_start()  # the worker starts again
     booted_at = cloud_poll.time.time()
     cloud_poll.cloud_tick()
     assert len(fake_cloud.requests_to("GET", "/device/v3/*/state")) == polls

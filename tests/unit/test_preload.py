@@ -70,28 +70,26 @@ def test_a_v2_preload_takes_its_app_uuid_from_the_lookup() -> None:
 
 
 def test_a_legacy_array_becomes_one_privileged_host_networked_service_per_app() -> None:
-    legacy = {
-        "apps": [
-            {
-                "appId": 1234,
-                "name": "oldapp",
-                "commit": "c0ffee",
-                "imageId": "registry.example/oldapp:latest",
-                "env": {"GREETING": "hi", "RESIN_DEVICE_UUID": "set-by-the-supervisor"},
-                "config": {
-                    "RESIN_SUPERVISOR_UPDATE_STRATEGY": "kill-then-download",
-                    "RESIN_HOST_CONFIG_gpu_mem": "16",
-                },
-            }
-        ]
-    }
+    legacy = [
+        {
+            "appId": 1234,
+            "name": "oldapp",
+            "commit": "c0ffee",
+            "imageId": "registry.example/oldapp:latest",
+            "env": {"GREETING": "hi", "RESIN_DEVICE_UUID": "set-by-the-supervisor"},
+            "config": {
+                "RESIN_SUPERVISOR_UPDATE_STRATEGY": "kill-then-download",
+                "RESIN_HOST_CONFIG_gpu_mem": "16",
+            },
+        }
+    ]
     target, pin = preloaded_target(legacy, device_uuid=DEVICE, app_uuid=lambda app_id: f"uuid-{app_id}")
     (app,) = target.apps
     (main,) = app.services
     assert (app.app_id, app.app_uuid, app.name, app.commit) == (1234, "uuid-1234", "oldapp", "c0ffee")
     assert (main.service_name, main.image) == ("main", "registry.example/oldapp:latest")
     assert main.environment == {"GREETING": "hi"}
-    assert main.labels["io.resin.update.strategy"] == "kill-then-download"
+    assert main.update_strategy == "kill-then-download"
     assert main.labels["io.resin.legacy-container"] == "1"
     assert main.composition["privileged"] is True
     assert main.composition["network_mode"] == "host"
@@ -103,8 +101,8 @@ def test_a_legacy_array_becomes_one_privileged_host_networked_service_per_app() 
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ([], "must be an object"),
-        ({"apps": [{"appId": 1, "commit": "c0ffee", "env": "A=1"}]}, "apps.0.env: expected an"),
+        ("apps", "must be an object"),
+        ([{"appId": 1, "commit": "c0ffee", "env": "A=1"}], "0.env: expected an object"),
         (
             {"apps": {"3": {"name": "a", "commit": "c0ffee", "releaseId": 1, "services": {"7": {}}}}},
             "apps.3.services.7",

@@ -18,6 +18,9 @@ class Command(BaseCommand):
         collector = LogCollector(positions_path=Path(settings.SUPERVISOR_DATA_DIR) / POSITIONS_FILE)
         uploader = CloudLogUploader()
         uploader.start()
+        # What the collector publishes first (the backlog since it last ran) is for the
+        # cloud too: the uploader must listen before.
+        uploader.ready.wait(10)
         # Both end the collector the same way: what was read is published and the
         # positions saved, so that the next run resumes without a gap or a repeat.
         for signum in (signal.SIGTERM, signal.SIGINT):
