@@ -231,12 +231,13 @@ class CloudLogUploader:
         if time.monotonic() - self._checked_at >= ENABLED_CHECK_SECONDS:
             self._checked_at = time.monotonic()
             enabled = self._enabled_now()
+            turned_on = enabled and not self._enabled
+            self._enabled = enabled
             if not enabled:
                 self.pending.clear()
                 self.ready.set()
-            elif not self._enabled and self._loop is not None and self._wake is not None:
+            elif turned_on and self._loop is not None and self._wake is not None:
                 self._loop.call_soon_threadsafe(self._wake.set)  # join the log group now
-            self._enabled = enabled
         return self._enabled
 
     def _send_forever(self) -> None:
