@@ -32,15 +32,10 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 DATA_DIR = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="supervisor_site.settings",
-    SUPERVISOR_DATA_DIR=str(DATA_DIR),
-    SUPERVISOR_HOST_ROOT=str(DATA_DIR / "host"),
-    REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-    PYTHONUNBUFFERED="1",
-)
 
-from bench.local_agent import running_agent  # noqa: E402
+from bench.local_agent import running_agent, use_bench_environment  # noqa: E402
+
+use_bench_environment(DATA_DIR)
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
 IMAGE = "local/busybox:latest"

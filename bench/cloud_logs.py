@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.local_agent import running_agent
+from bench.local_agent import running_agent, start_missing_services, use_bench_environment
 from bench.logs import (
     BENCH_LABEL,
     IMAGE,
@@ -40,6 +40,7 @@ from bench.logs import (
     ensure_image,
     free_port,
     paced,
+    print_header,
     print_row,
     summarise,
 )
@@ -121,23 +122,10 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
     cloud = FakeCloud()
     cloud.start()
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="supervisor_site.settings",
-        SUPERVISOR_DATA_DIR=str(data_dir),
-        SUPERVISOR_HOST_ROOT=str(data_dir / "host"),
-        SUPERVISOR_CONFIG_JSON=str(provisioned_config(cloud, data_dir)),
-        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        PYTHONUNBUFFERED="1",
-    )
+    use_bench_environment(data_dir, SUPERVISOR_CONFIG_JSON=str(provisioned_config(cloud, data_dir)))
     import docker
 
-    from supervisor_site.system_services import ensure_dockerd, ensure_redis
-
-    services = (
-        ensure_redis(os.environ["REDIS_URL"], data_dir),
-        ensure_dockerd("unix:///var/run/docker.sock", data_dir),
-    )
-    started = [s for s in services if s]
+    started = start_missing_services(data_dir)
     client = docker.from_env()
     ensure_image(client)
     try:
@@ -147,8 +135,7 @@ def main() -> None:
             warm_up(client, cloud, data_dir / "processes.log")
             lines = arguments.lines
             print(f"{lines} lines per run, uploaded to a fake cloud over loopback HTTP")
-            header = f"{'':<26} {'lines/s':>9} {'ratio':>7} {'lost':>6} {'suppressed':>10}"
-            print(f"{header} {'p50 ms':>8} {'p99 ms':>8}")
+            print_header()
             for scenario, command, runs in (
                 ("burst", burst(lines), arguments.runs),
                 ("paced", paced(lines), 1),

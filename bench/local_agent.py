@@ -4,11 +4,13 @@ dir of their own on a Redis database of their own, stopped afterwards."""
 from __future__ import annotations
 
 import http.client
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,6 +29,31 @@ WEB = [
     "supervisor_site.asgi:application",
 ]
 COLLECTOR = ["manage.py", "collect_logs"]
+
+
+def use_bench_environment(data_dir: Path, **overrides: str) -> None:
+    """This process's environment (inherited by the agent's processes): a data dir and a
+    Redis database of the benchmark's own."""
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="supervisor_site.settings",
+        SUPERVISOR_DATA_DIR=str(data_dir),
+        SUPERVISOR_HOST_ROOT=str(data_dir / "host"),
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        PYTHONUNBUFFERED="1",
+        **overrides,
+    )
+
+
+def start_missing_services(data_dir: Path) -> list[Any]:
+    """Redis and the Docker engine, each started unless running; returns the started ones
+    (to stop at the end)."""
+    from supervisor_site.system_services import ensure_dockerd, ensure_redis
+
+    services = (
+        ensure_redis(os.environ["REDIS_URL"], data_dir),
+        ensure_dockerd("unix:///var/run/docker.sock", data_dir),
+    )
+    return [service for service in services if service]
 
 
 def answers(port: int) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-from bench.local_agent import running_agent  # noqa: E402
+from bench.local_agent import running_agent, start_missing_services, use_bench_environment  # noqa: E402
 
 IMAGE = "local/bench-logs:latest"
 BENCH_LABEL = "io.balena.bench-logs"
@@ -252,6 +252,11 @@ def wait_for_collector(client: Any, url: str) -> None:
         probe.remove(force=True)
 
 
+def print_header() -> None:
+    header = f"{'':<26} {'lines/s':>9} {'ratio':>7} {'lost':>6} {'suppressed':>10}"
+    print(f"{header} {'p50 ms':>8} {'p99 ms':>8}")
+
+
 def print_row(name: str, figures: Figures, base: Figures) -> None:
     print(
         f"{name:<26} {figures.rate:>9.0f} {figures.rate / base.rate if base.rate else 0:>7.2f}"
@@ -271,22 +276,10 @@ def main() -> None:
         return
 
     data_dir = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="supervisor_site.settings",
-        SUPERVISOR_DATA_DIR=str(data_dir),
-        SUPERVISOR_HOST_ROOT=str(data_dir / "host"),
-        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        PYTHONUNBUFFERED="1",
-    )
+    use_bench_environment(data_dir)
     import docker
 
-    from supervisor_site.system_services import ensure_dockerd, ensure_redis
-
-    services = (
-        ensure_redis(os.environ["REDIS_URL"], data_dir),
-        ensure_dockerd("unix:///var/run/docker.sock", data_dir),
-    )
-    started = [s for s in services if s]
+    started = start_missing_services(data_dir)
     client = docker.from_env()
     ensure_image(client)
     port = free_port()
@@ -297,8 +290,7 @@ def main() -> None:
 
             lines = arguments.lines
             print(f"{lines} lines per run; {GOAL}")
-            header = f"{'':<26} {'lines/s':>9} {'ratio':>7} {'lost':>6} {'suppressed':>10}"
-            print(f"{header} {'p50 ms':>8} {'p99 ms':>8}")
+            print_header()
             for scenario, command, runs in (
                 ("burst", burst(lines), arguments.runs),
                 ("paced", paced(lines), 1),
