@@ -48,6 +48,8 @@ class PollState:
     reachable: bool | None = None
     """The last connectivity check's result; None while the check is off."""
     connectivity_checked_at: float = 0.0
+    preload_retry_at: float = 0.0
+    """When a v2 apps.json whose apps the cloud could not name may be tried again."""
 
 
 def read_poll_state() -> PollState:
@@ -101,7 +103,6 @@ def cloud_tick() -> None:
 
 def _tick(device: CloudDevice) -> None:
     from apps_api.cloud import CloudError, cloud_device
-    from apps_api.preload import load_preloaded_apps
     from supervisor_site.redis_connection import redis_client
 
     state = read_poll_state()
@@ -121,7 +122,7 @@ def _tick(device: CloudDevice) -> None:
     for side_task in (
         lambda: _check_connectivity(device, state),
         # Again at each tick: a v2 apps.json may be waiting for the cloud to name its apps.
-        load_preloaded_apps,
+        lambda: _load_preloaded_apps(state),
     ):
         try:
             side_task()
@@ -137,6 +138,20 @@ def _tick(device: CloudDevice) -> None:
                 report()
             except CloudError as exc:
                 logger.warning("cloud: %s", exc)
+
+
+def _load_preloaded_apps(state: PollState) -> None:
+    from apps_api.cloud import CloudError
+    from apps_api.preload import load_preloaded_apps
+
+    if time.time() < state.preload_retry_at:
+        return
+    try:
+        load_preloaded_apps()
+    except CloudError as exc:
+        state.preload_retry_at = time.time() + PROVISION_RETRY_SECONDS
+        _write_poll_state(state)
+        logger.warning("cloud: preloaded apps wait (%s); again in %.0f s", exc, PROVISION_RETRY_SECONDS)
 
 
 def reset_at_start() -> None:

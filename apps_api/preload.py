@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -63,17 +62,8 @@ def preloaded_target(
     return target, (release if pin else None)
 
 
-_refused_version: tuple[int, int] | None = None
-LOOKUP_RETRY_SECONDS = 30.0
-_lookup_retry_at = 0.0
-
-
-def _file_version(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+REFUSED_KEY = "supervisor:preload:refused"
+"""The version (mtime, size) of the apps.json last refused: it is said once, not at every tick."""
 
 
 LEGACY_DATA_VOLUME = "resin-data"
@@ -134,19 +124,20 @@ def _from_legacy_array(apps: list[object]) -> dict[str, Any]:
 def load_preloaded_apps() -> bool:
     """Make apps.json the target if there is one and the device has no target from its
     cloud yet; returns whether it did. A file that cannot be read or does not validate is
-    left in place and logged (as a system log line too)."""
+    left in place and logged (as a system log line too) once. Raises CloudError when the
+    cloud must name the apps of a v2 file and cannot now."""
     from django.conf import settings
 
     from apps_api.actions import set_target_state
-    from apps_api.cloud import CloudError, cloud_device, fetch_application_uuid
+    from apps_api.cloud import cloud_device, fetch_application_uuid
     from apps_api.engine.apply import system_log
     from apps_api.target_store import load_target
     from hostcfg.atomic_file import write_file_atomically
     from hostcfg.identity import current_device_identity
+    from supervisor_site.redis_connection import redis_client
 
-    global _lookup_retry_at
     path = Path(settings.SUPERVISOR_APPS_JSON)
-    if not path.exists() or time.monotonic() < _lookup_retry_at:
+    if not path.exists():
         return False
     device = cloud_device()
     if device is not None and device.provisioned and load_target() is not None:
@@ -160,15 +151,9 @@ def load_preloaded_apps() -> bool:
         uuid = current_device_identity().uuid
         target, pin = preloaded_target(document, device_uuid=uuid, app_uuid=app_uuid)
     except (OSError, ValueError) as exc:  # InvalidTargetState is a ValueError
-        global _refused_version
         version = _file_version(path)
-        if version != _refused_version:  # said once, not at every tick
-            _refused_version = version
+        if redis_client().getset(REFUSED_KEY, version) != version.encode():
             system_log(f"Ignoring the preloaded apps in {path}: {exc}", is_stderr=True)
-        return False
-    except CloudError as exc:
-        _lookup_retry_at = time.monotonic() + LOOKUP_RETRY_SECONDS
-        logger.warning("preloaded apps: %s; trying again in %.0f s", exc, LOOKUP_RETRY_SECONDS)
         return False
     # Renamed first: of the worker's start and a cloud tick, only one loads it.
     preloaded = path.with_name(path.name + PRELOADED_SUFFIX)
@@ -185,6 +170,14 @@ def load_preloaded_apps() -> bool:
         write_file_atomically(Path(settings.SUPERVISOR_DATA_DIR) / PIN_FILE, json.dumps({"release": pin}))
     system_log(f"Preloaded apps loaded from {path}")
     return True
+
+
+def _file_version(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ""
+    return f"{stat.st_mtime_ns}:{stat.st_size}"
 
 
 def pin_to_preloaded_release() -> None:

@@ -30,8 +30,8 @@ def resume_applying(**_: object) -> None:
     start_temporarily_stopped()
     try:
         load_preloaded_apps()
-    except Exception:
-        logger.exception("could not load the preloaded apps")
+    except Exception as exc:  # the cloud tick tries again
+        logger.warning("preloaded apps not loaded yet: %s", exc)
     request_apply()
     apply_target_state.delay()
 

@@ -17,7 +17,7 @@ from apps_api.target_store import load_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess
-from tests.fake_cloud import FakeCloud
+from tests.fake_cloud import FakeCloud, Scripted
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 from tests.integration.test_cloud import fleet_document, tick_until_polled
 
@@ -105,3 +105,17 @@ def test_a_provisioned_device_with_a_target_ignores_an_apps_json(
     loaded = load_target()
     assert loaded is not None
     assert loaded[0].apps[0].commit == "beef01"
+
+
+def test_a_v2_preload_waits_while_the_cloud_cannot_name_its_apps(
+    apps_json: Path, fake_cloud: FakeCloud, engine: str
+) -> None:
+    apps_json.write_text(json.dumps(v2_apps_json(engine)))
+    fake_cloud.script("GET /v7/application(*)", Scripted(503, b"busy"))
+    with pytest.raises(cloud.CloudError):
+        load_preloaded_apps()
+    assert apps_json.exists()
+    cloud_poll.cloud_tick()  # the cloud answers now: the tick loads it (then polls the cloud's)
+    assert not apps_json.exists()
+    stored = [json.dumps(record.document) for record in TargetRecord.objects.all()]
+    assert any(FakeCloud.application_uuid(3) in document for document in stored)
