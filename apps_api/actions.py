@@ -179,11 +179,9 @@ def trigger_update(*, body: object) -> bool:
 
 
 def instant_updates_enabled() -> bool:
-    from apps_api.engine.device_config_steps import device_config
-    from apps_api.target_store import load_target
+    from apps_api.engine.device_config_steps import stored_device_config
 
-    loaded = load_target()
-    return device_config(loaded[0] if loaded else None).instant_update_trigger
+    return stored_device_config().instant_update_trigger
 
 
 # Locks are waited for up to 10 s per app (locks.md): enough for a few apps.
@@ -255,16 +253,20 @@ VPN_CONNECTED_FLAG = Path("run/openvpn/vpn_status/active")
 def vpn_status() -> dict[str, bool]:
     """Whether openvpn.service runs (systemd over D-Bus) and whether the tunnel is up (the
     flag file openvpn writes on the host). Called by: GET /v2/device/vpn."""
-    from django.conf import settings
-
     from hostcfg import dbus
 
     try:
         enabled = dbus.unit_active_state("openvpn.service") == "active"
     except dbus.HostBusError as exc:
         raise ActionFailed(str(exc)) from exc
-    connected = (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
-    return {"enabled": enabled, "connected": connected}
+    return {"enabled": enabled, "connected": vpn_connected()}
+
+
+def vpn_connected() -> bool:
+    """Whether the VPN tunnel is up: the flag file openvpn writes on the host."""
+    from django.conf import settings
+
+    return (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
 
 
 def device_tags() -> list[dict[str, Any]]:

@@ -103,18 +103,16 @@ def log_upload_enabled() -> bool:
     """Whether logs go to the cloud: a provisioned device, not in local mode, whose target
     does not turn SUPERVISOR_LOG_CONTROL off."""
     from apps_api.cloud import cloud_device
-    from apps_api.engine.device_config_steps import device_config
-    from apps_api.target_store import load_target
+    from apps_api.engine.device_config_steps import stored_device_config
 
     try:
         device = cloud_device()
         if device is None or not device.provisioned:
             return False
-        loaded = load_target()
+        config = stored_device_config()
     except Exception as exc:
         logger.warning("cloud logs: could not tell whether to upload (%s)", exc)
         return False
-    config = device_config(loaded[0] if loaded else None)
     return config.log_control and not config.local_mode
 
 

@@ -170,18 +170,16 @@ def _check_connectivity(device: CloudDevice, state: PollState) -> None:
     cloud's API? While the VPN is up it can (the check pauses). The LED shows when not."""
     from django.conf import settings
 
-    from apps_api.actions import VPN_CONNECTED_FLAG
+    from apps_api.actions import vpn_connected
     from apps_api.cloud import cloud_reachable
-    from apps_api.engine.device_config_steps import device_config
-    from apps_api.target_store import load_target
+    from apps_api.engine.device_config_steps import stored_device_config
     from hostcfg.blink import show_no_connectivity
 
     if time.time() - state.connectivity_checked_at < CONNECTIVITY_CHECK_SECONDS:
         return
-    loaded = load_target()
-    if not device_config(loaded[0] if loaded else None).connectivity_check:
+    if not stored_device_config().connectivity_check:
         reachable = None
-    elif (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists():
+    elif vpn_connected():
         reachable = True
     else:
         reachable = cloud_reachable(device, timeout=CONNECT_TIMEOUT_SECONDS)
@@ -267,12 +265,9 @@ def _report_initial_config(device: CloudDevice, target_config: dict[str, str] | 
 
 
 def poll_interval_seconds() -> float:
-    from apps_api.engine.apply import poll_interval_seconds as of_target
-    from apps_api.engine.device_config_steps import device_config
-    from apps_api.target_store import load_target
+    from apps_api.engine.device_config_steps import stored_device_config
 
-    loaded = load_target()
-    return of_target(loaded[0]) if loaded else device_config(None).poll_interval_ms / 1000
+    return stored_device_config().poll_interval_ms / 1000
 
 
 def cloud_health_problem(*, now: float | None = None) -> str | None:

@@ -82,12 +82,10 @@ def default_log_store() -> LogStore:
 def persistent_logging_enabled() -> bool:
     """SUPERVISOR_PERSISTENT_LOGGING of the stored target (off without one, or when the
     database cannot be read)."""
-    from apps_api.engine.device_config_steps import device_config
-    from apps_api.target_store import load_target
+    from apps_api.engine.device_config_steps import stored_device_config
 
     try:
-        loaded = load_target()
-        return device_config(loaded[0] if loaded else None).persistent_logging
+        return stored_device_config().persistent_logging
     except Exception as exc:
         logger.info("persistent logging off: could not read the target (%s)", exc)
         return False

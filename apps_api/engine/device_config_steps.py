@@ -42,6 +42,14 @@ def device_config(target: TargetState | None) -> DeviceConfig:
     return device_config_from(raw, managed=current_device_identity().managed)[0]
 
 
+def stored_device_config() -> DeviceConfig:
+    """The typed settings of the stored target (defaults before any target)."""
+    from apps_api.target_store import load_target
+
+    loaded = load_target()
+    return device_config(loaded[0] if loaded else None)
+
+
 def apply_device_config(target: TargetState) -> bool:
     """Make the host follow the target's config, once per change; returns whether anything
     was applied. Failures are logged as system messages and never stop the app steps."""
