@@ -207,27 +207,25 @@ def _check_device_key(device: CloudDevice, device_id: int) -> None:
 
 
 def _regenerate_identity() -> None:
-    from hostcfg.identity import config_json_lock, new_device_secret, read_config_json, write_config_json
+    from hostcfg.identity import new_device_secret, update_config_json
 
-    path = Path(settings.SUPERVISOR_CONFIG_JSON)
-    with config_json_lock(path):
-        data = read_config_json(path)
+    def regenerate(data: dict[str, Any]) -> None:
         data.update(uuid=new_device_secret(), deviceApiKey=new_device_secret())
         for stale in ("deviceId", "registered_at"):
             data.pop(stale, None)
-        write_config_json(path, data)
+
+    update_config_json(Path(settings.SUPERVISOR_CONFIG_JSON), regenerate)
 
 
 def _record_provisioning(device_id: int) -> None:
-    from hostcfg.identity import config_json_lock, read_config_json, write_config_json
+    from hostcfg.identity import update_config_json
 
-    path = Path(settings.SUPERVISOR_CONFIG_JSON)
-    with config_json_lock(path):
-        data = read_config_json(path)
+    def record(data: dict[str, Any]) -> None:
         data["deviceId"] = device_id
         data.setdefault("registered_at", int(datetime.now(UTC).timestamp() * 1000))
         data.pop("apiKey", None)
-        write_config_json(path, data)
+
+    update_config_json(Path(settings.SUPERVISOR_CONFIG_JSON), record)
 
 
 def cloud_reachable(device: CloudDevice, *, timeout: float) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from hostcfg.atomic_file import remove_file_durably, write_file_atomically
-from hostcfg.identity import config_json_lock, read_config_json, write_config_json
+from hostcfg.identity import update_config_json
 
 logger = logging.getLogger(__name__)
 
@@ -388,12 +388,10 @@ def write_host_config(
 
 
 def _write_hostname(hostname: str, *, host_root: Path, config_json: Path) -> bool:
-    with config_json_lock(config_json):
-        data = read_config_json(config_json)
-        changed = data.get("hostname") != hostname
-        if changed:
-            data["hostname"] = hostname
-            write_config_json(config_json, data)
+    def set_hostname(data: dict[str, Any]) -> None:
+        data["hostname"] = hostname
+
+    changed = update_config_json(config_json, set_hostname)
     return _replace_if_different(host_hostname_path(host_root), f"{hostname}\n") or changed
 
 

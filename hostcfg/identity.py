@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,7 @@ def write_config_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @contextmanager
-def config_json_lock(path: Path) -> Iterator[None]:
+def _config_json_lock(path: Path) -> Iterator[None]:
     """Serialise read-modify-write of config.json across the supervisor's processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock_file:
@@ -77,18 +77,31 @@ def config_json_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def update_config_json(path: Path, change: Callable[[dict[str, Any]], None]) -> bool:
+    """Apply `change` to config.json's object under the lock, and write it back (atomically)
+    only if it changed; returns whether it did."""
+    with _config_json_lock(path):
+        data = read_config_json(path)
+        before = json.dumps(data, sort_keys=True)
+        change(data)
+        if json.dumps(data, sort_keys=True) == before:
+            return False
+        write_config_json(path, data)
+        return True
+
+
 def load_device_identity(path: Path | None = None) -> DeviceIdentity:
     """Read the identity, first adding a fresh uuid and deviceApiKey where missing."""
     config_path = Path(path or settings.SUPERVISOR_CONFIG_JSON)
     data = read_config_json(config_path)
     if not (data.get("uuid") and data.get("deviceApiKey")):
-        with config_json_lock(config_path):
-            data = read_config_json(config_path)
-            missing = [field for field in ("uuid", "deviceApiKey") if not data.get(field)]
-            if missing:
-                for field in missing:
-                    data[field] = new_device_secret()
-                write_config_json(config_path, data)
+
+        def add_missing(data: dict[str, Any]) -> None:
+            for field in ("uuid", "deviceApiKey"):
+                data[field] = data.get(field) or new_device_secret()
+
+        update_config_json(config_path, add_missing)
+        data = read_config_json(config_path)
     return DeviceIdentity(
         uuid=str(data["uuid"]),
         device_api_key=str(data["deviceApiKey"]),
