@@ -8,7 +8,6 @@ a `Retry-After`, a body that is not JSON, a slow answer).
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import ssl
@@ -152,15 +151,10 @@ class FakeCloud:
             self._log_stream(handler)
             return
         length = int(handler.headers.get("Content-Length") or 0)
-        if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raw = _read_chunked(handler)
-        else:
-            raw = handler.rfile.read(length) if length else b""
-        if handler.headers.get("Content-Encoding") == "gzip":
-            raw = gzip.decompress(raw)
+        raw = handler.rfile.read(length) if length else b""
         body: Any
         try:
-            body = json.loads(raw) if raw and "ndjson" not in handler.headers.get("Content-Type", "") else raw
+            body = json.loads(raw) if raw else raw
         except ValueError:
             body = raw
         path = handler.path
@@ -298,17 +292,6 @@ class FakeCloud:
 def _matches(pattern: str, path: str) -> bool:
     regex = "^" + re.escape(pattern).replace(r"\*", "[^/]+") + "$"
     return re.match(regex, path) is not None
-
-
-def _read_chunked(handler: BaseHTTPRequestHandler) -> bytes:
-    chunks = []
-    while True:
-        size = int(handler.rfile.readline().strip() or b"0", 16)
-        if size == 0:
-            handler.rfile.readline()
-            return b"".join(chunks)
-        chunks.append(handler.rfile.read(size))
-        handler.rfile.readline()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
