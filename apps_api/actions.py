@@ -7,19 +7,45 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.conf import settings
+
+from apps_api import apply_status
+from apps_api.apikeys import ApiAccess, UnknownApiKey, check_scope
+from apps_api.apikeys import regenerate_api_key as regenerate
+from apps_api.apply.app_actions import AppNotRunning, ServiceGone
+from apps_api.apply.single_flight import cancel_running_apply, schedule_apply
+from apps_api.cloud.client import CloudError, cloud_device, fetch_device_tags
+from apps_api.cloud.poll import request_poll_now
+from apps_api.device_settings import instant_updates_enabled
+from apps_api.engine.container_config import volume_docker_name
+from apps_api.engine.current import invalidate_current_state
+from apps_api.engine.docker import remove_unused_supervised_volumes
+from apps_api.engine.locks import UpdatesLocked
+from apps_api.engine.state import TargetState
 from apps_api.errors import ActionFailed, BadRequest, InternalFailure, Locked, NotFound, PowerActionRefused
+from apps_api.host_ops.host_config import HostUnitsNotRestarted
+from apps_api.redis_store import BLINK_LOCK_KEY, new_reply_key, redis_client, wait_for_reply
+from apps_api.snapshot import (
+    APP_NOT_FOUND,
+    V2_ENDPOINT_HINT,
+    DeviceSnapshot,
+    read_snapshot,
+    single_container_app,
+)
+from apps_api.target import store
+from apps_api.target.store import load_target
+from apps_api.tasks import app_action, blink, cloud_tick, host_config_change, power_action, service_action
+from hostcfg import dbus
 from hostcfg.blink import BLINK_SECONDS
-
-if TYPE_CHECKING:
-    from apps_api.api.auth import ApiAccess
-    from apps_api.device_state import DeviceSnapshot
-    from apps_api.engine.state import TargetState
+from hostcfg.host_config import HostConfigInvalid, parse_host_config_patch
+from hostcfg.host_config import read_host_config as read
+from hostcfg.host_info import vpn_connected
+from hostcfg.identity import current_device_identity, read_config_json
+from hostcfg.tags import list_tags
 
 logger = logging.getLogger(__name__)
-
-BLINK_LOCK_KEY = "supervisor:identify-blink"
 
 
 def identify_device() -> bool:
@@ -27,8 +53,6 @@ def identify_device() -> bool:
 
     Returns whether a blink was started. Called by: POST /v1/blink.
     """
-    from hostcfg.tasks import blink
-    from supervisor_site.redis_connection import redis_client
 
     # The key outlives the blink by a little so a lost worker cannot block blinking forever.
     if not redis_client().set(BLINK_LOCK_KEY, "1", nx=True, ex=int(BLINK_SECONDS) + 5):
@@ -41,21 +65,9 @@ def identify_device() -> bool:
 def set_target_state(
     target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
 ) -> int:
-    """Store a validated target and start applying it; returns the target's record id.
-    `posted_apps`: a local-mode document's `local.apps`, kept to be shown back.
-
-    Called by: manage.py apply_target, POST /v2/local/target-state, the cloud poll.
-    """
-    from apps_api import apply_status
-    from apps_api.engine.apply import request_apply
-    from apps_api.target_store import store_target
-    from apps_api.tasks import apply_target_state
-
-    record = store_target(target, force=force, posted_apps=posted_apps)
-    apply_status.set_flags(update_failed=False)
-    request_apply(force=force)
-    apply_target_state.delay()
-    return record.pk
+    """Store a validated target and have it applied; returns the target's record id.
+    Called by: manage.py apply_target, POST /v2/local/target-state."""
+    return store.set_target_state(target, force=force, posted_apps=posted_apps)
 
 
 SERVICE_ACTION_TIMEOUT_SECONDS = 120
@@ -67,18 +79,9 @@ def is_forced(body: object) -> bool:
     return force is True or str(force).lower() in ("true", "1")
 
 
-def act_on_service(action: str, *, access: ApiAccess, raw_app_id: str, body: object) -> str:
+def act_on_service(action: str, *, access: ApiAccess, app_id: int, body: object) -> str:
     """Restart, stop or start one service of an app (v2 service endpoints); returns the
     container id. Called by: POST /v2/applications/:appId/(restart|stop|start)-service."""
-    from apps_api.device_state import (
-        APP_NOT_FOUND,
-        V2_ENDPOINT_HINT,
-        check_scope,
-        parse_app_id,
-        read_snapshot,
-    )
-
-    app_id = parse_app_id(raw_app_id)
     check_scope(access, app_id)
     body = body if isinstance(body, dict) else {}
     service_name, image_id = body.get("serviceName"), body.get("imageId")
@@ -100,12 +103,9 @@ def act_on_service(action: str, *, access: ApiAccess, raw_app_id: str, body: obj
     return _run_service_action(action, snapshot, app_id, chosen, force=is_forced(body))
 
 
-def act_on_single_container_app(action: str, *, access: ApiAccess, raw_app_id: str, body: object) -> str:
+def act_on_single_container_app(action: str, *, access: ApiAccess, app_id: int, body: object) -> str:
     """Stop or start the one service of a single-container app; returns the container id.
     Called by: POST /v1/apps/:appId/stop, POST /v1/apps/:appId/start."""
-    from apps_api.device_state import check_scope, parse_app_id, read_snapshot, single_container_app
-
-    app_id = parse_app_id(raw_app_id, "Invalid app id", text=True)
     check_scope(access, app_id, text=True)
     snapshot = read_snapshot()
     _, container = single_container_app(snapshot, app_id)
@@ -124,13 +124,9 @@ def _run_service_action(
     force: bool,
     temporary: bool = False,
 ) -> str:
-    from apps_api.engine.app_actions import ServiceGone
-    from apps_api.tasks import service_action
-
     app = snapshot.target_app(app_id)
     if app is None or app.service(service_name) is None:
         raise NotFound("Service does not exist in target release", text=True)
-    from apps_api.engine.current import invalidate_current_state
 
     pending = service_action.delay(action, app_id, service_name, force, temporary)
     try:
@@ -143,8 +139,6 @@ def _run_service_action(
 
 def regenerate_api_key(*, access: ApiAccess) -> str:
     """Replace the key that authenticated this request. Called by: POST /v1/regenerate-api-key."""
-    from apps_api.apikeys import UnknownApiKey
-    from apps_api.apikeys import regenerate_api_key as regenerate
 
     try:
         return regenerate(access.key)
@@ -156,10 +150,6 @@ def trigger_update(*, body: object) -> bool:
     """Poll the cloud's target now (a managed device), or apply the stored target again (an
     unmanaged one); `cancel` aborts a running apply first. Returns whether an update was
     triggered (instant updates are on by default). Called by: POST /v1/update."""
-    from apps_api import apply_status
-    from apps_api.engine.apply import cancel_running_apply, request_apply
-    from apps_api.tasks import apply_target_state, cloud_tick
-    from hostcfg.identity import current_device_identity
 
     body = body if isinstance(body, dict) else {}
     if body.get("cancel") is True:
@@ -167,21 +157,12 @@ def trigger_update(*, body: object) -> bool:
     if not (is_forced(body) or instant_updates_enabled()):
         return False
     if current_device_identity().managed:
-        from apps_api.cloud_poll import request_poll_now
-
         request_poll_now(force=is_forced(body))
         cloud_tick.delay()
         return True
     apply_status.set_flags(update_failed=False)
-    request_apply(force=is_forced(body))
-    apply_target_state.delay()
+    schedule_apply(force=is_forced(body))
     return True
-
-
-def instant_updates_enabled() -> bool:
-    from apps_api.engine.device_config_steps import stored_device_config
-
-    return stored_device_config().instant_update_trigger
 
 
 # Locks are waited for up to 10 s per app (locks.md): enough for a few apps.
@@ -192,8 +173,6 @@ def power_off_device(kind: str, *, body: object) -> None:
     """Reboot (`kind="reboot"`) or shut down the device: returns once the worker holds every
     app's update locks; it then stops the apps and asks logind. Raises PowerActionRefused.
     Called by: POST /v1/reboot, POST /v1/shutdown."""
-    from apps_api.task_replies import new_reply_key, wait_for_reply
-    from apps_api.tasks import power_action
 
     reply_key = new_reply_key()
     power_action.delay(kind, is_forced(body), reply_key)
@@ -209,10 +188,6 @@ HOST_CONFIG_TIMEOUT_SECONDS = 120
 
 def read_host_config() -> dict[str, Any]:
     """The hostname and proxy settings. Called by: GET /v1/device/host-config."""
-    from django.conf import settings
-
-    from hostcfg.host_config import read_host_config as read
-    from hostcfg.identity import current_device_identity, read_config_json
 
     identity = current_device_identity()
     configured = read_config_json(Path(settings.SUPERVISOR_CONFIG_JSON)).get("hostname")
@@ -227,10 +202,6 @@ def change_host_config(*, body: object) -> None:
     """Validate a host-config patch here (400 text), then apply it in the worker under every
     app's update locks (423 text) and restart the host units concerned (503 text on failure).
     Called by: PATCH /v1/device/host-config."""
-    from apps_api.engine.host_config_change import HostUnitsNotRestarted
-    from apps_api.engine.locks import UpdatesLocked
-    from apps_api.tasks import host_config_change
-    from hostcfg.host_config import HostConfigInvalid, parse_host_config_patch
 
     try:
         parse_host_config_patch(body)
@@ -247,13 +218,9 @@ def change_host_config(*, body: object) -> None:
         raise ActionFailed(str(exc) or type(exc).__name__, text=True) from exc
 
 
-VPN_CONNECTED_FLAG = Path("run/openvpn/vpn_status/active")
-
-
 def vpn_status() -> dict[str, bool]:
     """Whether openvpn.service runs (systemd over D-Bus) and whether the tunnel is up (the
     flag file openvpn writes on the host). Called by: GET /v2/device/vpn."""
-    from hostcfg import dbus
 
     try:
         enabled = dbus.unit_active_state("openvpn.service") == "active"
@@ -262,18 +229,9 @@ def vpn_status() -> dict[str, bool]:
     return {"enabled": enabled, "connected": vpn_connected()}
 
 
-def vpn_connected() -> bool:
-    """Whether the VPN tunnel is up: the flag file openvpn writes on the host."""
-    from django.conf import settings
-
-    return (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
-
-
 def device_tags() -> list[dict[str, Any]]:
     """The device's tags: from the cloud when managed (500 when it cannot be reached), else
     those kept on the device. Called by: GET /v2/device/tags."""
-    from apps_api.cloud import CloudError, cloud_device, fetch_device_tags
-    from hostcfg.tags import list_tags
 
     device = cloud_device()
     if device is None:
@@ -290,10 +248,6 @@ APP_ACTION_TIMEOUT_SECONDS = 300
 def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> None:
     """Restart (new containers) or purge (new containers, empty named volumes) an app.
     Called by: POST /v1/restart, /v1/purge, /v2/applications/:appId/(restart|purge)."""
-    from apps_api.device_state import check_scope, read_snapshot
-    from apps_api.engine.app_actions import AppNotRunning
-    from apps_api.engine.current import invalidate_current_state
-    from apps_api.tasks import app_action
 
     check_scope(access, app_id)
     if not read_snapshot().containers_of(app_id):
@@ -310,9 +264,6 @@ def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> N
 def cleanup_volumes() -> list[str]:
     """Remove the supervisor's volumes that nothing uses: no container mounts them and no
     app of the target names them, whatever the caller's scope. Called by: GET /v2/cleanup-volumes."""
-    from apps_api.engine.container_config import volume_docker_name
-    from apps_api.engine.docker import remove_unused_supervised_volumes
-    from apps_api.target_store import load_target
 
     loaded = load_target()
     apps = loaded[0].apps if loaded else ()

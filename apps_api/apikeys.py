@@ -1,13 +1,15 @@
-"""API keys: the global key, lookup of a presented key."""
+"""API keys: the global key, lookup of a presented key, and what a key gives access to."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from apps_api.errors import NotInScope
 from apps_api.models import ApiKey
-from hostcfg.identity import new_device_secret
+from hostcfg.identity import DeviceIdentity, load_device_identity, new_device_secret
 
 GLOBAL_SCOPES = [{"type": "global"}]
 
@@ -63,3 +65,28 @@ def regenerate_api_key(presented: str) -> str:
     stored.key = new_device_secret()
     stored.save(update_fields=["key"])
     return stored.key
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """What the caller may act on: every app, or only the listed app ids."""
+
+    all_apps: bool
+    app_ids: frozenset[int] = frozenset()
+    key: str = ""
+
+    def allows_app(self, app_id: int) -> bool:
+        return self.all_apps or app_id in self.app_ids
+
+
+def check_scope(access: ApiAccess, app_id: int, *, message: str = "Unauthorized", text: bool = False) -> None:
+    """Refuse (NotInScope) an app outside the caller's key."""
+    if not access.allows_app(app_id):
+        raise NotInScope(message, text=text)
+
+
+def prepare_device_identity() -> DeviceIdentity:
+    """Start-up: make sure config.json and the global API key exist."""
+    identity = load_device_identity()
+    get_or_create_global_key()
+    return identity

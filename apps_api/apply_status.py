@@ -7,26 +7,27 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-APPLY_FLAGS_KEY = "supervisor:apply:flags"
-SERVICE_STATUS_KEY = "supervisor:apply:service-status"
-IMAGE_PROGRESS_KEY = "supervisor:apply:image-progress"
+from apps_api.redis_store import (
+    APPLY_FLAGS_KEY,
+    APPLY_LOCK_KEY,
+    APPLY_REQUEST_KEY,
+    IMAGE_PROGRESS_KEY,
+    SERVICE_STATUS_KEY,
+    TARGET_VERSION_KEY,
+    read_hash,
+    redis_client,
+)
+
 FLAG_NAMES = ("applying", "update_pending", "update_failed", "update_downloaded")
 
 
-def _redis():  # type: ignore[no-untyped-def]
-    from supervisor_site.redis_connection import redis_client
-
-    return redis_client()
-
-
 def set_flags(**flags: bool | str) -> None:
-    _redis().hset(APPLY_FLAGS_KEY, mapping={k: json.dumps(v) for k, v in flags.items()})
+    redis_client().hset(APPLY_FLAGS_KEY, mapping={k: json.dumps(v) for k, v in flags.items()})
 
 
 def read_flags() -> dict[str, Any]:
-    stored = _redis().hgetall(APPLY_FLAGS_KEY)
     flags: dict[str, Any] = dict.fromkeys(FLAG_NAMES, False)
-    flags.update({k.decode(): json.loads(v) for k, v in stored.items()})
+    flags.update({k: json.loads(v) for k, v in read_hash(APPLY_FLAGS_KEY).items()})
     return flags
 
 
@@ -37,27 +38,24 @@ def service_key(app_id: int, service_name: str) -> str:
 def set_service_status(app_id: int, service_name: str, status: str | None) -> None:
     """A volatile status (Downloading, Installing, Stopping…); None clears it."""
     if status is None:
-        _redis().hdel(SERVICE_STATUS_KEY, service_key(app_id, service_name))
+        redis_client().hdel(SERVICE_STATUS_KEY, service_key(app_id, service_name))
     else:
-        _redis().hset(SERVICE_STATUS_KEY, service_key(app_id, service_name), status)
+        redis_client().hset(SERVICE_STATUS_KEY, service_key(app_id, service_name), status)
 
 
 def read_service_statuses() -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in _redis().hgetall(SERVICE_STATUS_KEY).items()}
+    return read_hash(SERVICE_STATUS_KEY)
 
 
 def set_image_progress(reference: str, percent: int | None) -> None:
     if percent is None:
-        _redis().hdel(IMAGE_PROGRESS_KEY, reference)
+        redis_client().hdel(IMAGE_PROGRESS_KEY, reference)
     else:
-        _redis().hset(IMAGE_PROGRESS_KEY, reference, percent)
+        redis_client().hset(IMAGE_PROGRESS_KEY, reference, str(percent))
 
 
 def read_image_progress() -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in _redis().hgetall(IMAGE_PROGRESS_KEY).items()}
-
-
-TARGET_VERSION_KEY = "supervisor:target:version"
+    return {k: int(v) for k, v in read_hash(IMAGE_PROGRESS_KEY).items()}
 
 
 @dataclass(frozen=True)
@@ -71,13 +69,13 @@ class ApplyProgress:
     target_version: int
 
 
-def read_progress(applying_keys: tuple[str, ...]) -> ApplyProgress:
-    """`applying_keys`: Redis keys whose existence means an apply is requested or running."""
-    pipe = _redis().pipeline(transaction=False)
+def read_progress() -> ApplyProgress:
+    """The apply loop's progress; `applying` while an apply is requested or running."""
+    pipe = redis_client().pipeline(transaction=False)
     pipe.hgetall(APPLY_FLAGS_KEY)
     pipe.hgetall(SERVICE_STATUS_KEY)
     pipe.hgetall(IMAGE_PROGRESS_KEY)
-    pipe.exists(*applying_keys)
+    pipe.exists(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
     pipe.get(TARGET_VERSION_KEY)
     stored_flags, statuses, progress, applying, version = pipe.execute()
     flags: dict[str, Any] = dict.fromkeys(FLAG_NAMES, False)
@@ -93,4 +91,4 @@ def read_progress(applying_keys: tuple[str, ...]) -> ApplyProgress:
 
 def bump_target_version() -> None:
     """A new target was stored: readers re-read it."""
-    _redis().incr(TARGET_VERSION_KEY)
+    redis_client().incr(TARGET_VERSION_KEY)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
+
+from apps_api.apply_status import read_image_progress
+from apps_api.cloud.client import cloud_device
+from apps_api.cloud.poll import cloud_health_problem
+from apps_api.device_settings import poll_interval_seconds
+from apps_api.engine.docker import ping_engine
+from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -17,14 +25,10 @@ def check_database() -> None:
 
 
 def check_redis() -> None:
-    from supervisor_site.redis_connection import redis_client
-
     redis_client().ping()
 
 
 def check_docker() -> None:
-    from apps_api.engine.docker import ping_engine
-
     ping_engine()
 
 
@@ -33,8 +37,6 @@ class Unhealthy(Exception):
 
 
 def check_cloud() -> None:
-    from apps_api.cloud_poll import cloud_health_problem
-
     if problem := cloud_health_problem():
         raise Unhealthy(problem)
 
@@ -42,13 +44,6 @@ def check_cloud() -> None:
 def check_engine_progress(*, now: float | None = None) -> None:
     """A managed device whose apply has run, downloads aside, for more than twice the poll
     interval is stuck (spec: logs-hostconfig-misc.md "/v1/healthy")."""
-    import time
-
-    from apps_api.apply_status import read_image_progress
-    from apps_api.cloud import cloud_device
-    from apps_api.cloud_poll import poll_interval_seconds
-    from apps_api.engine.apply import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
-    from supervisor_site.redis_connection import redis_client
 
     if cloud_device() is None:
         return

@@ -14,11 +14,16 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from apps_api.redis_store import (
+    METRICS_APPLIES_KEY,
+    METRICS_STEP_SECONDS_KEY,
+    METRICS_STEPS_KEY,
+    read_hash,
+    redis_client,
+)
+
 logger = logging.getLogger(__name__)
 
-STEPS_KEY = "supervisor:metrics:steps"
-STEP_SECONDS_KEY = "supervisor:metrics:step-seconds"
-APPLIES_KEY = "supervisor:metrics:applies"
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter(
@@ -69,19 +74,13 @@ class RequestMetricsMiddleware:
         HTTP_LATENCY.labels(route).observe(time.perf_counter() - began)
 
 
-def _redis():  # type: ignore[no-untyped-def]
-    from supervisor_site.redis_connection import redis_client
-
-    return redis_client()
-
-
 def record_step(kind: str, succeeded: bool, seconds: float) -> None:
     """Count one applied step (called in the worker); metrics never fail the step."""
     field = f"{kind}|{'succeeded' if succeeded else 'failed'}"
     try:
-        pipe = _redis().pipeline()
-        pipe.hincrby(STEPS_KEY, field, 1)
-        pipe.hincrbyfloat(STEP_SECONDS_KEY, field, seconds)
+        pipe = redis_client().pipeline()
+        pipe.hincrby(METRICS_STEPS_KEY, field, 1)
+        pipe.hincrbyfloat(METRICS_STEP_SECONDS_KEY, field, seconds)
         pipe.execute()
     except Exception:
         logger.warning("could not count step %s", field, exc_info=True)
@@ -90,9 +89,9 @@ def record_step(kind: str, succeeded: bool, seconds: float) -> None:
 def record_apply(converged: bool, seconds: float) -> None:
     result = "converged" if converged else "stopped"
     try:
-        pipe = _redis().pipeline()
-        pipe.hincrby(APPLIES_KEY, f"{result}|count", 1)
-        pipe.hincrbyfloat(APPLIES_KEY, f"{result}|seconds", seconds)
+        pipe = redis_client().pipeline()
+        pipe.hincrby(METRICS_APPLIES_KEY, f"{result}|count", 1)
+        pipe.hincrbyfloat(METRICS_APPLIES_KEY, f"{result}|seconds", seconds)
         pipe.execute()
     except Exception:
         logger.warning("could not count an apply", exc_info=True)
@@ -102,21 +101,20 @@ class EngineCollector:
     """Reads the worker's counters from Redis at scrape time."""
 
     def collect(self) -> Iterator[Metric]:
-        client = _redis()
         steps = CounterMetricFamily("supervisor_steps", "Applied steps", labels=["kind", "result"])
         step_seconds = CounterMetricFamily(
             "supervisor_step_seconds", "Time spent in applied steps", labels=["kind", "result"]
         )
-        for field, value in sorted(client.hgetall(STEPS_KEY).items()):
-            steps.add_metric(field.decode().split("|", 1), int(value))
-        for field, value in sorted(client.hgetall(STEP_SECONDS_KEY).items()):
-            step_seconds.add_metric(field.decode().split("|", 1), float(value))
+        for field, value in sorted(read_hash(METRICS_STEPS_KEY).items()):
+            steps.add_metric(field.split("|", 1), int(value))
+        for field, value in sorted(read_hash(METRICS_STEP_SECONDS_KEY).items()):
+            step_seconds.add_metric(field.split("|", 1), float(value))
         applies = CounterMetricFamily("supervisor_apply_runs", "Apply runs", labels=["result"])
         apply_seconds = CounterMetricFamily(
             "supervisor_apply_run_seconds", "Time spent applying", labels=["result"]
         )
-        for field, value in sorted(client.hgetall(APPLIES_KEY).items()):
-            result, measure = field.decode().split("|", 1)
+        for field, value in sorted(read_hash(METRICS_APPLIES_KEY).items()):
+            result, measure = field.split("|", 1)
             if measure == "count":
                 applies.add_metric([result], int(value))
             else:

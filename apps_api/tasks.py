@@ -1,4 +1,9 @@
-"""Celery entry points for the engine; each is a thin call into apps_api.engine."""
+"""Celery entry points: each is a thin call into the module that does the work.
+
+Task names are explicit strings, so modules can move without stranding queued tasks.
+Only the actions façade sends these tasks by reference; everything else asks for an apply
+through `apply.single_flight.schedule_apply`, which sends it by name.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,22 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
-from apps_api.engine.apply import clear_stale_apply_lock, request_apply, run_requested_applies
+from apps_api.apply import app_actions
+from apps_api.apply.journal import JournalObserver
+from apps_api.apply.loop import run_requested_applies
+from apps_api.apply.single_flight import clear_stale_apply_lock, schedule_apply
+from apps_api.cloud.poll import cloud_tick as tick
+from apps_api.cloud.poll import reset_at_start
+from apps_api.engine.locks import UpdatesLocked
+from apps_api.engine.temporary_stops import start_temporarily_stopped
+from apps_api.host_ops.host_config import change_host_config
+from apps_api.host_ops.power import run_power_action
+from apps_api.redis_store import redis_client, send_reply
+from apps_api.target.preload import load_preloaded_apps
+from hostcfg.blink import blink_led
+from hostcfg.host_config import parse_host_config_patch
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +39,6 @@ def apply_target_state() -> bool:
 
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
-    from apps_api.cloud_poll import reset_at_start
-    from apps_api.engine.temporary_stops import start_temporarily_stopped
-    from apps_api.preload import load_preloaded_apps
-
     # One worker drives the device: an apply lock it finds is a killed worker's leftover.
     clear_stale_apply_lock()
     reset_at_start()
@@ -32,8 +47,7 @@ def resume_applying(**_: object) -> None:
         load_preloaded_apps()
     except Exception as exc:  # the cloud tick tries again
         logger.warning("preloaded apps not loaded yet: %s", exc)
-    request_apply()
-    apply_target_state.delay()
+    schedule_apply()
 
 
 @shared_task(name="apps_api.service_action")
@@ -42,8 +56,6 @@ def service_action(
 ) -> str:
     """restart, stop or start one service; returns its container id. A `temporary` stop
     ends when the worker next starts."""
-    from apps_api.engine import app_actions
-    from apps_api.engine.apply import JournalObserver
 
     observer = JournalObserver()
     if action == "restart":
@@ -60,8 +72,6 @@ def service_action(
 @shared_task(name="apps_api.app_action")
 def app_action(action: str, app_id: int, force: bool = False) -> None:
     """restart or purge one app."""
-    from apps_api.engine import app_actions
-    from apps_api.engine.apply import JournalObserver
 
     if action == "restart":
         app_actions.restart_app(app_id, force=force, observer=JournalObserver())
@@ -74,7 +84,6 @@ def app_action(action: str, app_id: int, force: bool = False) -> None:
 @shared_task(name="apps_api.cloud_tick", ignore_result=True)
 def cloud_tick() -> None:
     """Provision, or poll the cloud's target state when due (a no-op when unmanaged)."""
-    from apps_api.cloud_poll import cloud_tick as tick
 
     tick()
 
@@ -82,8 +91,6 @@ def cloud_tick() -> None:
 @shared_task(name="apps_api.host_config_change")
 def host_config_change(body: object) -> None:
     """PATCH /v1/device/host-config: the body is validated again here, where it is applied."""
-    from apps_api.engine.host_config_change import change_host_config
-    from hostcfg.host_config import parse_host_config_patch
 
     change_host_config(parse_host_config_patch(body))
 
@@ -91,9 +98,6 @@ def host_config_change(body: object) -> None:
 @shared_task(name="apps_api.power_action")
 def power_action(kind: str, force: bool, reply_key: str) -> None:
     """reboot or shutdown; replies to the request once every lock is held, or with the refusal."""
-    from apps_api.engine.host_power import run_power_action
-    from apps_api.engine.locks import UpdatesLocked
-    from apps_api.task_replies import send_reply
 
     accepted = False
 
@@ -110,3 +114,12 @@ def power_action(kind: str, force: bool, reply_key: str) -> None:
                 reply_key, {"accepted": False, "locked": isinstance(exc, UpdatesLocked), "error": str(exc)}
             )
         raise
+
+
+@shared_task(name="hostcfg.blink", ignore_result=True)
+def blink(lock_key: str) -> None:
+    """Blink the identify LED, then let the next POST /v1/blink through."""
+    try:
+        blink_led(settings.SUPERVISOR_LED_FILE)
+    finally:
+        redis_client().delete(lock_key)

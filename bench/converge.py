@@ -37,7 +37,7 @@ import docker  # noqa: E402
 django.setup()
 
 from apps_api import actions  # noqa: E402
-from apps_api.target import parse_target  # noqa: E402
+from apps_api.target.documents import parse_target  # noqa: E402
 from hostcfg.identity import load_device_identity  # noqa: E402
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
@@ -159,7 +159,7 @@ def main() -> None:
     client = docker.from_env()
     ensure_image(client)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
-    from supervisor_site.redis_connection import redis_client
+    from apps_api.redis_store import redis_client
 
     redis_client().flushdb()
     with open(DATA_DIR / "worker.log", "wb") as log:

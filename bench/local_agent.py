@@ -78,7 +78,7 @@ def running_agent(
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
     flush = (
         "import django; django.setup(); "
-        "from supervisor_site.redis_connection import redis_client; redis_client().flushdb()"
+        "from apps_api.redis_store import redis_client; redis_client().flushdb()"
     )
     subprocess.run([python, "-c", flush], cwd=PROJECT_DIR, env=env, check=True)
     commands = [[python, *(part.format(port=port) for part in WEB)]]

@@ -189,7 +189,7 @@ def ensure_image(client: Any) -> None:
 
 def baseline(client: Any, command: str, lines: int) -> Figures:
     """The command's output read straight from Docker with the SDK."""
-    from apps_api.logs import parse_timestamped_line
+    from apps_api.logs.records import parse_timestamped_line
 
     container = client.containers.run(IMAGE, ["sh", "-c", command], labels={BENCH_LABEL: "1"}, detach=True)
     stamps: list[int] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from jeepney import DBus, DBusAddress, DBusErrorResponse, Message, MessageType, Properties, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
@@ -39,8 +40,6 @@ class HostBusError(Exception):
 
 
 def default_bus_address() -> str:
-    from django.conf import settings
-
     return str(settings.SUPERVISOR_DBUS_ADDRESS)
 
 

@@ -126,12 +126,3 @@ def current_device_identity() -> DeviceIdentity:
     if _cached is None or _cached[0] != key:
         _cached = (key, load_device_identity(path))
     return _cached[1]
-
-
-def prepare_device_identity() -> DeviceIdentity:
-    """Start-up: make sure config.json and the global API key exist."""
-    from apps_api.apikeys import get_or_create_global_key
-
-    identity = load_device_identity()
-    get_or_create_global_key()
-    return identity

@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path
 
 from apps_api.api.auth import AUTHORIZATION_HEADER
-from apps_api.logs import BATCH_MESSAGE_TYPE
+from apps_api.logs.records import BATCH_MESSAGE_TYPE
 from localmode.log_follow import FIRST_LINE, LogFollower, logs_access_allowed
 
 logger = logging.getLogger(__name__)

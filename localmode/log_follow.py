@@ -11,7 +11,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from apps_api.logs import LOGS_GROUP, LogBatch, LogSequencer
+from apps_api.apikeys import find_api_key
+from apps_api.device_settings import local_mode_active
+from apps_api.logs.records import LOGS_GROUP, LogBatch, LogSequencer
+from apps_api.logs.store import default_log_store
 
 FIRST_LINE = '{"message":"Streaming logs","isSystem":true}\n'
 LOCAL_MODE_CHECK_SECONDS = 2.0
@@ -28,8 +31,6 @@ class LocalModeGate:
 
     async def is_open(self) -> bool:
         if time.monotonic() - self._checked_at >= LOCAL_MODE_CHECK_SECONDS:
-            from localmode.mode import local_mode_active
-
             self._checked_at = time.monotonic()
             self._open = await sync_to_async(local_mode_active)()
         return self._open
@@ -57,7 +58,6 @@ class LogFollower:
         await self._join()
         if self.since_ms is None or not await self._gate.is_open():
             return ""
-        from apps_api.log_store import default_log_store
 
         # Joined first, read second: a batch written after the read began comes live.
         batches = await asyncio.to_thread(lambda: list(default_log_store().batches()))
@@ -85,7 +85,5 @@ class LogFollower:
 
 def logs_access_allowed(key: str) -> bool:
     """/v2/local/* needs no key in local mode, else any valid key (spec/auth.md)."""
-    from apps_api.apikeys import find_api_key
-    from localmode.mode import local_mode_active
 
     return local_mode_active() or find_api_key(key) is not None

@@ -18,7 +18,7 @@ from apps_api.api.schemas import (
     answer,
     unexpected,
 )
-from localmode import target_state
+from localmode import actions as target_state
 
 
 class LocalStateSerializer(serializers.Serializer):

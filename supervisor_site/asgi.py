@@ -13,7 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from hostcfg.identity import prepare_device_identity  # noqa: E402
+from apps_api.apikeys import prepare_device_identity  # noqa: E402
 from localmode.consumers import websocket_urlpatterns  # noqa: E402
 
 # Fails start-up (with the file named) when config.json cannot be read.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
 from django.core.handlers.asgi import ASGIHandler
 
 
@@ -25,7 +26,6 @@ class SharedThreadASGIHandler(ASGIHandler):
 
 def get_shared_thread_asgi_application() -> SharedThreadASGIHandler:
     """`django.core.asgi.get_asgi_application`, with the handler above."""
-    import django
 
     django.setup(set_prefix=False)
     return SharedThreadASGIHandler()

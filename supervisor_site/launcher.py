@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.conf import settings
+
 from supervisor_site.system_services import (
     ServiceStartError,
     StartedService,
@@ -113,7 +115,6 @@ def _run_procfile(env: dict[str, str]) -> int:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
-    from django.conf import settings
 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -138,14 +138,15 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
+# The balena Supervisor API level this agent implements (the balena CLI needs >= 9.7.0).
+SUPERVISOR_VERSION = "17.0.0"
+
 # The OpenAPI schema at /openapi.json, browsable at /docs/.
 SPECTACULAR_SETTINGS = {
     "TITLE": "balena Supervisor device API (Python)",
     "DESCRIPTION": "The device API on port 48484. Keys are checked only while the device is managed "
     "(config.json has an `apiEndpoint`); /ping, /v1/healthy and /metrics never need one.",
-    # apps_api.device_state.SUPERVISOR_VERSION; importing it here would load the app before
-    # Django is set up (tests/unit/test_openapi.py keeps the two equal).
-    "VERSION": "17.0.0",
+    "VERSION": SUPERVISOR_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     # Devices have no internet: Swagger UI comes from the sidecar's static files.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -68,7 +68,7 @@ def busybox_image(docker_engine: None) -> str:
 @pytest.fixture(scope="session")
 def redis_server(service_log_dir: Path) -> Iterator[str]:
     started = ensure_redis(settings.REDIS_URL, service_log_dir)
-    from supervisor_site.redis_connection import redis_client
+    from apps_api.redis_store import redis_client
 
     redis_client().flushdb()
     yield settings.REDIS_URL

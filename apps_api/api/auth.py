@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from apps_api.apikeys import find_api_key
+from apps_api.apikeys import ApiAccess, find_api_key
+from apps_api.device_settings import local_mode_active
 from apps_api.errors import ActionFailed
 from hostcfg.identity import current_device_identity
 
 AUTHORIZATION_HEADER = re.compile(r"(?:bearer|apikey) (\w+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ApiAccess:
-    """What the caller may act on: every app, or only the listed app ids."""
-
-    all_apps: bool
-    app_ids: frozenset[int] = frozenset()
-    key: str = ""
-
-    def allows_app(self, app_id: int) -> bool:
-        return self.all_apps or app_id in self.app_ids
 
 
 def presented_key(request: Request) -> str:
@@ -54,7 +42,6 @@ class ApiKeyAuthentication(BaseAuthentication):
         if stored is None:
             # A managed device in local mode (SUPERVISOR_LOCAL_MODE) is open too; only
             # requests without a known key pay for reading the target's config.
-            from localmode.mode import local_mode_active
 
             return (None, ApiAccess(all_apps=True, key=key)) if local_mode_active() else None
         if stored.is_global:

@@ -10,7 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps_api import actions, device_state
+from apps_api import actions
+from apps_api.api import answers
 from apps_api.api.auth import access_of
 from apps_api.api.renderers import PlainTextRenderer
 from apps_api.api.schemas import (
@@ -38,6 +39,8 @@ from apps_api.api.schemas import (
 )
 from apps_api.errors import BadRequest
 from apps_api.health import failed_health_checks
+from apps_api.metrics import REGISTRY
+from apps_api.snapshot import read_snapshot
 from hostcfg.host_config import INVALID_INPUT_PREFIX as HOST_CONFIG_INVALID
 
 
@@ -98,7 +101,7 @@ class DeviceView(APIView):
         responses=answer(200, "The device's state.", json=V1DeviceSerializer) | UNAUTHORIZED | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        return Response(device_state.v1_device(device_state.read_snapshot()))
+        return Response(answers.v1_device(read_snapshot()))
 
 
 class AppView(APIView):
@@ -118,7 +121,7 @@ class AppView(APIView):
         | unexpected(),
     )
     def get(self, request: Request, app_id: str) -> Response:
-        return Response(device_state.v1_app(app_id, access_of(request)))
+        return Response(answers.v1_app(app_id, access_of(request)))
 
 
 class AppStopView(APIView):
@@ -134,7 +137,10 @@ class AppStopView(APIView):
     )
     def post(self, request: Request, app_id: str) -> Response:
         container_id = actions.act_on_single_container_app(
-            self.action, access=access_of(request), raw_app_id=app_id, body=request.data
+            self.action,
+            access=access_of(request),
+            app_id=answers.parse_app_id(app_id, "Invalid app id", text=True),
+            body=request.data,
         )
         return Response({"containerId": container_id})
 
@@ -185,7 +191,7 @@ class UpdateView(APIView):
 
 def body_app_id(request: Request, message: str) -> int:
     data = request.data if isinstance(request.data, dict) else {}
-    return device_state.parse_app_id(data.get("appId"), message, text=True)
+    return answers.parse_app_id(data.get("appId"), message, text=True)
 
 
 class RestartView(PlainTextView):
@@ -323,7 +329,5 @@ class MetricsView(APIView):
     )
     def get(self, request: Request) -> HttpResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from apps_api.metrics import REGISTRY
 
         return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

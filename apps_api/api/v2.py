@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -9,7 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps_api import actions, device_state
+from apps_api import actions
+from apps_api.api import answers
 from apps_api.api.auth import access_of
 from apps_api.api.schemas import (
     APP_ID,
@@ -40,6 +42,9 @@ from apps_api.api.schemas import (
 )
 from apps_api.api.v1 import PlainTextView
 from apps_api.errors import DeviceApiError, InternalFailure
+from apps_api.snapshot import read_snapshot
+from hostcfg.journal import journalctl_argv, stream_journal
+from hostcfg.tags import set_tags, validate_tags
 
 
 class ApplicationsStateView(APIView):
@@ -54,7 +59,7 @@ class ApplicationsStateView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        return Response(device_state.applications_state(device_state.read_snapshot(), access_of(request)))
+        return Response(answers.applications_state(read_snapshot(), access_of(request)))
 
 
 class ApplicationStateView(APIView):
@@ -78,7 +83,7 @@ class ApplicationStateView(APIView):
     )
     def get(self, request: Request, app_id: str) -> Response:
         try:
-            return Response(device_state.application_state(app_id, access_of(request)))
+            return Response(answers.application_state(app_id, access_of(request)))
         except DeviceApiError:
             raise
         except Exception as exc:  # this endpoint's contract says 500, not the usual 503
@@ -97,7 +102,9 @@ class ServiceActionView(PlainTextView):
         responses=service_action_answers(locks=True),
     )
     def post(self, request: Request, app_id: str) -> Response:
-        actions.act_on_service(self.action, access=access_of(request), raw_app_id=app_id, body=request.data)
+        actions.act_on_service(
+            self.action, access=access_of(request), app_id=answers.parse_app_id(app_id), body=request.data
+        )
         return Response("OK")
 
 
@@ -131,7 +138,7 @@ class StateStatusView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        return Response(device_state.state_status(device_state.read_snapshot(), access_of(request)))
+        return Response(answers.state_status(read_snapshot(), access_of(request)))
 
 
 class ContainerIdView(APIView):
@@ -155,7 +162,7 @@ class ContainerIdView(APIView):
     )
     def get(self, request: Request) -> Response:
         name = request.query_params.get("serviceName") or request.query_params.get("service")
-        return Response(device_state.container_ids(device_state.read_snapshot(), access_of(request), name))
+        return Response(answers.container_ids(read_snapshot(), access_of(request), name))
 
 
 class VersionView(APIView):
@@ -168,7 +175,7 @@ class VersionView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        return Response({"status": "success", "version": device_state.SUPERVISOR_VERSION})
+        return Response({"status": "success", "version": settings.SUPERVISOR_VERSION})
 
 
 class DeviceNameView(APIView):
@@ -181,7 +188,7 @@ class DeviceNameView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> Response:
-        snapshot = device_state.read_snapshot()
+        snapshot = read_snapshot()
         name = snapshot.target.name if snapshot.target and snapshot.target.name else "local"
         return Response({"status": "success", "deviceName": name})
 
@@ -202,7 +209,7 @@ class AppActionView(PlainTextView):
         | unexpected(f"`Application with ID <id> is not in the current state`, or: {UNEXPECTED}"),
     )
     def post(self, request: Request, app_id: str) -> Response:
-        parsed = device_state.parse_app_id(app_id, "Missing app id")
+        parsed = answers.parse_app_id(app_id, "Missing app id")
         actions.act_on_app(
             self.action, access=access_of(request), app_id=parsed, force=actions.is_forced(request.data)
         )
@@ -266,8 +273,6 @@ class DeviceTagsView(APIView):
         | unexpected(),
     )
     def patch(self, request: Request) -> Response:
-        from hostcfg.tags import set_tags, validate_tags
-
         set_tags(validate_tags(request.data))
         return Response({"status": "success"}, status=202)
 
@@ -299,7 +304,5 @@ class JournalLogsView(APIView):
         | unexpected(f"`journalctl is not available on this host`, or: {UNEXPECTED}"),
     )
     def post(self, request: Request) -> StreamingHttpResponse:
-        from hostcfg.journal import journalctl_argv, stream_journal
-
         argv = journalctl_argv(request.data)
         return StreamingHttpResponse(stream_journal(argv), content_type="text/plain; charset=utf-8")

@@ -49,7 +49,7 @@ SUPERVISED_LABEL = "io.balena.supervised"
 
 
 # --- log following -------------------------------------------------------------------
-# Raw engine answers for apps_api/log_collector.py, which interprets labels and lines.
+# Raw engine answers for apps_api/logs/collector.py, which interprets labels and lines.
 
 
 def inspect_container(container_id: str) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from apps_api.engine.container_config import (
     volume_config_hash,
     volume_docker_name,
 )
+from apps_api.engine.current import current_service
 from apps_api.engine.locks import UpdateLocks, ensure_service_lock_dir, handover_complete
 from apps_api.engine.state import AppSpec, CurrentService, ServiceSpec, Step
 
@@ -191,8 +192,6 @@ class Executor:
         return container_id
 
     def _service_container_id(self, app: AppSpec, service_name: str) -> str:
-        from apps_api.engine.current import current_service
-
         for summary in engine.list_supervised_containers():
             service = current_service(summary)
             if service and service.app_id == app.app_id and service.service_name == service_name:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -330,3 +331,9 @@ def _remove_lock_paths(paths: Iterable[Path]) -> None:
             continue
         except OSError as exc:
             logger.warning("Could not remove lock %s: %s", path, exc)
+
+
+@cache
+def update_locks() -> UpdateLocks:
+    """The process's registry of held update locks (engine and synchronous actions share it)."""
+    return UpdateLocks()

@@ -1,7 +1,7 @@
 """Plain data shared by target intake, current state, planner and executor.
 
 Target side: what the device should run (`TargetState` → `AppSpec` → `ServiceSpec`,
-`NetworkSpec`, `VolumeSpec`), produced by `apps_api.target` from either document format.
+`NetworkSpec`, `VolumeSpec`), produced by `apps_api.target.documents` from either document format.
 Current side: what Docker runs now, as `apps_api.engine.current` recognises it by labels.
 Nothing here imports Django or docker.
 """

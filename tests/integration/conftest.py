@@ -127,8 +127,7 @@ def _answers(web: WebProcess) -> bool:
 def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
     """A clean engine and apply state, a worker to apply; yields the test image."""
     from apps_api import apply_status
-    from apps_api.engine.apply import APPLY_LOCK_KEY, APPLY_REQUEST_KEY
-    from supervisor_site.redis_connection import redis_client
+    from apps_api.redis_store import APPLY_LOCK_KEY, APPLY_REQUEST_KEY, redis_client
     from tests.integration.engine_helpers import remove_supervised_objects, wait_applied
 
     remove_supervised_objects()
@@ -169,10 +168,14 @@ def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
     """A fake cloud, and a device whose config.json points at it with a provisioning key."""
     from django.conf import settings
 
-    from apps_api import cloud_poll
+    from apps_api import redis_store
     from hostcfg.identity import load_device_identity, read_config_json
-    from supervisor_site.redis_connection import redis_client
 
+    cloud_keys = (
+        redis_store.CLOUD_POLL_STATE_KEY,
+        redis_store.CLOUD_POLL_NOW_KEY,
+        redis_store.CLOUD_TICK_LOCK_KEY,
+    )
     config_json = Path(settings.SUPERVISOR_CONFIG_JSON)
     fake = FakeCloud()
     fake.start()
@@ -185,11 +188,11 @@ def fake_cloud(redis_server: str) -> Iterator[FakeCloud]:
         apiEndpoint=fake.url, apiKey=fake.provisioning_key, applicationId="1", deviceType="genericx86-64-ext"
     )
     config_json.write_text(json.dumps(config))
-    redis_client().delete(cloud_poll.STATE_KEY, cloud_poll.POLL_NOW_KEY, cloud_poll.TICK_LOCK_KEY)
+    redis_store.redis_client().delete(*cloud_keys)
     assert identity.uuid
     yield fake
     fake.stop()
-    redis_client().delete(cloud_poll.STATE_KEY, cloud_poll.POLL_NOW_KEY, cloud_poll.TICK_LOCK_KEY)
+    redis_store.redis_client().delete(*cloud_keys)
     if original is None:
         config_json.unlink()
     else:

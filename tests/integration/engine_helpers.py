@@ -8,8 +8,8 @@ import docker
 import pytest
 
 from apps_api import actions, apply_status
-from apps_api.engine.apply import apply_in_progress
-from apps_api.target import parse_target
+from apps_api.apply.single_flight import apply_in_progress
+from apps_api.target.documents import parse_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 

@@ -38,8 +38,8 @@ def test_admin_requires_login() -> None:
 @pytest.mark.django_db
 def test_admin_shows_the_stored_target_and_the_step_journal(admin_client: Client) -> None:
     from apps_api.models import App, StepRecord
-    from apps_api.target import parse_target
-    from apps_api.target_store import store_target
+    from apps_api.target.documents import parse_target
+    from apps_api.target.store import store_target
 
     document = {"local": {"name": "d", "config": {}, "apps": {"7": {"name": "shown-app", "commit": "abc",
                 "releaseId": 3, "services": {"1": {"serviceName": "shown-service", "imageId": 1,

@@ -9,8 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from apps_api.actions import BLINK_LOCK_KEY
-from supervisor_site.redis_connection import redis_client
+from apps_api.redis_store import BLINK_LOCK_KEY, redis_client
 from supervisor_site.system_services import wait_until
 
 

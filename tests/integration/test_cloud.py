@@ -11,12 +11,15 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from apps_api import cloud, cloud_poll, cloud_report
+from apps_api import redis_store
 from apps_api.apikeys import get_or_create_global_key
+from apps_api.cloud import client as cloud
+from apps_api.cloud import poll as cloud_poll
+from apps_api.cloud import report as cloud_report
 from apps_api.models import TargetRecord
+from apps_api.redis_store import redis_client
 from hostcfg.blink import no_connectivity_shown
 from hostcfg.identity import load_device_identity, read_config_json
-from supervisor_site.redis_connection import redis_client
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess
 from tests.fake_cloud import FakeCloud, Scripted
@@ -116,8 +119,8 @@ def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
     """Provisioning step 4: current values the cloud's target would reset become config
     variables of the device (once per cloud, retried when refused), and
     initialDeviceName names it."""
-    from apps_api.engine.device_config_steps import applied_device_config, apply_device_config
-    from apps_api.target import parse_local_target
+    from apps_api.host_ops.device_config import applied_device_config, apply_device_config
+    from apps_api.target.documents import parse_local_target
 
     uuid = load_device_identity().uuid
     ran_locally = {
@@ -256,9 +259,9 @@ def reports(fake_cloud: FakeCloud) -> list[dict[str, Any]]:
 @pytest.fixture
 def reporting(fake_cloud: FakeCloud) -> Iterator[FakeCloud]:
     cloud.provision()
-    redis_client().delete(cloud_report.STATE_KEY)
+    redis_client().delete(redis_store.CLOUD_REPORT_KEY)
     yield fake_cloud
-    redis_client().delete(cloud_report.STATE_KEY)
+    redis_client().delete(redis_store.CLOUD_REPORT_KEY)
 
 
 def test_the_first_report_says_everything_and_never_the_update_flags(reporting: FakeCloud) -> None:
@@ -377,7 +380,7 @@ def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: Fa
     from hostcfg.models import DeviceTag
 
     DeviceTag.objects.all().delete()
-    redis_client().delete(cloud_report.TAGS_STATE_KEY)
+    redis_client().delete(redis_store.CLOUD_TAGS_REPORT_KEY)
     cloud.provision()
     uuid = load_device_identity().uuid
     assert api("patch", "/v2/device/tags", {"room": "kitchen", "floor": "1"}).status_code == 202
@@ -400,8 +403,8 @@ def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: Fa
 
 
 def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: FakeCloud) -> None:
-    from apps_api.engine.apply import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
     from apps_api.health import Unhealthy, check_engine_progress
+    from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
 
     interval = cloud_poll.poll_interval_seconds()
     now = cloud_poll.time.time()

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from apps_api import cloud, cloud_logs
-from apps_api.cloud_logs import CloudLogUploader
-from apps_api.logs import LogPublisher, LogRecord, system_record
-from apps_api.target import parse_cloud_target
-from apps_api.target_store import store_target
+from apps_api.cloud import client as cloud
+from apps_api.cloud import log_upload as cloud_logs
+from apps_api.cloud.log_upload import CloudLogUploader
+from apps_api.logs.publisher import LogPublisher
+from apps_api.logs.records import LogRecord, system_record
+from apps_api.target.documents import parse_cloud_target
+from apps_api.target.store import store_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.fake_cloud import FakeCloud, Scripted, make_certificate

@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from apps_api.log_collector import LogCollector
+from apps_api.logs.collector import LogCollector
 from supervisor_site.system_services import wait_until
 
 LABELS = {

@@ -220,7 +220,7 @@ def test_a_counting_container_is_streamed_exactly_once_across_a_collector_crash(
 
 def store_target_config(web: WebProcess, config: dict[str, str]) -> None:
     code = (
-        "from apps_api.target import parse_target; from apps_api.target_store import store_target; "
+        "from apps_api.target.documents import parse_target; from apps_api.target.store import store_target; "
         "from hostcfg.identity import load_device_identity; "
         f"doc = {{'local': {{'name': 'd', 'config': {config!r}, 'apps': {{}}}}}}; "
         "store_target(parse_target(doc, device_uuid=load_device_identity().uuid))"
@@ -284,7 +284,8 @@ def test_a_stream_that_falls_behind_is_told_how_many_records_it_missed(redis_ser
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from apps_api.logs import LogPublisher, system_record
+    from apps_api.logs.publisher import LogPublisher
+    from apps_api.logs.records import system_record
     from localmode.log_follow import LogFollower
 
     group = f"test-slow-{time.monotonic_ns()}"
@@ -321,7 +322,7 @@ def test_supervisor_system_messages_reach_the_streams(redis_server: str) -> None
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from apps_api.engine.apply import system_log
+    from apps_api.logs.publisher import system_log
     from localmode.log_follow import LogFollower
 
     layer = get_channel_layer()

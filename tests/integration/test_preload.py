@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from apps_api import cloud, cloud_poll
+from apps_api.cloud import client as cloud
+from apps_api.cloud import poll as cloud_poll
 from apps_api.models import TargetRecord
-from apps_api.preload import load_preloaded_apps
-from apps_api.target_store import load_target
+from apps_api.target.preload import load_preloaded_apps
+from apps_api.target.store import load_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess

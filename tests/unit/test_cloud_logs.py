@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from apps_api.cloud_logs import PendingLogs, cloud_log_line, reconnect_delay
-from apps_api.logs import LogRecord
+from apps_api.cloud.log_upload import PendingLogs, cloud_log_line, reconnect_delay
+from apps_api.logs.records import LogRecord
 
 
 def uploaded(record: LogRecord) -> dict[str, object]:

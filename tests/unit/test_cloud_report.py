@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from apps_api.cloud_report import report_diff
+from apps_api.cloud.report import report_diff
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from apps_api.log_store import LogStore
-from apps_api.logs import (
+from apps_api.logs.records import (
     ContainerLineEncoder,
     EncodedRecord,
     LogBatch,
@@ -17,6 +16,7 @@ from apps_api.logs import (
     parse_docker_time,
     parse_timestamped_line,
 )
+from apps_api.logs.store import LogStore
 
 STREAM = "0123456789ab:out"
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 
 from apps_api.api.urls import urlpatterns
-from apps_api.device_state import SUPERVISOR_VERSION
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC_PATHS = {"/ping", "/v1/healthy", "/metrics"}
@@ -47,7 +47,7 @@ def test_schema_validates_without_warnings(tmp_path: Path) -> None:
         "spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", "--file", str(out)
     )
 
-    assert json.loads(out.read_text())["info"]["version"] == SUPERVISOR_VERSION
+    assert json.loads(out.read_text())["info"]["version"] == settings.SUPERVISOR_VERSION
 
 
 def test_every_route_and_method_of_the_api_is_described(schema: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from apps_api.engine.state import InvalidTargetState
-from apps_api.preload import preloaded_target
+from apps_api.target.preload import preloaded_target
 
 DEVICE = "0123456789abcdef0123456789abcdef"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from apps_api.engine.state import AppSpec, InvalidTargetState, NetworkSpec, ServiceSpec, VolumeSpec
-from apps_api.target import parse_cloud_target, parse_local_target, parse_target
+from apps_api.target.documents import parse_cloud_target, parse_local_target, parse_target
 
 DEVICE_UUID = "f0e1d2c3b4a5"
 

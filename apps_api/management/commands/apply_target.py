@@ -5,6 +5,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps_api import actions
+from apps_api.apply.single_flight import apply_in_progress
+from apps_api.apply_status import read_flags, read_image_progress, read_service_statuses
+from apps_api.engine.state import InvalidTargetState
+from apps_api.target.documents import parse_target
+from hostcfg.identity import load_device_identity
+
 
 class Command(BaseCommand):
     help = "Store a target state (v2 local-mode or v3 cloud JSON) and apply it."
@@ -18,11 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
 
     def handle(self, *args: object, **options: object) -> None:
-        from apps_api import actions
-        from apps_api.engine.state import InvalidTargetState
-        from apps_api.target import parse_target
-        from hostcfg.identity import load_device_identity
-
         source = str(options["file"])
         try:
             text = sys.stdin.read() if source == "-" else Path(source).read_text()
@@ -40,9 +42,6 @@ class Command(BaseCommand):
             self._follow(float(options["timeout"]))  # type: ignore[arg-type]
 
     def _follow(self, timeout: float) -> None:
-        from apps_api.apply_status import read_flags, read_image_progress, read_service_statuses
-        from apps_api.engine.apply import apply_in_progress
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             flags = read_flags()

@@ -4,8 +4,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps_api.cloud_logs import CloudLogUploader
-from apps_api.log_collector import POSITIONS_FILE, LogCollector
+from apps_api.cloud.log_upload import CloudLogUploader
+from apps_api.logs.collector import POSITIONS_FILE, LogCollector
 
 
 class Command(BaseCommand):

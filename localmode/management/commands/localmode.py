@@ -8,6 +8,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from localmode.cli.logs_client import print_logs
+from localmode.cli.push import PushFailed, SupervisorClient, push
+
 
 class _Raw:
     """The command's stdout without the newline Django's OutputWrapper adds to each write."""
@@ -44,16 +47,12 @@ class Command(BaseCommand):
             self._logs(address, options)
 
     def _push(self, address: str, directory: Path, timeout: float) -> None:
-        from localmode.push import PushFailed, SupervisorClient, push
-
         try:
             push(directory, SupervisorClient(address), out=_Raw(self), timeout=timeout)
         except PushFailed as exc:
             raise CommandError(str(exc)) from exc
 
     def _logs(self, address: str, options: dict[str, object]) -> None:
-        from localmode.logs_client import print_logs
-
         try:
             print_logs(
                 address,

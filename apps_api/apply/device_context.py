@@ -1,0 +1,39 @@
+"""What the engine needs to know about this device to build containers: identity, device
+type, the engine socket, and an API key for each service that asks for one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from apps_api.apikeys import get_or_create_service_key
+from apps_api.engine.container_config import DeviceContext, feature_enabled
+from apps_api.engine.state import TargetState
+from hostcfg.device_type import read_device_type
+from hostcfg.identity import load_device_identity
+
+
+def device_context(target: TargetState) -> DeviceContext:
+    """The device as the engine sees it, for one round of `target`."""
+    identity = load_device_identity()
+    slug, arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
+    keys = {
+        f"{app.app_id}/{service.service_name}": get_or_create_service_key(app.app_id, service.service_name)
+        for app in target.apps
+        for service in app.services
+        if feature_enabled(service, "supervisor-api")
+    }
+    docker_host = settings.DOCKER_HOST
+    return DeviceContext(
+        uuid=identity.uuid,
+        host_root=str(settings.SUPERVISOR_HOST_ROOT),
+        docker_socket=docker_host.removeprefix("unix://") if docker_host.startswith("unix://") else "",
+        device_type=slug,
+        arch=arch,
+        device_name=target.name or "",
+        api_port=settings.SUPERVISOR_PORT,
+        device_api_key=identity.device_api_key,
+        api_endpoint=identity.api_endpoint or "",
+        service_api_keys=keys,
+    )

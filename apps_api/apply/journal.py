@@ -1,0 +1,108 @@
+"""What an apply leaves behind: a journal row and a system log line per step, the
+service statuses shown while a step runs, and the images the supervisor fetched."""
+
+from __future__ import annotations
+
+from apps_api import apply_status
+from apps_api.engine.locks import UpdatesLocked
+from apps_api.engine.state import Step
+from apps_api.logs.publisher import system_log
+from apps_api.metrics import record_step
+from apps_api.models import Image, StepRecord
+from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, redis_client
+
+JOURNAL_ROWS_KEPT = 10_000
+
+
+def prune_journal() -> None:
+    """Keep the step journal to its newest rows."""
+    newest = StepRecord.objects.order_by("-id").values_list("id", flat=True).first()
+    if newest is not None and newest > JOURNAL_ROWS_KEPT:
+        StepRecord.objects.filter(id__lte=newest - JOURNAL_ROWS_KEPT).delete()
+
+
+def forget_image(reference: str) -> None:
+    Image.objects.filter(reference=reference).delete()
+
+
+def record_image(reference: str, docker_id: str) -> None:
+    Image.objects.update_or_create(reference=reference, defaults={"docker_id": docker_id})
+    apply_status.set_flags(update_downloaded=True)
+
+
+# What each step announces (spec: logs-hostconfig-misc.md): (starting, done).
+STEP_MESSAGES = {
+    "fetch": ("Downloading image '{image}'", "Downloaded image '{image}'"),
+    "start": ("Installing service '{service}'", "Started service '{service}'"),
+    "kill": ("Killing service '{service}'", "Killed service '{service}'"),
+    "stop": ("Stopping service '{service}'", "Stopped service '{service}'"),
+    "remove": ("Removing dead container of '{service}'", "Removed dead container of '{service}'"),
+    "updateMetadata": ("Updating metadata of service '{service}'", "Updated metadata of service '{service}'"),
+    "handover": ("Handing over service '{service}'", "Handed over service '{service}'"),
+    "createNetwork": ("Creating network '{network}'", "Created network '{network}'"),
+    "removeNetwork": ("Removing network '{network}'", "Removed network '{network}'"),
+    "createVolume": ("Creating volume '{volume}'", "Created volume '{volume}'"),
+    "removeVolume": ("Removing volume '{volume}'", "Removed volume '{volume}'"),
+    "removeImage": ("Deleting image '{image}'", "Deleted image '{image}'"),
+    "takeLock": ("Taking update locks", "Took update locks"),
+    "releaseLock": ("Releasing update locks", "Released update locks"),
+}
+
+
+STATUS_WHILE = {"fetch": "Downloading", "start": "Installing", "kill": "Stopping", "stop": "Stopping",
+                "handover": "Handing over"}  # fmt: skip
+
+
+def _describe(step: Step) -> dict[str, str]:
+    image = step.image or (step.target.image if step.target else "")
+    if step.target is not None:
+        service_text = f"{step.target.service_name} {step.target.image}"
+    elif step.current is not None:
+        service_text = f"{step.current.service_name} {step.current.docker_image_id}"
+    else:
+        service_text = ""
+    network = (
+        step.network.name if step.network else (step.current_network.name if step.current_network else "")
+    )
+    volume = step.volume.name if step.volume else (step.current_volume.name if step.current_volume else "")
+    return {"service": service_text, "image": image, "network": network, "volume": volume}
+
+
+class JournalObserver:
+    """Journals every step, announces it as a system log message and tracks service status."""
+
+    def started(self, step: Step) -> None:
+        if step.kind in STEP_MESSAGES:
+            system_log(STEP_MESSAGES[step.kind][0].format(**_describe(step)))
+        if step.app_id is not None and step.service_name and step.kind in STATUS_WHILE:
+            apply_status.set_service_status(step.app_id, step.service_name, STATUS_WHILE[step.kind])
+
+    def finished(self, step: Step, error: BaseException | None, seconds: float) -> None:
+        if step.kind in STEP_MESSAGES:
+            if error is None:
+                system_log(STEP_MESSAGES[step.kind][1].format(**_describe(step)))
+            elif not isinstance(error, UpdatesLocked):
+                system_log(
+                    f"{STEP_MESSAGES[step.kind][0].format(**_describe(step))} due to '{error}'",
+                    is_stderr=True,
+                )
+        if step.app_id is not None and step.service_name:
+            apply_status.set_service_status(step.app_id, step.service_name, None)
+        if step.image:
+            apply_status.set_image_progress(step.image, None)
+        if step.kind == "fetch":
+            redis_client().incrbyfloat(APPLY_DOWNLOAD_SECONDS_KEY, seconds)
+        record_step(step.kind, error is None, seconds)
+        StepRecord.objects.create(
+            kind=step.kind,
+            app_id=step.app_id,
+            service_name=step.service_name or "",
+            reason=step.reason[:255],
+            succeeded=error is None,
+            error=str(error) if error else "",
+            duration_ms=int(seconds * 1000),
+        )
+
+    def progress(self, step: Step, percent: int) -> None:
+        if step.image:
+            apply_status.set_image_progress(step.image, percent)

@@ -1,0 +1,255 @@
+"""The current state the device reports to the cloud (spec/cloud.md "State report").
+
+Only what changed since the last report the cloud accepted is sent (a two-level diff),
+at most once per 10 s, with metric-only changes at most every 5 minutes; a refused report
+is retried with backoff, honouring `Retry-After`. The update_* flags are never sent, and
+in local mode neither are `apps` and `logs_channel`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from apps_api.apikeys import get_or_create_global_key
+from apps_api.cloud.client import (
+    CloudError,
+    cloud_device,
+    retry_delay,
+    send_config_variable,
+    send_device_name,
+    send_device_tags,
+    send_state_report,
+)
+from apps_api.device_settings import local_mode_active, poll_interval_seconds
+from apps_api.host_ops.device_config import applied_device_config
+from apps_api.redis_store import CLOUD_REPORT_KEY, CLOUD_TAGS_REPORT_KEY, redis_client
+from apps_api.snapshot import current_commit, read_snapshot, update_status
+from hostcfg.atomic_file import write_file_atomically
+from hostcfg.device_config import initial_config_variables
+from hostcfg.host_info import host_addresses, os_version
+from hostcfg.tags import mark_reported, unreported_tags
+
+if TYPE_CHECKING:
+    from apps_api.cloud.client import CloudDevice, CloudError
+
+logger = logging.getLogger(__name__)
+
+MIN_REPORT_SECONDS = 10.0
+METRICS_EVERY_SECONDS = 300.0
+METRIC_FIELDS = frozenset({"cpu_usage", "cpu_temp", "memory_usage", "memory_total", "storage_usage",
+                           "storage_total"})  # fmt: skip
+
+
+@dataclass
+class ReportState:
+    """The pacing of one kind of report (state, or tags), kept in Redis."""
+
+    last_reported: dict[str, Any] = field(default_factory=dict)
+    last_report_at: float = 0.0
+    last_metrics_at: float = 0.0
+    next_report_at: float = 0.0
+    failures: int = 0
+
+
+def read_report_state(key: str = CLOUD_REPORT_KEY) -> ReportState:
+    raw: Any = redis_client().get(key)
+    try:
+        return ReportState(**json.loads(raw)) if raw else ReportState()
+    except (TypeError, ValueError):
+        return ReportState()
+
+
+def _write_report_state(state: ReportState, key: str = CLOUD_REPORT_KEY) -> None:
+    redis_client().set(key, json.dumps(asdict(state)))
+
+
+def _due(state: ReportState, now: float) -> bool:
+    return now >= state.next_report_at and now - state.last_report_at >= MIN_REPORT_SECONDS
+
+
+def _refused(state: ReportState, error: CloudError, now: float, key: str) -> None:
+    state.failures += 1
+    cap = poll_interval_seconds()
+    state.next_report_at = now + retry_delay(state.failures, cap=cap, retry_after=error.retry_after)
+    _write_report_state(state, key)
+
+
+def _accepted(state: ReportState, now: float, key: str) -> None:
+    state.last_report_at, state.failures, state.next_report_at = now, 0, 0.0
+    _write_report_state(state, key)
+
+
+def current_report(*, local_mode: bool) -> dict[str, Any]:
+    """Everything the device would report now."""
+
+    snapshot = read_snapshot()
+    ips, macs = host_addresses()
+    report: dict[str, Any] = {
+        "api_port": settings.SUPERVISOR_PORT,
+        "api_secret": get_or_create_global_key().key,
+        "ip_address": ips,
+        "mac_address": macs,
+        "os_version": os_version(),
+        "os_variant": "prod",
+        "supervisor_version": settings.SUPERVISOR_VERSION,
+        "provisioning_progress": None,
+        "provisioning_state": "",
+        "status": "Updating" if snapshot.applying else "Idle",
+        **_metrics(),
+    }
+    if not local_mode:
+        report["logs_channel"] = None
+        report["apps"] = _apps(snapshot)
+    return report
+
+
+def _apps(snapshot: Any) -> dict[str, Any]:
+    apps: dict[str, Any] = {}
+    for app in snapshot.target_apps():
+        services = {}
+        for service in app.services:
+            status = snapshot.status_of(app.app_id, service.service_name)
+            entry: dict[str, Any] = {
+                "image": service.image,
+                "status": status.status if status else "Downloading",
+            }
+            if status is not None and status.download_progress is not None:
+                entry["download_progress"] = status.download_progress
+            services[service.service_name] = entry
+        release = {"update_status": update_status(snapshot, app), "services": services}
+        apps[app.app_uuid] = {"releases": {app.commit: release} if app.commit else {}}
+        if commit := current_commit(snapshot, app.app_id):
+            apps[app.app_uuid]["release_uuid"] = commit
+    return apps
+
+
+def _metrics() -> dict[str, Any]:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage("/")
+    metrics: dict[str, Any] = {
+        "cpu_usage": round(psutil.cpu_percent(interval=None)),
+        "memory_usage": (memory.total - memory.available) // (1024 * 1024),
+        "memory_total": memory.total // (1024 * 1024),
+        "storage_usage": disk.used // (1024 * 1024),
+        "storage_total": disk.total // (1024 * 1024),
+    }
+    temperatures: dict[str, list[Any]] = getattr(psutil, "sensors_temperatures", dict)()
+    readings = [t.current for sensors in temperatures.values() for t in sensors if t.current]
+    if readings:
+        metrics["cpu_temp"] = round(max(readings))
+    return metrics
+
+
+def report_diff(current: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `current` that differ from `last`, comparing objects one level down."""
+    diff: dict[str, Any] = {}
+    for key, value in current.items():
+        before = last.get(key)
+        if key in last and value == before:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            diff[key] = {k: v for k, v in value.items() if k not in before or before[k] != v}
+        else:
+            diff[key] = value
+    return diff
+
+
+def report_state_if_due(*, now: float | None = None) -> bool:
+    """Send what changed when a report is due; returns whether one was sent.
+    Raises CloudError when the cloud refused it (the next attempt is then delayed)."""
+
+    device = cloud_device()
+    if device is None or not device.provisioned:
+        return False
+    now = time.time() if now is None else now
+    state = read_report_state()
+    if not _due(state, now):
+        return False
+    current = current_report(local_mode=local_mode_active())
+    diff = report_diff(current, state.last_reported)
+    if set(diff) <= METRIC_FIELDS and now - state.last_metrics_at < METRICS_EVERY_SECONDS:
+        diff = {}
+    if not diff:
+        return False
+    try:
+        send_state_report(device, diff)
+    except CloudError as exc:
+        _refused(state, exc, now, CLOUD_REPORT_KEY)
+        raise
+    state.last_reported = current
+    if set(diff) & METRIC_FIELDS:
+        state.last_metrics_at = now
+    _accepted(state, now, CLOUD_REPORT_KEY)
+    return True
+
+
+def report_tags_if_due(*, now: float | None = None) -> bool:
+    """Send the tags the cloud has not accepted yet, paced like the state report; returns
+    whether some were sent. Raises CloudError when refused (the next attempt is then delayed)."""
+
+    device = cloud_device()
+    if device is None or not device.provisioned:
+        return False
+    now = time.time() if now is None else now
+    state = read_report_state(CLOUD_TAGS_REPORT_KEY)
+    if not _due(state, now):
+        return False
+    tags = unreported_tags()
+    if not tags:
+        return False
+    try:
+        send_device_tags(device, tags)
+    except CloudError as exc:
+        _refused(state, exc, now, CLOUD_TAGS_REPORT_KEY)
+        raise
+    mark_reported(tags)
+    _accepted(state, now, CLOUD_TAGS_REPORT_KEY)
+    return True
+
+
+# --- what a newly provisioned device tells the cloud once -------------------------------
+
+INITIAL_CONFIG_FILE = "cloud-initial-config.json"
+
+
+def report_initial_config(device: CloudDevice, target_config: dict[str, str] | None) -> None:
+    """Once per cloud (api endpoint): create in the cloud the config variables whose current
+    values the target would otherwise reset, and name the device from config.json's
+    initialDeviceName (spec/cloud.md "Provisioning" step 4).
+
+    Worked out on the first target fetched from this cloud, before it is applied, and kept
+    in the data dir until each part was accepted: a refusal (CloudError, raised) is retried
+    on the next poll, with `target_config` None."""
+
+    path = Path(settings.SUPERVISOR_DATA_DIR) / INITIAL_CONFIG_FILE
+    try:
+        pending = json.loads(path.read_text())
+    except (OSError, ValueError):
+        pending = {}
+    if pending.get("endpoint") != device.api_endpoint:
+        if target_config is None:
+            return
+        pending = {
+            "endpoint": device.api_endpoint,
+            "variables": initial_config_variables(applied_device_config(), target_config),
+            "device_name": device.initial_device_name,
+        }
+        write_file_atomically(path, json.dumps(pending))
+    while pending["variables"]:
+        name, value = next(iter(pending["variables"].items()))
+        send_config_variable(device, name, value)
+        del pending["variables"][name]
+        write_file_atomically(path, json.dumps(pending))
+    if pending["device_name"]:
+        send_device_name(device, pending["device_name"])
+        pending["device_name"] = ""
+        write_file_atomically(path, json.dumps(pending))

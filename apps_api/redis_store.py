@@ -1,0 +1,151 @@
+"""The one module that talks to Redis for the agent's own keys (Celery's broker and the
+channel layer are configured in settings and keep their own connections).
+
+The keys below are the protocol between the web process, the worker and the log
+collector: single-flight applies, pre-emption, poll-now, progress and task replies. Every
+key the agent uses is named here, with who writes it, who reads it and when it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from redis.exceptions import LockError
+from redis.lock import Lock
+
+__all__ = ["Lock", "LockError"]
+
+# --- Every key ----------------------------------------------------------------------------
+# Single-flight apply lock. Held by the running apply (apply/single_flight.py) or an action that
+# must run alone (restart, purge); 600 s, renewed every 60 s; cleared at worker start.
+APPLY_LOCK_KEY = "supervisor:apply:lock"
+# An apply is wanted ({"force": bool}). Set by schedule_apply (web or worker), taken with GETDEL
+# by the apply loop at each round; no expiry (a request must survive until an apply sees it).
+APPLY_REQUEST_KEY = "supervisor:apply:requested"
+# Stop the running apply at its next round ("cancel" or "exclusive"). Set by cancel_running_apply,
+# taken by the apply loop; expires after 60 s.
+APPLY_PREEMPT_KEY = "supervisor:apply:preempt"
+# When the running apply began (epoch seconds). Written and deleted by the apply loop; read by
+# the engine health check; no expiry.
+APPLY_STARTED_KEY = "supervisor:apply:started-at"
+# Seconds the running apply spent downloading. Incremented by the journal, reset by the apply
+# loop; read by the engine health check; no expiry.
+APPLY_DOWNLOAD_SECONDS_KEY = "supervisor:apply:download-seconds"
+# Hash of the update flags (applying, update_pending, …) as JSON values. Written by the apply
+# loop and actions (apply_status.py); read by the state answers and reports; no expiry.
+APPLY_FLAGS_KEY = "supervisor:apply:flags"
+# Hash "appId/service" → transient status ("Downloading", "Stopping"…). Written by the journal;
+# read by the state answers; no expiry (entries are deleted when the step ends).
+SERVICE_STATUS_KEY = "supervisor:apply:service-status"
+# Hash image reference → download percent. Written by the journal; read by the state answers.
+IMAGE_PROGRESS_KEY = "supervisor:apply:image-progress"
+# Counter bumped when a new target is committed (target/store.py); readers key their parsed copy
+# of the target by it; no expiry.
+TARGET_VERSION_KEY = "supervisor:target:version"
+# Hashes of step and apply counters for /metrics. Incremented by the worker (metrics.py), read by
+# the web process; no expiry.
+METRICS_STEPS_KEY = "supervisor:metrics:steps"
+METRICS_STEP_SECONDS_KEY = "supervisor:metrics:step-seconds"
+METRICS_APPLIES_KEY = "supervisor:metrics:applies"
+# "The LED is blinking". Set NX by POST /v1/blink (actions.py), deleted by the blink task when
+# done; expires 5 s after the blink would have ended, so a lost worker cannot block blinking.
+BLINK_LOCK_KEY = "supervisor:identify-blink"
+# Prefix of the one-shot lists a task answers its request on (send_reply / wait_for_reply);
+# each expires 120 s after its reply is pushed.
+TASK_REPLY_PREFIX = "supervisor:task-reply:"
+# The cloud poll's state (ETag, last fetch, backoff) as JSON. Written and read by the cloud tick
+# (cloud/poll.py); read by health and the report; no expiry.
+CLOUD_POLL_STATE_KEY = "supervisor:cloud:poll"
+# "Poll now" ("now" or "force"), set by POST /v1/update, taken with GETDEL by the cloud tick.
+CLOUD_POLL_NOW_KEY = "supervisor:cloud:poll-now"
+# One cloud tick at a time: a lock held by the running tick; cleared at worker start.
+CLOUD_TICK_LOCK_KEY = "supervisor:cloud:tick"
+# The last state report the cloud accepted, and its pacing (cloud/report.py); no expiry.
+CLOUD_REPORT_KEY = "supervisor:cloud:report"
+# The same for the device tags report.
+CLOUD_TAGS_REPORT_KEY = "supervisor:cloud:tags"
+# The version of an apps.json that was refused, so it is logged once (target/preload.py).
+PRELOAD_REFUSED_KEY = "supervisor:preload:refused"
+
+TASK_REPLY_TTL_SECONDS = 120
+
+
+@cache
+def redis_client() -> redis.Redis:
+    """The process's client, with short timeouts: a dead Redis must never hang a request."""
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+    )
+
+
+def take(key: str) -> bytes | None:
+    """Read and delete `key` in one step (GETDEL): a request is seen by one reader only."""
+    value: Any = redis_client().getdel(key)
+    return value
+
+
+def get_json(key: str) -> Any:
+    """The JSON value stored at `key`, or None when absent or not JSON."""
+    raw: Any = redis_client().get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def set_json(key: str, value: Any) -> None:
+    redis_client().set(key, json.dumps(value))
+
+
+def read_hash(key: str) -> dict[str, str]:
+    """Every field of the hash at `key`, decoded; empty when absent."""
+    stored: Any = redis_client().hgetall(key)
+    return {k.decode(): v.decode() for k, v in stored.items()}
+
+
+def decode_hash(stored: Any) -> dict[str, str]:
+    """A hash as a pipeline returns it (bytes to bytes), decoded."""
+    return {k.decode(): v.decode() for k, v in stored.items()}
+
+
+def lock(key: str, *, timeout: float, blocking: bool = True, blocking_timeout: float | None = None) -> Lock:
+    """A Redis lock that expires after `timeout` seconds unless renewed (`lock.reacquire()`)."""
+    return redis_client().lock(key, timeout=timeout, blocking=blocking, blocking_timeout=blocking_timeout)
+
+
+def new_reply_key() -> str:
+    """A fresh key on which a task can answer the request that queued it."""
+    return TASK_REPLY_PREFIX + secrets.token_hex(16)
+
+
+def send_reply(reply_key: str, reply: dict[str, Any]) -> None:
+    """Push a task's early answer; one nobody collects (the view gave up) expires by itself."""
+    with redis_client().pipeline() as pipe:
+        pipe.rpush(reply_key, json.dumps(reply))
+        pipe.expire(reply_key, TASK_REPLY_TTL_SECONDS)
+        pipe.execute()
+
+
+def wait_for_reply(reply_key: str, *, timeout: float) -> dict[str, Any] | None:
+    """The task's reply, or None when none came within `timeout` seconds.
+
+    Some actions answer before their task ends: a reboot answers 202 once every update lock is
+    held, then goes on to stop the apps (whose containers may include the caller).
+    """
+    # Its own client: the shared one's socket timeout is shorter than the wait.
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout + 5, socket_connect_timeout=2)
+    try:
+        popped: Any = client.blpop([reply_key], timeout=max(1, round(timeout)))
+    finally:
+        client.close()
+    if popped is None:
+        return None
+    reply = json.loads(popped[1])
+    return reply if isinstance(reply, dict) else None

@@ -1,0 +1,121 @@
+"""The target state in SQLite: stored whole and atomically, read back as plain data.
+
+The `App`/`Service`/`Network`/`Volume` rows are a read-only projection of the stored
+document for the admin; the engine reads only `TargetRecord.document`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from django.db import transaction
+
+from apps_api import apply_status
+from apps_api.apply.single_flight import schedule_apply
+from apps_api.apply_status import bump_target_version
+from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
+from apps_api.models import App, Network, Service, TargetRecord, Volume
+
+KEPT_TARGET_RECORDS = 20
+
+
+def target_to_document(target: TargetState) -> dict[str, Any]:
+    return asdict(target)
+
+
+def target_from_document(document: dict[str, Any]) -> TargetState:
+    apps = []
+    for app in document["apps"]:
+        services = tuple(
+            ServiceSpec(**{**service, "depends_on": tuple(service.get("depends_on", ()))})
+            for service in app["services"]
+        )
+        apps.append(
+            AppSpec(
+                **{
+                    **app,
+                    "services": services,
+                    "networks": tuple(NetworkSpec(**n) for n in app["networks"]),
+                    "volumes": tuple(VolumeSpec(**v) for v in app["volumes"]),
+                }
+            )
+        )
+    return TargetState(
+        name=document["name"], config=document["config"], apps=tuple(apps), source=document["source"]
+    )
+
+
+@transaction.atomic
+def store_target(
+    target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
+) -> TargetRecord:
+    """Make `target` the one the engine applies; all or nothing. `posted_apps` is the
+    local-mode document's `local.apps` as sent, which GET /v2/local/target-state echoes."""
+    record = TargetRecord.objects.create(
+        document=target_to_document(target), source=target.source, force=force, posted_apps=posted_apps
+    )
+    App.objects.all().delete()
+    for spec in target.apps:
+        app = App.objects.create(
+            app_id=spec.app_id,
+            uuid=spec.app_uuid,
+            name=spec.name,
+            commit=spec.commit or "",
+            release_id=spec.release_id,
+            app_class=spec.app_class,
+            source=target.source,
+        )
+        Service.objects.bulk_create(
+            Service(
+                app=app,
+                service_name=s.service_name,
+                service_id=s.service_id,
+                image_id=s.image_id,
+                image=s.image,
+                running=s.running,
+                environment=s.environment,
+                labels=s.labels,
+                composition=s.composition,
+            )
+            for s in spec.services
+        )
+        Network.objects.bulk_create(Network(app=app, name=n.name, config=asdict(n)) for n in spec.networks)
+        Volume.objects.bulk_create(Volume(app=app, name=v.name, config=asdict(v)) for v in spec.volumes)
+    stale = TargetRecord.objects.values_list("id", flat=True)[KEPT_TARGET_RECORDS:]
+    TargetRecord.objects.filter(id__in=list(stale)).delete()
+    # Readers key their parsed copy by this version: bump it only once the rows are visible.
+    transaction.on_commit(bump_target_version)
+    return record
+
+
+def set_target_state(
+    target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
+) -> int:
+    """Make `target` the one the device runs: store it, clear a previous failure and have
+    it applied (`force` overrides update locks). Returns the target's record id."""
+    record = store_target(target, force=force, posted_apps=posted_apps)
+    apply_status.set_flags(update_failed=False)
+    schedule_apply(force=force)
+    return record.pk
+
+
+def load_target() -> tuple[TargetState, TargetRecord] | None:
+    """The newest stored target and its record; None before any target was set."""
+    record = TargetRecord.objects.order_by("-id").first()
+    if record is None:
+        return None
+    return target_from_document(record.document), record
+
+
+_parsed: dict[int, TargetState | None] = {}
+
+
+def load_target_cached(version: int) -> TargetState | None:
+    """The newest target, read from the database once per `version` (apply_status's target
+    version, bumped whenever a target is stored): API reads run often."""
+    if version not in _parsed:
+        loaded = load_target()
+        _parsed.clear()
+        _parsed[version] = loaded[0] if loaded else None
+    return _parsed[version]
