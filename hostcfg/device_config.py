@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apps_api.engine.state import is_truthy  # plain Python, no Django at import time
 from hostcfg.atomic_file import write_file_atomically
 
 logger = logging.getLogger(__name__)
+
+
+def is_truthy(value: object) -> bool:
+    """Loose booleans of labels and config variables: "1", "true", "on", "yes"."""
+    return str(value).strip().lower() in {"1", "true", "on", "yes"}
+
 
 FirewallMode = Literal["on", "off", "auto"]
 

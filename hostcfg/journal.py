@@ -6,7 +6,14 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator
 
-from apps_api.errors import ActionFailed, BadRequest
+
+class JournalRequestInvalid(ValueError):
+    """Journal options of the wrong type or value (answered 400)."""
+
+
+class JournalUnavailable(Exception):
+    """journalctl cannot be run on this host (answered 503)."""
+
 
 OUTPUT_FORMATS = frozenset(
     {"short", "short-full", "short-iso", "short-iso-precise", "short-precise", "short-monotonic",
@@ -18,21 +25,21 @@ def journalctl_argv(options: object) -> list[str]:
     """journalctl's arguments for the request body; values go in `--opt=value` form so that
     none can be read as another option."""
     if not isinstance(options, dict):
-        raise BadRequest("Invalid journal options: expected an object")
+        raise JournalRequestInvalid("Invalid journal options: expected an object")
     journalctl = shutil.which("journalctl")
     if journalctl is None:
-        raise ActionFailed("journalctl is not available on this host")
+        raise JournalUnavailable("journalctl is not available on this host")
     argv = [journalctl, "--no-pager"]
     for flag, option in (("all", "--all"), ("follow", "--follow")):
         value = options.get(flag, False)
         if not isinstance(value, bool):
-            raise BadRequest(f"{flag}: must be a boolean")
+            raise JournalRequestInvalid(f"{flag}: must be a boolean")
         if value:
             argv.append(option)
     count = options.get("count")
     if count is not None:
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise BadRequest("count: must be a positive integer")
+            raise JournalRequestInvalid("count: must be a positive integer")
         argv.append(f"--lines={count}")
     for field, option in (("unit", "--unit"), ("containerId", "--identifier"), ("since", "--since"),
                           ("until", "--until")):  # fmt: skip
@@ -40,11 +47,11 @@ def journalctl_argv(options: object) -> list[str]:
         if value is None:
             continue
         if not isinstance(value, str) or not value or "\0" in value:
-            raise BadRequest(f"{field}: must be a non-empty string")
+            raise JournalRequestInvalid(f"{field}: must be a non-empty string")
         argv.append(f"{option}={value}")
     output = options.get("format", "short")
     if output not in OUTPUT_FORMATS:
-        raise BadRequest(f"format: must be one of {', '.join(sorted(OUTPUT_FORMATS))}")
+        raise JournalRequestInvalid(f"format: must be one of {', '.join(sorted(OUTPUT_FORMATS))}")
     argv.append(f"--output={output}")
     return argv
 

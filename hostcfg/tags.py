@@ -8,8 +8,12 @@ from typing import Any
 
 from django.db import transaction
 
-from apps_api.errors import BadRequest
 from hostcfg.models import DeviceTag
+
+
+class TagsInvalid(ValueError):
+    """A tags body that is not a flat object of strings (answered 400)."""
+
 
 INVALID_TAGS_BODY = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
 WHITESPACE = re.compile(r"\s")
@@ -23,9 +27,9 @@ def validate_tags(body: object) -> dict[str, str]:
     if hasattr(body, "dict") and callable(body.dict):  # a form body: one value per key
         body = body.dict()
     if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
-        raise BadRequest(INVALID_TAGS_BODY)
+        raise TagsInvalid(INVALID_TAGS_BODY)
     if any(not isinstance(k, str) or not k or len(k) > 255 or WHITESPACE.search(k) for k in body):
-        raise BadRequest("Tag keys cannot contain whitespace")
+        raise TagsInvalid("Tag keys cannot contain whitespace")
     return dict(body)
 
 

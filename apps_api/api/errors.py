@@ -12,6 +12,8 @@ from rest_framework.views import exception_handler
 
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.errors import DeviceApiError, PowerActionRefused
+from hostcfg.journal import JournalRequestInvalid, JournalUnavailable
+from hostcfg.tags import TagsInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,10 @@ def device_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Res
         return failure(exc.message, exc.status, text=exc.text)
     if isinstance(exc, PowerActionRefused):
         return JsonResponse({"Data": "", "Error": str(exc)}, status=423 if exc.locked else 500)
+    if isinstance(exc, TagsInvalid | JournalRequestInvalid):
+        return failure(str(exc), 400)
+    if isinstance(exc, JournalUnavailable):
+        return failure(str(exc), 503)
     if isinstance(exc, UpdatesLocked):
         return failure(str(exc), 423)
     if isinstance(exc, exceptions.ParseError):

@@ -328,6 +328,6 @@ class MetricsView(APIView):
         | unexpected("Redis (the engine's counters) cannot be reached."),
     )
     def get(self, request: Request) -> HttpResponse:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # lazy: ~14 MiB, only for scrapes
 
         return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -108,7 +108,7 @@ def _request(
     headers: dict[str, str] | None = None,
     stream: bool = False,
 ) -> Any:
-    import requests
+    import requests  # lazy: ~18 MiB, only on a managed device
 
     all_headers = {"User-Agent": user_agent(), **(headers or {})}
     if key:

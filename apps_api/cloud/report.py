@@ -131,7 +131,7 @@ def _apps(snapshot: Any) -> dict[str, Any]:
 
 
 def _metrics() -> dict[str, Any]:
-    import psutil
+    import psutil  # lazy: only the metrics of a managed device
 
     memory = psutil.virtual_memory()
     disk = psutil.disk_usage("/")

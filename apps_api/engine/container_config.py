@@ -20,8 +20,8 @@ from apps_api.engine.state import (
     NetworkSpec,
     ServiceSpec,
     VolumeSpec,
-    is_truthy,
 )
+from hostcfg.device_config import is_truthy
 
 CONFIG_HASH_LABEL = "io.balena.private.config-hash"
 LOCK_DIR_IN_CONTAINER = ("/tmp/balena", "/tmp/resin")  # noqa: S108 - container paths, fixed by the contract

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 if TYPE_CHECKING:
-    import docker
+    import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +27,15 @@ class EngineUnavailable(Exception):
 
 @cache
 def docker_client() -> docker.DockerClient:
-    import docker
+    import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
     return docker.DockerClient(base_url=settings.DOCKER_HOST, version=DOCKER_API_VERSION, timeout=60)
 
 
 def ping_engine(timeout: float = 2.0) -> None:
     """Raise EngineUnavailable unless the engine answers within `timeout` seconds."""
-    import docker
-    import requests
+    import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
+    import requests  # lazy: ~18 MiB, only for the SDK's transport errors
 
     try:
         client = docker.APIClient(base_url=settings.DOCKER_HOST, version=DOCKER_API_VERSION, timeout=timeout)
@@ -93,7 +93,7 @@ class ContainerOutput:
     def __init__(
         self, container_id: str, *, tty: bool, since_ns: int, stdout: bool = True, stderr: bool = True
     ) -> None:
-        from docker.types import CancellableStream
+        from docker.types import CancellableStream  # lazy: the docker SDK, ~20 MiB
 
         api = docker_client().api
         params: dict[str, int | str] = {
@@ -161,7 +161,7 @@ LEGACY_SUPERVISED_LABEL = "io.resin.supervised"
 
 
 def _not_found(exc: Exception) -> bool:
-    import docker
+    import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
     return isinstance(exc, docker.errors.NotFound)
 
@@ -286,7 +286,7 @@ def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dic
     api = docker_client().api
     ipam_config = None
     if ipam:
-        import docker
+        import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
         pools = [
             docker.types.IPAMPool(
@@ -314,7 +314,7 @@ def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dic
 def ensure_supervisor_network(name: str, *, subnet: str, gateway: str) -> None:
     """The bridge between the supervisor and the services using its API; recreated when its
     addressing differs (only when no container uses it)."""
-    import docker
+    import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
     api = docker_client().api
     try:

@@ -23,11 +23,6 @@ DEFAULT_NETWORK = "default"
 BUILTIN_NETWORK_MODES = frozenset({"host", "bridge", "none"})
 
 
-def is_truthy(value: object) -> bool:
-    """Loose booleans of labels and config variables: "1", "true", "on", "yes"."""
-    return str(value).strip().lower() in {"1", "true", "on", "yes"}
-
-
 # --- target -------------------------------------------------------------------------
 
 

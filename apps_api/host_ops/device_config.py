@@ -83,7 +83,7 @@ def reboot_if_requested() -> None:
     """Reboot when a configuration change asked for it during this boot (the reboot
     breadcrumb), with the app locks honoured like POST /v1/reboot; a lock postpones it to
     the next settled apply."""
-    import psutil
+    import psutil  # lazy: only when a reboot breadcrumb is checked
 
     host_root = Path(settings.SUPERVISOR_HOST_ROOT)
     if not reboot_breadcrumb_pending(host_root, boot_time=psutil.boot_time()):

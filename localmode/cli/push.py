@@ -67,7 +67,7 @@ class Project:
 def read_project(directory: Path) -> Project:
     """The services of `directory`'s compose file, or one service `main` built from its
     Dockerfile. Raises PushFailed."""
-    import yaml
+    import yaml  # lazy: only a push reads compose files
 
     compose = next((directory / name for name in COMPOSE_FILES if (directory / name).is_file()), None)
     if compose is None:
