@@ -6,7 +6,7 @@ import dataclasses
 
 from apps_api.engine.state import CurrentState
 from apps_api.engine.status import service_statuses
-from tests.unit.state_builders import app, container, settled, svc
+from tests.unit.engine.state_builders import app, container, settled, svc
 
 
 def statuses(current: CurrentState, target, volatile=None, progress=None) -> dict[str, tuple]:  # type: ignore[no-untyped-def]

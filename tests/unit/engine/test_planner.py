@@ -8,7 +8,7 @@ import pytest
 
 from apps_api.engine.planner import plan
 from apps_api.engine.state import CurrentState, NetworkSpec, Step, VolumeSpec, normalise_image_ref
-from tests.unit.state_builders import (
+from tests.unit.engine.state_builders import (
     CONFIG,
     LOCAL,
     app,
