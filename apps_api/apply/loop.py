@@ -21,6 +21,7 @@ from apps_api.apply.single_flight import (
     take_preemption,
     take_request,
 )
+from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
 from apps_api.engine.current import read_current_state
 from apps_api.engine.executor import Executor
@@ -122,7 +123,7 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             failures = 0
             continue
         failures += 1
-        delay = min(BACKOFF_BASE_SECONDS * 2**failures, poll_interval_seconds(target))
+        delay = backoff_delay(failures + 1, base=BACKOFF_BASE_SECONDS, cap=poll_interval_seconds(target))
         _report_failure(rounds, errors, delay)
         _wait_for_retry(delay, record.pk)
     return ConvergeResult(rounds, False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import select
 import socket
 import ssl
@@ -23,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
+from apps_api.backoff import backoff_delay
 from hostcfg.host_info import os_version
 from hostcfg.identity import load_device_identity, new_device_secret, read_config_json, update_config_json
 
@@ -47,9 +49,7 @@ ERROR_BACKOFF_BASE_SECONDS = 15.0
 def retry_delay(failures: int, *, cap: float | None = None, retry_after: float | None = None) -> float:
     """How long to wait after `failures` failures in a row: 15 s doubling each time, at most
     `cap`, and never less than the cloud's Retry-After."""
-    delay = ERROR_BACKOFF_BASE_SECONDS * 2 ** max(failures - 1, 0)
-    if cap is not None:
-        delay = min(delay, cap)
+    delay = backoff_delay(failures, base=ERROR_BACKOFF_BASE_SECONDS, cap=math.inf if cap is None else cap)
     return max(delay, retry_after or 0.0)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from channels.layers import get_channel_layer
 
+from apps_api.backoff import backoff_delay
 from apps_api.cloud.client import CloudError, LogStream, cloud_device
 from apps_api.device_settings import stored_device_config
 from apps_api.logs.records import LOGS_GROUP, LogBatch, LogSequencer, now_ms, suppressed_line
@@ -120,7 +121,7 @@ def log_upload_enabled() -> bool:
 
 def reconnect_delay(failures: int, *, base: float = RECONNECT_BASE_SECONDS) -> float:
     """5 s doubling with each failure in a row, at most 5 minutes."""
-    return min(base * 2 ** max(failures - 1, 0), RECONNECT_MAX_SECONDS)
+    return backoff_delay(failures, base=base, cap=RECONNECT_MAX_SECONDS)
 
 
 class CloudLogUploader:

@@ -18,6 +18,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from apps_api.backoff import backoff_delay
 from apps_api.device_settings import persistent_logging_enabled
 from apps_api.logs.records import LOGS_GROUP, EncodedRecord, LogBatch, LogRecord, now_ms
 from apps_api.logs.store import LogStore, default_log_store
@@ -164,15 +165,16 @@ class LogPublisher:
                 self._buffer.done(len(records))
 
     def _send(self, loop: asyncio.AbstractEventLoop, layer: Any, batch: LogBatch) -> None:
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 loop.run_until_complete(layer.group_send(self.group, batch.to_message()))
                 return
             except Exception as exc:
+                failures += 1
+                delay = backoff_delay(failures, base=0.1, cap=self.RETRY_MAX_SECONDS)
                 logger.warning("could not publish log records (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, self.RETRY_MAX_SECONDS)
 
     def _write_to_store(self, batch: LogBatch) -> None:
         if time.monotonic() - self._persist_checked_at >= self.PERSIST_CHECK_SECONDS:

@@ -10,6 +10,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from apps_api.backoff import backoff_delay
 from localmode.cli.push import TextOut
 
 RECONNECT_MAX_SECONDS = 60.0
@@ -39,14 +40,14 @@ def print_logs(
     """Without `follow`: what the device kept (persistent logging), until nothing comes for
     `idle_seconds`. With `follow`: everything from now on, reconnecting when the stream ends."""
     url = base_url.rstrip("/") + "/v2/local/logs" + ("" if follow else "?since=0")
-    wait = 1.0
+    failures = 0
     while True:
         request = urllib.request.Request(url)  # noqa: S310 (our own API)
         if api_key:
             request.add_header("Authorization", f"Bearer {api_key}")
         try:
             with urllib.request.urlopen(request, timeout=None if follow else idle_seconds) as stream:  # noqa: S310
-                wait = 1.0
+                failures = 0
                 for raw in stream:
                     _print_line(raw, out, service=service, system_only=system_only)
         except TimeoutError:
@@ -58,8 +59,8 @@ def print_logs(
                 raise RuntimeError(f"{url}: {exc}") from exc
         if not follow:
             return
-        time.sleep(wait)
-        wait = min(wait * 2, RECONNECT_MAX_SECONDS)
+        failures += 1
+        time.sleep(backoff_delay(failures, base=1.0, cap=RECONNECT_MAX_SECONDS))
 
 
 def _print_line(raw: bytes, out: TextOut, *, service: str | None, system_only: bool) -> None:

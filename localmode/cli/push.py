@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tqdm import tqdm
+
 from apps_api.engine.docker import ImageBuildFailed, build_image
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
@@ -26,7 +28,6 @@ APP_ID = "1"
 APP_NAME = "localapp"
 LOCAL_COMMIT = "localcommit"
 POLL_SECONDS = 1.0
-BAR_WIDTH = 30
 
 
 class TextOut(Protocol):
@@ -227,21 +228,17 @@ def follow_apply(
 
 
 class ProgressBar:
-    """One line redrawn in place: `label [#####.....] 50%`."""
+    """One line redrawn in place (tqdm): `label |#####     | 50%`."""
 
     def __init__(self, label: str, out: TextOut) -> None:
-        self.label = label
-        self.out = out
-        self.percent = -1
+        self._bar = tqdm(
+            total=100, desc=label, file=out, ncols=80, bar_format="{desc} |{bar}| {n:3.0f}%", mininterval=0
+        )
 
     def show(self, percent: int) -> None:
         percent = max(0, min(100, int(percent)))
-        if percent == self.percent:
-            return
-        self.percent = percent
-        filled = BAR_WIDTH * percent // 100
-        self.out.write(f"\r{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:3d}%")
-        self.out.flush()
+        if percent != self._bar.n:
+            self._bar.update(percent - self._bar.n)
 
     def step_line(self, line: str) -> None:
         """A build output line: `Step 2/5 : …` moves the bar."""
@@ -252,7 +249,8 @@ class ProgressBar:
 
     def done(self) -> None:
         self.show(100)
-        self.out.write("\n")
+        self._bar.close()
 
     def fail(self) -> None:
-        self.out.write(" failed\n")
+        self._bar.set_description_str(f"{self._bar.desc} failed", refresh=False)
+        self._bar.close()

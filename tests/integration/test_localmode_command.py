@@ -71,7 +71,8 @@ def push(web: WebProcess, directory: Path) -> str:
 
 def test_push_builds_sets_the_target_and_waits_until_applied(shared_web: WebProcess, tmp_path: Path) -> None:
     output = push(shared_web, project(tmp_path))
-    assert "build greeter [" in output
+    assert "build greeter |" in output
+    assert "100%" in output
     assert "applied: " in output
     containers = supervised_containers()
     assert sorted(containers) == ["greeter", "sleeper"]
