@@ -1,5 +1,5 @@
 """Device tags: kept on the device; a managed device also reports the ones that changed to
-the cloud (apps_api/cloud_tags.py) and reads them back from it."""
+the cloud (apps_api/cloud/report.py) and reads them back from it."""
 
 from __future__ import annotations
 

@@ -10,13 +10,12 @@ and the device keeps running what it runs. POST /v1/update asks for a poll at on
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -38,7 +37,11 @@ from apps_api.redis_store import (
     CLOUD_POLL_STATE_KEY,
     CLOUD_TICK_LOCK_KEY,
     LockError,
+    get_json,
+    lock,
     redis_client,
+    set_json,
+    take,
 )
 from apps_api.target.documents import parse_cloud_target
 from apps_api.target.preload import load_preloaded_apps, pin_to_preloaded_release
@@ -78,15 +81,15 @@ class PollState:
 
 
 def read_poll_state() -> PollState:
-    raw: Any = redis_client().get(CLOUD_POLL_STATE_KEY)
+    stored = get_json(CLOUD_POLL_STATE_KEY)
     try:
-        return PollState(**json.loads(raw)) if raw else PollState()
-    except (TypeError, ValueError):
+        return PollState(**stored) if isinstance(stored, dict) else PollState()
+    except TypeError:
         return PollState()
 
 
 def _write_poll_state(state: PollState) -> None:
-    redis_client().set(CLOUD_POLL_STATE_KEY, json.dumps(state.__dict__))
+    set_json(CLOUD_POLL_STATE_KEY, state.__dict__)
 
 
 def request_poll_now(*, force: bool) -> None:
@@ -107,14 +110,14 @@ def cloud_tick() -> None:
     device = cloud_device()
     if device is None:
         return
-    lock = redis_client().lock(CLOUD_TICK_LOCK_KEY, timeout=TICK_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
+    tick_lock = lock(CLOUD_TICK_LOCK_KEY, timeout=TICK_LOCK_SECONDS)
+    if not tick_lock.acquire(blocking=False):
         return
     try:
         _tick(device)
     finally:
         with contextlib.suppress(LockError):  # it outlived its timeout: no longer ours
-            lock.release()
+            tick_lock.release()
 
 
 def _tick(device: CloudDevice) -> None:
@@ -125,7 +128,7 @@ def _tick(device: CloudDevice) -> None:
             # spec/cloud.md: with instant updates off, the first poll waits one interval.
             state.next_poll_at = state.first_tick_at + poll_interval_seconds()
         _write_poll_state(state)
-    asked: Any = redis_client().getdel(CLOUD_POLL_NOW_KEY)
+    asked = take(CLOUD_POLL_NOW_KEY)
     if asked:
         state.next_poll_at = 0.0
         state.forced = state.forced or asked == b"force"

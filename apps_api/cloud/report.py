@@ -29,7 +29,7 @@ from apps_api.cloud.client import (
 )
 from apps_api.device_settings import local_mode_active, poll_interval_seconds
 from apps_api.host_ops.device_config import applied_device_config
-from apps_api.redis_store import CLOUD_REPORT_KEY, CLOUD_TAGS_REPORT_KEY, redis_client
+from apps_api.redis_store import CLOUD_REPORT_KEY, CLOUD_TAGS_REPORT_KEY, get_json, set_json
 from apps_api.snapshot import current_commit, read_snapshot, update_status
 from hostcfg.atomic_file import write_file_atomically
 from hostcfg.device_config import initial_config_variables
@@ -59,15 +59,15 @@ class ReportState:
 
 
 def read_report_state(key: str = CLOUD_REPORT_KEY) -> ReportState:
-    raw: Any = redis_client().get(key)
+    stored = get_json(key)
     try:
-        return ReportState(**json.loads(raw)) if raw else ReportState()
-    except (TypeError, ValueError):
+        return ReportState(**stored) if isinstance(stored, dict) else ReportState()
+    except TypeError:
         return ReportState()
 
 
 def _write_report_state(state: ReportState, key: str = CLOUD_REPORT_KEY) -> None:
-    redis_client().set(key, json.dumps(asdict(state)))
+    set_json(key, asdict(state))
 
 
 def _due(state: ReportState, now: float) -> bool:
