@@ -1,6 +1,6 @@
 """Read throughput and latency of the device API with 5 services running.
 
-Starts a worker and the web process (daphne, as the Procfile does) in a temporary data
+Starts a worker and the web process (daphne) in a temporary data
 dir, applies a target of 5 busybox services, then loads GET /v2/applications/state and
 GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
 server, loaded the same way, is the baseline of this run.

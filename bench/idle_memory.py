@@ -1,8 +1,9 @@
 """Idle memory of the whole agent: PSS summed over every process `make run` starts.
 
-Starts the launcher (which starts honcho and the Procfile's processes) in a fresh data
-dir, waits until /ping answers and the processes settle, then sums the PSS of the
-launcher's process tree (dockerd and redis-server excluded: they are the system's).
+Starts the launcher (the agent's supervising parent, which forks the web process, the
+worker and its own redis-server) in a fresh data dir, waits until /ping answers and the
+processes settle, then sums the PSS of the launcher's process tree, its redis-server
+included (dockerd excluded: it is the system's).
 Prints the figure, a bare Python interpreter measured in the same run as a baseline,
 and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
 
@@ -111,7 +112,7 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.5)
             time.sleep(SETTLE_SECONDS)
-            skip = ("redis-server", "dockerd", "containerd")
+            skip = ("dockerd", "containerd")
             processes = [p for p in process_tree(launcher.pid) if not command_name(p).startswith(skip)]
             total_kib = 0
             for pid in processes:

@@ -14,7 +14,7 @@ app.autodiscover_tasks()
 
 @worker_ready.connect
 def run_schedules_in_this_process(sender: object, **_: object) -> None:
-    """With SUPERVISOR_WORKER_BEAT=1 (the Procfile's worker), the beat scheduler runs as a
+    """With SUPERVISOR_WORKER_BEAT=1 (the agent's worker), the beat scheduler runs as a
     thread of the worker: `celery worker --beat` would fork a process of its own for it,
     about 40 MiB more at idle. One worker drives the device, so one scheduler is right."""
     if os.environ.get("SUPERVISOR_WORKER_BEAT") != "1":

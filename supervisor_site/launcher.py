@@ -1,6 +1,7 @@
-"""`make run`: start what is missing, migrate, then run the Procfile's processes with honcho.
+"""`make run`: start the system services that are missing (dockerd; Redis when REDIS_URL is
+TCP), then run the agent's supervising parent (supervisor_site.agent) in this process.
 
-Ctrl-C stops the processes and then only the system services this run started.
+Ctrl-C stops the agent and then only the system services this run started.
 With SUPERVISOR_EXPOSE_DOCKER_TCP=1 it also exposes the Docker engine on 127.0.0.1:2375,
 where `balena push 127.0.0.1` builds (README "Local mode with the balena CLI").
 """
@@ -14,10 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 
+from supervisor_site import agent
 from supervisor_site.system_services import (
     ServiceStartError,
     StartedService,
@@ -88,44 +91,18 @@ def _expose_docker_tcp_requested() -> bool:
     return os.environ.get(EXPOSE_DOCKER_TCP_VARIABLE, "").strip().lower() in {"1", "true"}
 
 
-def _manage(*args: str, env: dict[str, str], capture: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "manage.py"), *args],
-        env=env,
-        cwd=PROJECT_DIR,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )
-
-
-def _run_procfile(env: dict[str, str]) -> int:
-    honcho = Path(sys.executable).parent / "honcho"
-    process = subprocess.Popen(
-        [str(honcho), "-f", str(PROJECT_DIR / "Procfile"), "start"], env=env, cwd=PROJECT_DIR
-    )
-    # honcho gets the terminal's Ctrl-C itself and stops its processes; we wait for it,
-    # and pass on a SIGTERM sent to us alone.
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            continue
-
-
 def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
-
-    env = dict(os.environ)
+    env = os.environ
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("SUPERVISOR_LISTEN_ADDRESS", settings.SUPERVISOR_LISTEN_ADDRESS)
-    env.setdefault("SUPERVISOR_PORT", str(settings.SUPERVISOR_PORT))
-    env.setdefault("PYTHONUNBUFFERED", "1")
     log_dir = Path(settings.SUPERVISOR_DATA_DIR) / "log"
-
     started: list[StartedService] = []
     try:
-        for ensure, target in ((ensure_redis, settings.REDIS_URL), (ensure_dockerd, settings.DOCKER_HOST)):
+        ensures: list[tuple[Callable[[str, Path], StartedService | None], str]] = [
+            (ensure_dockerd, settings.DOCKER_HOST)
+        ]
+        if not settings.REDIS_URL.startswith("unix://"):  # a unix socket: the agent runs its own
+            ensures.insert(0, (ensure_redis, settings.REDIS_URL))
+        for ensure, target in ensures:
             try:
                 service = ensure(target, log_dir)
             except ServiceStartError as exc:
@@ -144,18 +121,7 @@ def main() -> int:
                 if relay is not None:
                     print(f"started {relay.name} (pid {relay.process.pid})")
                     started.append(relay)
-        if _manage("migrate", "--noinput", "--verbosity=0", env=env).returncode != 0:
-            return 1
-        apikey = _manage("apikey", env=env, capture=True)
-        if apikey.returncode != 0:
-            return 1
-        address, port = env["SUPERVISOR_LISTEN_ADDRESS"], env["SUPERVISOR_PORT"]
-        print(
-            f"Supervisor API: http://{address}:{port}/  (global API key: {apikey.stdout.strip()})", flush=True
-        )
-        return _run_procfile(env)
-    except KeyboardInterrupt:
-        return 130
+        return agent.run()
     finally:
         for service in reversed(started):
             print(f"stopping {service.name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import environ
@@ -20,7 +21,9 @@ def _path(value: str) -> Path:
 
 
 SUPERVISOR_DATA_DIR = _path(env.str("SUPERVISOR_DATA_DIR", default="./var"))
-SUPERVISOR_LISTEN_ADDRESS = env.str("SUPERVISOR_LISTEN_ADDRESS", default="127.0.0.1")
+# Comma-separated: loopback, and the supervisor0 bridge's gateway, where app containers are told
+# the API is (BALENA_SUPERVISOR_ADDRESS).
+SUPERVISOR_LISTEN_ADDRESS = env.str("SUPERVISOR_LISTEN_ADDRESS", default="127.0.0.1,10.114.104.1")
 SUPERVISOR_PORT = env.int("SUPERVISOR_PORT", default=48484)
 SUPERVISOR_HOST_ROOT = _path(env.str("SUPERVISOR_HOST_ROOT", default="/"))
 SUPERVISOR_BOOT_ROOT = _path(env.str("SUPERVISOR_BOOT_ROOT", default=str(SUPERVISOR_DATA_DIR / "boot")))
@@ -32,12 +35,14 @@ SUPERVISOR_DATABASE = _path(
     env.str("SUPERVISOR_DATABASE", default=str(SUPERVISOR_DATA_DIR / "supervisor.sqlite3"))
 )
 DOCKER_HOST = env.str("DOCKER_HOST", default="unix:///var/run/docker.sock")
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# By default the agent runs a Redis of its own on a unix socket in the data dir (mode 0700):
+# nothing outside the agent's user can queue tasks.
+REDIS_URL = env.str("REDIS_URL", default=f"unix://{SUPERVISOR_DATA_DIR / 'redis.sock'}?db=0")
 SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=/run/dbus/system_bus_socket")
 SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
 SUPERVISOR_LOG_LEVEL = env.str("SUPERVISOR_LOG_LEVEL", default="INFO").upper()
 
-SUPERVISOR_DATA_DIR.mkdir(parents=True, exist_ok=True)
+SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
@@ -46,12 +51,22 @@ def _secret_key() -> str:
         return key
     key_file = SUPERVISOR_DATA_DIR / "secret_key"
     try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_text().strip()
+        kept = key_file.read_bytes().decode("ascii").strip()
+    except FileNotFoundError:
+        kept = None
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    if kept and kept.isprintable() and len(kept) >= 32:
+        return kept
+    if kept is not None:
+        # It only signs admin sessions: a new one logs the admin out, nothing more.
+        print(f"warning: {key_file} is unreadable or corrupt; writing a new key", file=sys.stderr)
+    key = secrets.token_urlsafe(50)
+    temporary = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        key = secrets.token_urlsafe(50)
         handle.write(key)
+    os.replace(temporary, key_file)
     return key
 
 
@@ -167,8 +182,18 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+
+def _celery_redis_url(url: str) -> str:
+    """Celery names a unix-socket Redis `redis+socket://<path>?virtual_host=<db>`."""
+    if not url.startswith("unix://"):
+        return url
+    path, _, query = url.removeprefix("unix://").partition("?")
+    database = dict(part.partition("=")[::2] for part in query.split("&") if part).get("db", "0")
+    return f"redis+socket://{path}?virtual_host={database}"
+
+
+CELERY_BROKER_URL = _celery_redis_url(REDIS_URL)
+CELERY_RESULT_BACKEND = _celery_redis_url(REDIS_URL)
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -176,7 +201,9 @@ CELERY_TASK_DEFAULT_QUEUE = "supervisor"
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE_FILENAME = str(SUPERVISOR_DATA_DIR / "celerybeat-schedule")
+# The schedule lives in memory: one entry every 5 s has nothing worth keeping, and a file kept
+# across power cuts could rot and kill the scheduler.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 # The cloud tick decides by itself whether a provisioning attempt or a poll is due.
 CELERY_BEAT_SCHEDULE = {
     "cloud-tick": {"task": "apps_api.cloud_tick", "schedule": 5.0, "options": {"expires": 5.0}},

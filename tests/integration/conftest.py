@@ -72,7 +72,7 @@ StartWeb = Callable[..., WebProcess]
 def launch_web(
     data_dir: Path, log_dir: Path, *, wait: bool = True, port: int | None = None, **overrides: str
 ) -> WebProcess:
-    """Start daphne like the Procfile does, after `migrate`; wait until /ping answers.
+    """Start daphne as the agent serves, after `migrate`; wait until /ping answers.
 
     It listens on `port`, or on a free port when None."""
     port = port or free_port()

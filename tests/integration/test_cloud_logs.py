@@ -221,7 +221,7 @@ def test_the_collector_process_uploads_container_output(
     busybox_image: str,
     tmp_path: Path,
 ) -> None:
-    """`manage.py collect_logs` (the Procfile's `logs` process) with its real timings: the
+    """`manage.py collect_logs` (the log collection the agent's worker runs) with its real timings: the
     stream opens on the first line and sends 5 s later."""
     from django.conf import settings
 

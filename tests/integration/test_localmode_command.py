@@ -47,7 +47,7 @@ def project(tmp_path: Path, run: str = "true") -> Path:
 
 @pytest.fixture
 def log_collector(shared_web: WebProcess, tmp_path: Path) -> Iterator[None]:
-    """`manage.py collect_logs` (the Procfile's `logs` process) on the tests' settings."""
+    """`manage.py collect_logs` (the log collection the agent's worker runs) on the tests' settings."""
     with open(tmp_path / "collect_logs.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "collect_logs"], cwd=PROJECT_DIR, env=shared_web.env,

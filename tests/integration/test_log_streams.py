@@ -1,5 +1,5 @@
 """GET /v2/local/logs and /v2/local/logs/ws, end to end: daphne and the log collector
-running as the Procfile runs them, test containers printing, clients reading."""
+running as the agent runs them, test containers printing, clients reading."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def service_labels(name: str, service_id: int) -> dict[str, str]:
 
 
 class CollectorProcess:
-    """`manage.py collect_logs`, as the Procfile's `logs` process."""
+    """`manage.py collect_logs`, as the log collection the agent's worker runs."""
 
     def __init__(self, web: WebProcess, log_dir: Path) -> None:
         self._env = web.env
