@@ -241,6 +241,7 @@ def start(child: Child) -> None:
     pid = os.fork()
     if pid:
         child.pid, child.started_at = pid, time.monotonic()
+        logger.info("started %s (pid %d)", child.name, pid)
         return
     code = 1
     try:

@@ -1,0 +1,130 @@
+"""The agent as a device runs it: few named processes, children brought back when they
+die, a graceful stop that leaves the apps running, an API its apps reach, secrets kept
+from other users. Real processes, real dockerd, the agent's own redis-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from supervisor_site.system_services import wait_until
+from tests.integration.agent_process import Agent
+from tests.integration.engine_helpers import local_target, remove_supervised_objects, supervised_containers
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def agent(tmp_path: Path, busybox_image: str, docker_engine: None) -> Iterator[Agent]:
+    remove_supervised_objects()
+    running = Agent(tmp_path / "data")
+    running.start()
+    yield running
+    running.stop()
+    remove_supervised_objects()
+
+
+def post_target(agent: Agent, document: dict[str, object]) -> None:
+    status, body = agent.request("POST", "/v2/local/target-state", document)
+    assert status == 200, body
+
+
+def applied(agent: Agent) -> bool:
+    status, body = agent.request("GET", "/v2/state/status")
+    return status == 200 and body["appState"] == "applied"
+
+
+def test_the_agent_is_a_parent_and_two_named_children_plus_its_redis(agent: Agent) -> None:
+    titles = sorted(" ".join(title.split(" ")[:2]) for title in agent.children().values())
+    assert titles == ["redis-server unixsocket:" + str(agent.data_dir / "redis.sock"), "supervisor: web",
+                      "supervisor: worker"]  # fmt: skip
+    assert agent.process is not None
+    assert Path(f"/proc/{agent.process.pid}/cmdline").read_bytes().startswith(b"supervisor: parent")
+
+
+@pytest.mark.parametrize("role", ["web", "worker", "redis"])
+def test_a_killed_child_is_started_again_and_the_api_serves(agent: Agent, role: str) -> None:
+    killed = agent.child(role)
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    assert wait_until(lambda: agent.child(role) not in (None, killed), 30), agent.log_text()[-2000:]
+    assert f"{role} killed by SIGKILL" in agent.log_text()
+    assert wait_until(agent.answers, 30)
+    # A read that needs Redis, the database and the engine answers again.
+    assert wait_until(lambda: agent.request("GET", "/v2/applications/state")[0] == 200, 30)
+
+
+def test_sigterm_stops_the_agent_and_the_apps_keep_running_then_are_adopted(
+    agent: Agent, busybox_image: str
+) -> None:
+    post_target(agent, local_target({"main": {}}, image=busybox_image))
+    assert wait_until(lambda: "main" in supervised_containers() and applied(agent), 60)
+    before = supervised_containers()["main"]
+    assert agent.stop(timeout=30) == 0
+    assert agent.children() == {}
+    running = docker.from_env().containers.get(before.id)
+    assert running.status == "running"
+    agent.start()
+    assert wait_until(lambda: applied(agent), 60)
+    assert {name: c.id for name, c in supervised_containers().items()} == {"main": before.id}
+
+
+# Debian's static busybox crashes in `wget` (glibc's resolver cannot load in a bare image);
+# `nc` speaks the same HTTP request.
+CALL_THE_API = (
+    "address=${BALENA_SUPERVISOR_ADDRESS#http://}; "
+    '(printf "GET /v1/device?apikey=$BALENA_SUPERVISOR_API_KEY HTTP/1.0\\r\\n\\r\\n"; sleep 2) '
+    '| busybox nc "${address%:*}" "${address#*:}"; echo; sleep 1000'
+)
+
+
+def test_an_app_reaches_the_api_at_the_address_it_is_given(agent: Agent, busybox_image: str) -> None:
+    service = {"labels": {"io.balena.features.supervisor-api": "1"}, "command": ["sh", "-c", CALL_THE_API]}
+    post_target(agent, local_target({"caller": service}, image=busybox_image))
+
+    def answered() -> bool:
+        container = supervised_containers().get("caller")
+        return container is not None and b'"api_port":' in container.logs()
+
+    assert wait_until(answered, 60), supervised_containers()["caller"].logs()[-500:]
+    answer = supervised_containers()["caller"].logs()
+    assert answer.startswith(b"HTTP/1.0 200 OK")
+    assert f'"api_port":{agent.port}'.encode() in answer
+    env = supervised_containers()["caller"].attrs["Config"]["Env"]
+    assert f"BALENA_SUPERVISOR_ADDRESS=http://10.114.104.1:{agent.port}" in env
+
+
+def test_secrets_are_kept_from_other_users(agent: Agent) -> None:
+    data_dir = agent.data_dir
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("supervisor.sqlite3", "secret_key"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    redis_socket = data_dir / "redis.sock"
+    assert stat.S_ISSOCK(redis_socket.stat().st_mode)
+    assert stat.S_IMODE(redis_socket.stat().st_mode) & 0o077 == 0
+    assert agent.child("redis") is not None
+    assert "unixsocket" in Path(f"/proc/{agent.child('redis')}/cmdline").read_text()
+
+
+def test_an_install_made_readable_by_others_is_tightened_at_start(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    kept = data_dir / "apps.json.preloaded"
+    kept.write_text("{}")
+    kept.chmod(0o644)
+    agent = Agent(data_dir)
+    agent.start()
+    try:
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    finally:
+        agent.stop()
