@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Secrets live in the data dir (API keys, the database, Redis): nothing the agent creates is
 # readable by other users. Set before Django creates the data dir.
@@ -199,8 +200,9 @@ def run_worker() -> None:
     collection.start()
     # Started directly rather than through `celery worker`: the command line would import a
     # shell (prompt_toolkit, pygments: ~10 MiB) the agent never uses.
-    worker = app.Worker(pool_cls="threads", concurrency=4, queues=["supervisor"], loglevel="INFO",
-                        without_heartbeat=True, without_gossip=True, without_mingle=True)  # fmt: skip
+    make_worker: Any = app.Worker  # celery-types does not describe its options
+    worker = make_worker(pool_cls="threads", concurrency=4, queues=["supervisor"], loglevel="INFO",
+                         without_heartbeat=True, without_gossip=True, without_mingle=True)  # fmt: skip
     worker.start()
     sys.exit(worker.exitcode)
 
