@@ -4,10 +4,13 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 APT_STAMP := $(VENV)/.system-packages
 
-.PHONY: run test lint apikey system-packages test-packages clean
+.PHONY: run install test lint apikey system-packages test-packages clean
 
 run: $(VENV)/.base-installed
 	$(VENV_PYTHON) -m supervisor_site.launcher
+
+# What a device needs: the system packages and the virtualenv (README "Run it on a device").
+install: $(VENV)/.base-installed
 
 test: $(VENV)/.dev-installed test-packages
 	$(VENV)/bin/ruff check .
@@ -39,13 +42,15 @@ system-packages:
 
 # What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins,
 # socat to expose the engine on 127.0.0.1:2375 to the balena CLI (which the tests get from npm),
-# openssl to make the certificate of the fake cloud served over TLS.
+# openssl to make the certificate of the fake cloud served over TLS, systemd-analyze to check
+# the unit in supervisor_site/deploy.
 test-packages:
 	@missing=""; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
 	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

@@ -31,6 +31,13 @@ def read_flags() -> dict[str, Any]:
     return flags
 
 
+def forget_progress() -> None:
+    """At worker start: what a killed worker was doing (Installing, Stopping, a download at
+    40 %) is not happening any more, and flags kept in Redis may be another installation's.
+    Statuses come from Docker and the target until the next apply says otherwise."""
+    redis_client().delete(SERVICE_STATUS_KEY, IMAGE_PROGRESS_KEY, APPLY_FLAGS_KEY)
+
+
 def service_key(app_id: int, service_name: str) -> str:
     return f"{app_id}/{service_name}"
 

@@ -14,7 +14,12 @@ from apps_api.cloud.client import cloud_device
 from apps_api.cloud.poll import cloud_health_problem
 from apps_api.device_settings import poll_interval_seconds
 from apps_api.engine.docker import ping_engine
-from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY, redis_client
+from apps_api.redis_store import (
+    APPLY_DOWNLOAD_SECONDS_KEY,
+    APPLY_STARTED_KEY,
+    SCHEDULER_TICK_KEY,
+    redis_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,25 @@ def check_docker() -> None:
 
 class Unhealthy(Exception):
     pass
+
+
+# The scheduler ticks every 5 s; a minute without a tick means it (or the worker) is gone.
+SCHEDULER_SILENCE_SECONDS = 60
+
+
+def scheduler_ran() -> None:
+    """The beat scheduler is alive (called by each cloud tick, and when the scheduler starts)."""
+    redis_client().set(SCHEDULER_TICK_KEY, time.time())
+
+
+def check_scheduler(*, now: float | None = None) -> None:
+    """Once a scheduler has run, it must keep running: it drives every poll and report."""
+    last: Any = redis_client().get(SCHEDULER_TICK_KEY)
+    if last is None:
+        return
+    silent = (time.time() if now is None else now) - float(last)
+    if silent > SCHEDULER_SILENCE_SECONDS:
+        raise Unhealthy(f"the scheduler has not run for {silent:.0f} s")
 
 
 def check_cloud() -> None:
@@ -62,6 +86,7 @@ HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "docker": check_docker,
     "cloud": check_cloud,
     "engine": check_engine_progress,
+    "scheduler": check_scheduler,
 }
 
 

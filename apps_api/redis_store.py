@@ -69,6 +69,10 @@ CLOUD_TICK_LOCK_KEY = "supervisor:cloud:tick"
 CLOUD_REPORT_KEY = "supervisor:cloud:report"
 # The same for the device tags report.
 CLOUD_TAGS_REPORT_KEY = "supervisor:cloud:tags"
+# When the beat scheduler last ran the cloud tick (epoch seconds): written every 5 s by the tick
+# and when the agent's worker starts its scheduler; read by the health check (a scheduler that
+# died would leave a managed device silently unpolled); no expiry.
+SCHEDULER_TICK_KEY = "supervisor:scheduler:tick"
 # The version of an apps.json that was refused, so it is logged once (target/preload.py).
 PRELOAD_REFUSED_KEY = "supervisor:preload:refused"
 

@@ -8,19 +8,22 @@ through `apply.single_flight.schedule_apply`, which sends it by name.
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
+from apps_api import apply_status
 from apps_api.apply import app_actions
 from apps_api.apply.journal import JournalObserver
 from apps_api.apply.loop import run_requested_applies
-from apps_api.apply.single_flight import clear_stale_apply_lock, schedule_apply
+from apps_api.apply.single_flight import forget_the_dead_workers_apply, schedule_apply
 from apps_api.cloud.poll import cloud_tick as tick
 from apps_api.cloud.poll import reset_at_start
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.engine.temporary_stops import start_temporarily_stopped
+from apps_api.health import scheduler_ran
 from apps_api.host_ops.host_config import change_host_config
 from apps_api.host_ops.power import run_power_action
 from apps_api.redis_store import redis_client, send_reply
@@ -39,8 +42,11 @@ def apply_target_state() -> bool:
 
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
-    # One worker drives the device: an apply lock it finds is a killed worker's leftover.
-    clear_stale_apply_lock()
+    # One worker drives the device: whatever a previous worker left running is over.
+    forget_the_dead_workers_apply()
+    apply_status.forget_progress()
+    if os.environ.get("SUPERVISOR_WORKER_BEAT") == "1":
+        scheduler_ran()  # this worker schedules: /v1/healthy expects a tick at least every minute
     reset_at_start()
     start_temporarily_stopped()
     try:
@@ -84,7 +90,7 @@ def app_action(action: str, app_id: int, force: bool = False) -> None:
 @shared_task(name="apps_api.cloud_tick", ignore_result=True)
 def cloud_tick() -> None:
     """Provision, or poll the cloud's target state when due (a no-op when unmanaged)."""
-
+    scheduler_ran()
     tick()
 
 

@@ -50,6 +50,10 @@ def read_config_json(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise DeviceConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise DeviceConfigError(
+            f"{path}: not text ({exc.reason} at byte {exc.start}); fix or remove it"
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

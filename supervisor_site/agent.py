@@ -40,10 +40,33 @@ os.umask(0o077)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
 
 import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-from setproctitle import setproctitle  # noqa: E402
 
+django.setup()
+
+# The web child's server: importing it installs the asyncio reactor that the child runs.
+import celery.platforms  # noqa: E402
+from celery.signals import worker_shutdown  # noqa: E402
+from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
+from daphne.server import Server  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.db.migrations.executor import MigrationExecutor  # noqa: E402
+from setproctitle import setproctitle  # noqa: E402
+from twisted.internet import reactor, task  # noqa: E402
+from twisted.internet.endpoints import serverFromString  # noqa: E402
+
+from apps_api.apikeys import get_or_create_global_key, prepare_device_identity  # noqa: E402
 from apps_api.backoff import backoff_delay  # noqa: E402
+from apps_api.engine.container_config import (  # noqa: E402
+    SUPERVISOR0_GATEWAY,
+    SUPERVISOR0_SUBNET,
+    SUPERVISOR_NETWORK,
+)
+from apps_api.engine.docker import ensure_supervisor_network as ensure_network  # noqa: E402
+from apps_api.logs.collection import LogCollection  # noqa: E402
+from hostcfg.identity import DeviceConfigError  # noqa: E402
+from supervisor_site.celery import app  # noqa: E402
 
 logger = logging.getLogger("supervisor.agent")
 
@@ -55,6 +78,7 @@ STOP_GRACE_SECONDS = 6.0
 STOP_KILL_SECONDS = 8.5
 PR_SET_PDEATHSIG = 1
 LISTEN_RETRY_SECONDS = 10.0
+CONFIG_ERROR_EXIT = 78  # EX_CONFIG
 
 
 @dataclass
@@ -114,10 +138,6 @@ def redis_child(socket_path: Path, log_dir: Path) -> Child:
 
 
 def migrate_if_needed() -> None:
-    from django.core.management import call_command
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
     executor = MigrationExecutor(connection)
     if executor.migration_plan(executor.loader.graph.leaf_nodes()):
         call_command("migrate", interactive=False, verbosity=0)
@@ -125,11 +145,8 @@ def migrate_if_needed() -> None:
 
 def ensure_supervisor_network() -> None:
     """The supervisor0 bridge, whose gateway the API listens on for the apps (engine.md)."""
-    from apps_api.engine.container_config import SUPERVISOR0_GATEWAY, SUPERVISOR0_SUBNET, SUPERVISOR_NETWORK
-    from apps_api.engine.docker import ensure_supervisor_network as ensure
-
     try:
-        ensure(SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY)
+        ensure_network(SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY)
     except Exception as exc:  # the engine is down: the API still serves on loopback meanwhile
         logger.warning(
             "could not create the %s network (%s); will listen where possible", SUPERVISOR_NETWORK, exc
@@ -155,13 +172,9 @@ def bindable(address: str) -> bool:
 
 
 def run_web() -> None:
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
-    from twisted.internet import reactor, task
-    from twisted.internet.endpoints import serverFromString
-
-    from supervisor_site.asgi import application
-
+    # Imported by the parent (SHARED_IMPORTS), after the device identity was checked: the
+    # module prepares it at import, as daphne's command line needs.
+    application = importlib.import_module("supervisor_site.asgi").application
     port = settings.SUPERVISOR_PORT
     waiting = [a for a in listen_addresses() if not bindable(a)]
     endpoints = [e for a in listen_addresses() if a not in waiting
@@ -184,12 +197,6 @@ def run_web() -> None:
 
 
 def run_worker() -> None:
-    import celery.platforms
-    from celery.signals import worker_shutdown
-
-    from apps_api.logs.collection import LogCollection
-    from supervisor_site.celery import app
-
     # Celery would retitle the process after its own name; `ps` shows our role instead.
     celery.platforms._setproctitle = None  # type: ignore[attr-defined]
     os.environ["SUPERVISOR_WORKER_BEAT"] = "1"
@@ -210,7 +217,6 @@ def run_worker() -> None:
 # Everything the children run, imported here once so that they share it (what a child
 # imports after the fork is its own: found by diffing sys.modules in each child).
 SHARED_IMPORTS = (
-    "daphne.server",  # installs the asyncio reactor that the web child runs
     "supervisor_site.asgi",
     "channels_redis.core",
     "docker",
@@ -347,7 +353,6 @@ def _signal(children: list[Child], signum: int) -> None:
 def run(*, announce: Callable[[str], None] = print) -> int:
     """Set up, then supervise the children until asked to stop. Returns the exit code."""
     setproctitle("supervisor: parent")
-    django.setup()
     data_dir = Path(settings.SUPERVISOR_DATA_DIR)
     tighten_data_dir(data_dir)
     log_dir = data_dir / "log"
@@ -359,15 +364,17 @@ def run(*, announce: Callable[[str], None] = print) -> int:
         start(redis)  # now: it is up by the time the worker connects
         children.append(redis)
 
-    from apps_api.apikeys import get_or_create_global_key, prepare_device_identity
-
     migrate_if_needed()
-    prepare_device_identity()
+    try:
+        prepare_device_identity()
+    except DeviceConfigError as exc:
+        # Named, once: the unit does not restart on this code (RestartPreventExitStatus).
+        logger.error("cannot start: %s", exc)
+        stop(children)
+        return CONFIG_ERROR_EXIT
     import_for_the_children()
     ensure_supervisor_network()
     key = get_or_create_global_key().key
-    from django.db import connections
-
     connections.close_all()  # each child opens its own
     addresses = ", ".join(f"http://{a}:{settings.SUPERVISOR_PORT}/" for a in listen_addresses())
     # The key goes to a terminal only: a journal is read by more people than the device's owner.

@@ -19,9 +19,11 @@ from celery import current_app
 
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.redis_store import (
+    APPLY_DOWNLOAD_SECONDS_KEY,
     APPLY_LOCK_KEY,
     APPLY_PREEMPT_KEY,
     APPLY_REQUEST_KEY,
+    APPLY_STARTED_KEY,
     Lock,
     LockError,
     lock,
@@ -134,6 +136,7 @@ def _keep_lock(apply_lock: Lock, stop: threading.Event) -> None:
             return
 
 
-def clear_stale_apply_lock() -> None:
-    """At worker start: a lock left by a killed worker would block applies for minutes."""
-    redis_client().delete(APPLY_LOCK_KEY)
+def forget_the_dead_workers_apply() -> None:
+    """At worker start (one worker drives the device): the apply lock a killed worker held
+    would block applies for minutes, and its start time would make the engine look stuck."""
+    redis_client().delete(APPLY_LOCK_KEY, APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY)

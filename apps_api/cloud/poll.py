@@ -35,7 +35,10 @@ from apps_api.logs.publisher import system_log
 from apps_api.redis_store import (
     CLOUD_POLL_NOW_KEY,
     CLOUD_POLL_STATE_KEY,
+    CLOUD_REPORT_KEY,
+    CLOUD_TAGS_REPORT_KEY,
     CLOUD_TICK_LOCK_KEY,
+    PRELOAD_REFUSED_KEY,
     LockError,
     get_json,
     lock,
@@ -164,13 +167,18 @@ def _load_preloaded_apps(state: PollState) -> None:
 
 
 def reset_at_start() -> None:
-    """A worker starting: a tick lock left by a killed one is stale, and this start is the
-    reference of the first-poll delay and of the health check."""
-
-    redis_client().delete(CLOUD_TICK_LOCK_KEY)
-    state = read_poll_state()
-    state.first_tick_at = None
-    _write_poll_state(state)
+    """A worker starting: the cloud side starts afresh. A tick lock left by a killed worker
+    is stale; pacing kept in Redis may be another installation's (a Redis that outlived
+    its agent), so none of it is trusted: the first poll and the first (full) report come
+    at once, and this start is the reference of the first-poll delay and of the health
+    check."""
+    redis_client().delete(
+        CLOUD_TICK_LOCK_KEY,
+        CLOUD_POLL_STATE_KEY,
+        CLOUD_REPORT_KEY,
+        CLOUD_TAGS_REPORT_KEY,
+        PRELOAD_REFUSED_KEY,
+    )
 
 
 def _check_connectivity(device: CloudDevice, state: PollState) -> None:

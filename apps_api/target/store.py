@@ -93,9 +93,14 @@ def set_target_state(
     target: TargetState, *, force: bool = False, posted_apps: dict[str, Any] | None = None
 ) -> int:
     """Make `target` the one the device runs: store it, clear a previous failure and have
-    it applied (`force` overrides update locks). Returns the target's record id."""
-    record = store_target(target, force=force, posted_apps=posted_apps)
-    apply_status.set_flags(update_failed=False)
+    it applied (`force` overrides update locks). Returns the target's record id.
+
+    All or nothing: the flag is cleared in Redis before the target is committed, so that
+    with Redis unreachable this raises and nothing is stored (an apply could not be asked
+    for either)."""
+    with transaction.atomic():
+        record = store_target(target, force=force, posted_apps=posted_apps)
+        apply_status.set_flags(update_failed=False)
     schedule_apply(force=force)
     return record.pk
 

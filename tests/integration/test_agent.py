@@ -15,7 +15,12 @@ import pytest
 
 from supervisor_site.system_services import wait_until
 from tests.integration.agent_process import Agent
-from tests.integration.engine_helpers import local_target, remove_supervised_objects, supervised_containers
+from tests.integration.engine_helpers import (
+    SUPERVISED,
+    local_target,
+    remove_supervised_objects,
+    supervised_containers,
+)
 
 pytestmark = pytest.mark.services
 
@@ -46,6 +51,7 @@ def test_the_agent_is_a_parent_and_two_named_children_plus_its_redis(agent: Agen
                       "supervisor: worker"]  # fmt: skip
     assert agent.process is not None
     assert Path(f"/proc/{agent.process.pid}/cmdline").read_bytes().startswith(b"supervisor: parent")
+    assert agent.request("GET", "/v1/healthy")[0] == 200  # the worker's scheduler ticks, among others
 
 
 @pytest.mark.parametrize("role", ["web", "worker", "redis"])
@@ -128,3 +134,82 @@ def test_an_install_made_readable_by_others_is_tightened_at_start(
         assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     finally:
         agent.stop()
+
+
+def test_a_target_posted_while_redis_is_down_is_refused_and_not_stored(
+    agent: Agent, busybox_image: str
+) -> None:
+    redis = agent.child("redis")
+    assert redis is not None
+    before = agent.request("GET", "/v2/local/target-state")[1]
+    os.kill(redis, signal.SIGSTOP)  # down, but not dead: the parent does not replace it
+    try:
+        status, _ = agent.request(
+            "POST", "/v2/local/target-state", local_target({"main": {}}, image=busybox_image)
+        )
+    finally:
+        os.kill(redis, signal.SIGCONT)
+    assert status == 503
+    assert agent.request("GET", "/v2/local/target-state")[1] == before
+    post_target(agent, local_target({"main": {}}, image=busybox_image))
+    assert wait_until(lambda: "main" in supervised_containers() and applied(agent), 60)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b'{"uuid": "abc', "not valid JSON"), (bytes(range(128, 256)), "not text")],
+    ids=["truncated", "random bytes"],
+)
+def test_a_config_json_it_cannot_use_stops_the_agent_naming_it(
+    tmp_path: Path, docker_engine: None, content: bytes, problem: str
+) -> None:
+    config_json = tmp_path / "data" / "boot" / "config.json"
+    config_json.parent.mkdir(parents=True)
+    config_json.write_bytes(content)
+    agent = Agent(tmp_path / "data")
+    agent.start(wait=False)
+    assert agent.process is not None
+    assert agent.process.wait(60) == 78  # EX_CONFIG: the systemd unit does not restart on it
+    assert f"cannot start: {config_json}: {problem}" in agent.log_text()
+    assert "Traceback" not in agent.log_text()
+    assert config_json.read_bytes() == content
+
+
+def test_a_corrupt_secret_key_is_replaced_and_the_agent_serves(tmp_path: Path, docker_engine: None) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "secret_key").write_bytes(bytes(range(256)))
+    agent = Agent(data_dir)
+    agent.start()
+    try:
+        assert agent.answers()
+        assert "secret_key is unreadable or corrupt" in agent.log_text()
+        assert (data_dir / "secret_key").read_text().isprintable()
+    finally:
+        agent.stop()
+
+
+KEEPER = {"volumes": ["data:/data"], "command": ["sh", "-c", "echo kept > /data/marker; sleep 100000"]}
+
+
+def test_a_worker_killed_in_the_middle_of_an_apply_converges_and_tells_the_truth(
+    agent: Agent, busybox_image: str
+) -> None:
+    post_target(agent, local_target({"keeper": KEEPER}, image=busybox_image, volumes={"data": {}}))
+    assert wait_until(lambda: applied(agent) and "keeper" in supervised_containers(), 60)
+    keeper = supervised_containers()["keeper"]
+    assert wait_until(lambda: keeper.exec_run(["cat", "/data/marker"]).output == b"kept\n", 30)
+    services = {"keeper": KEEPER, **{f"s{n}": {} for n in range(1, 10)}}
+    post_target(agent, local_target(services, image=busybox_image, volumes={"data": {}}))
+    assert wait_until(lambda: len(supervised_containers()) > 1, 60)
+    worker = agent.child("worker")
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    assert wait_until(lambda: agent.child("worker") not in (None, worker) and agent.worker_ready(), 60)
+    assert wait_until(lambda: applied(agent), 120)
+    names = [c["Names"][0] for c in docker.from_env().api.containers(all=True, filters=SUPERVISED)]
+    assert len(names) == 10  # one container a service: none left half-made, none twice
+    assert sorted(supervised_containers()) == sorted(services)
+    assert supervised_containers()["keeper"].exec_run(["cat", "/data/marker"]).output == b"kept\n"
+    state = agent.request("GET", "/v2/applications/state")[1]["testapp"]["services"]
+    assert {name: service["status"] for name, service in state.items()} == dict.fromkeys(services, "Running")
