@@ -1,6 +1,6 @@
 """Read throughput and latency of the device API with 5 services running.
 
-Starts a worker and the web process (daphne) in a temporary data
+Starts the agent (its web process and worker) in a temporary data
 dir, applies a target of 5 busybox services, then loads GET /v2/applications/state and
 GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
 server, loaded the same way, is the baseline of this run.
@@ -126,7 +126,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "SUPERVISOR_PORT": str(port)}
     try:
-        with running_agent(dict(os.environ), port=port, log_path=DATA_DIR / "processes.log", worker=True):
+        with running_agent(dict(os.environ), port=port, log_path=DATA_DIR / "processes.log"):
             try:
                 apply_target(env, bench_target(services=5))
                 for path in ENDPOINTS:

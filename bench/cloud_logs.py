@@ -129,9 +129,7 @@ def main() -> None:
     client = docker.from_env()
     ensure_image(client)
     try:
-        with running_agent(
-            dict(os.environ), port=free_port(), log_path=data_dir / "processes.log", collector=True
-        ):
+        with running_agent(dict(os.environ), port=free_port(), log_path=data_dir / "processes.log"):
             warm_up(client, cloud, data_dir / "processes.log")
             lines = arguments.lines
             print(f"{lines} lines per run, uploaded to a fake cloud over loopback HTTP")

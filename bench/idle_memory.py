@@ -20,8 +20,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,65 @@ def managed_config(data_dir: str) -> Any:
     return cloud
 
 
+def agent_pss(root: int, *, show: bool = False) -> tuple[int, int]:
+    """(PSS in KiB, process count) of the agent's process tree, dockerd aside."""
+    skip = ("dockerd", "containerd")
+    processes = [p for p in process_tree(root) if not command_name(p).startswith(skip)]
+    total = 0
+    for pid in processes:
+        total += pss_kib(pid)
+        if show:
+            print(f"  {pss_kib(pid) / 1024:7.1f} MiB  {command_name(pid)}")
+    return total, len(processes)
+
+
+def call(port: int, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def set_services(port: int, count: int) -> None:
+    """A local-mode target of `count` busybox services; returns once it is applied."""
+    services = {
+        str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": "local/busybox:latest",
+                 "command": "sleep 100000", "stop_signal": "SIGKILL", "environment": {}, "labels": {}}
+        for i in range(1, count + 1)
+    }  # fmt: skip
+    apps = {"1": {"name": "bench", "commit": "c1", "releaseId": "1", "services": services}} if count else {}
+    call(port, "POST", "/v2/local/target-state", {"local": {"name": "bench", "config": {}, "apps": apps}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = call(port, "GET", "/v2/state/status")
+        if status["appState"] == "applied" and len(status["containers"]) == count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} services not applied in 120 s")
+
+
+def under_load(port: int, seconds: float, measure: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+    """`measure()` taken halfway through `seconds` of 16 clients reading the state."""
+    stop = threading.Event()
+
+    def client(path: str) -> None:
+        while not stop.is_set():
+            call(port, "GET", path)
+
+    threads = [threading.Thread(target=client, args=(path,)) for path in
+               ("/v2/applications/state", "/v1/device") * 8]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds / 2)
+    figures = measure()
+    time.sleep(seconds / 2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--managed", action="store_true", help="a device managed by a (fake) cloud")
@@ -112,12 +173,13 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.5)
             time.sleep(SETTLE_SECONDS)
-            skip = ("dockerd", "containerd")
-            processes = [p for p in process_tree(launcher.pid) if not command_name(p).startswith(skip)]
-            total_kib = 0
-            for pid in processes:
-                total_kib += pss_kib(pid)
-                print(f"  {pss_kib(pid) / 1024:7.1f} MiB  {command_name(pid)}")
+            total_kib, count = agent_pss(launcher.pid, show=True)
+            if not managed:
+                set_services(port, 5)
+                time.sleep(SETTLE_SECONDS)
+                five_kib, _ = agent_pss(launcher.pid)
+                load_kib, _ = under_load(port, 10, lambda: agent_pss(launcher.pid))
+                set_services(port, 0)
             if cloud is not None:
                 provisioned = any(r.path == "/device/register" for r in cloud.received)
                 print(f"  (managed: provisioned {provisioned}, {len(cloud.received)} requests to the cloud)")
@@ -129,7 +191,10 @@ def main() -> None:
 
     total_mib = total_kib / 1024
     kind = "managed" if managed else "unmanaged"
-    print(f"agent idle PSS ({kind}): {total_mib:.1f} MiB in {len(processes)} processes")
+    print(f"agent idle PSS ({kind}): {total_mib:.1f} MiB in {count} processes")
+    if not managed:
+        print(f"after 5 services: {five_kib / 1024:.1f} MiB")
+        print(f"under API load (16 clients): {load_kib / 1024:.1f} MiB")
     print(
         f"bare python interpreter: {baseline_kib / 1024:.1f} MiB -> agent = {total_kib / baseline_kib:.1f}x"
     )

@@ -1,5 +1,7 @@
-"""The agent's processes as the Procfile runs them, for the benchmarks: started in a data
-dir of their own on a Redis database of their own, stopped afterwards."""
+"""The agent as a device runs it (`python -m supervisor_site.agent`: its web and worker
+children, log collection in the worker), for the benchmarks: started in a data dir of its
+own on a Redis database of the benchmark's own (which the benchmark reads too), stopped
+afterwards."""
 
 from __future__ import annotations
 
@@ -14,21 +16,7 @@ from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-WORKER = ["-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads", "--concurrency=4",
-          "--queues=supervisor", "--without-heartbeat", "--without-gossip", "--without-mingle",
-          "--loglevel=WARNING"]  # fmt: skip
-WEB = [
-    "-m",
-    "daphne",
-    "--verbosity",
-    "0",
-    "-b",
-    "127.0.0.1",
-    "-p",
-    "{port}",
-    "supervisor_site.asgi:application",
-]
-COLLECTOR = ["manage.py", "collect_logs"]
+AGENT = ["-m", "supervisor_site.agent"]
 
 
 def use_bench_environment(data_dir: Path, **overrides: str) -> None:
@@ -66,38 +54,28 @@ def answers(port: int) -> bool:
 
 
 @contextmanager
-def running_agent(
-    env: dict[str, str], *, port: int, log_path: Path, worker: bool = False, collector: bool = False
-) -> Iterator[None]:
-    """Migrate, empty the Redis database, start the web process (and the worker and the
-    log collector when asked), wait until /ping answers; stop them all on exit."""
+def running_agent(env: dict[str, str], *, port: int, log_path: Path) -> Iterator[None]:
+    """Migrate, empty the Redis database, start the agent, wait until /ping answers and its
+    worker is ready; stop it on exit."""
     from supervisor_site.system_services import wait_until
 
     python = sys.executable
-    env = {**env, "SUPERVISOR_PORT": str(port)}
+    env = {**env, "SUPERVISOR_PORT": str(port), "SUPERVISOR_LISTEN_ADDRESS": "127.0.0.1"}
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
     flush = (
         "import django; django.setup(); "
         "from apps_api.redis_store import redis_client; redis_client().flushdb()"
     )
     subprocess.run([python, "-c", flush], cwd=PROJECT_DIR, env=env, check=True)
-    commands = [[python, *(part.format(port=port) for part in WEB)]]
-    if worker:
-        commands.append([python, *WORKER])
-    if collector:
-        commands.append([python, *COLLECTOR])
-    processes: list[subprocess.Popen[bytes]] = []
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen([python, *AGENT], cwd=PROJECT_DIR, env=env, stdout=log, stderr=log)
     try:
-        with open(log_path, "wb") as log:
-            for argv in commands:
-                processes.append(subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log))
-        assert wait_until(lambda: answers(port), 60), f"the web process did not start; see {log_path}"
+        assert wait_until(lambda: answers(port), 60), f"the agent did not start; see {log_path}"
+        assert wait_until(lambda: b" ready." in log_path.read_bytes(), 60), f"no worker; see {log_path}"
         yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        agent.terminate()
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()

@@ -1,6 +1,6 @@
 """Log stream throughput, loss and latency, against reading Docker directly in the same run.
 
-Starts the web process (daphne) and the log collector as the Procfile runs them, in a
+Starts the web process (daphne) and the log collector as the agent runs them, in a
 temporary data dir, with one NDJSON client (GET /v2/local/logs, as the balena CLI reads
 it) and one WebSocket client (/v2/local/logs/ws), each in a process of its own. Then a
 supervised container prints N numbered lines (`seq`) as fast as it can ("burst"), and
@@ -285,7 +285,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
-        with running_agent(dict(os.environ), port=port, log_path=data_dir / "processes.log", collector=True):
+        with running_agent(dict(os.environ), port=port, log_path=data_dir / "processes.log"):
             wait_for_collector(client, url)
 
             lines = arguments.lines
