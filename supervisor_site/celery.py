@@ -21,4 +21,5 @@ def run_schedules_in_this_process(sender: object, **_: object) -> None:
         return
     from celery.beat import EmbeddedService  # type: ignore[attr-defined]  # missing from celery-types
 
-    EmbeddedService(app, thread=True).start()
+    # The embedded service ignores the beat_scheduler setting unless given it.
+    EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler).start()

@@ -6,8 +6,11 @@ started here is stopped here: a developer's own dockerd or Redis is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -127,3 +130,59 @@ def ensure_redis(redis_url: str, log_dir: Path, timeout: float = 20.0) -> Starte
     return _start_and_wait(
         "redis-server", argv, log_dir / f"redis-{port}.log", lambda: redis_answers(host, port), timeout
     )
+
+
+# Loopback only: the engine's API is root on this machine for whoever reaches it.
+DOCKER_TCP_ADDRESS = ("127.0.0.1", 2375)
+EXPOSE_DOCKER_TCP_VARIABLE = "SUPERVISOR_EXPOSE_DOCKER_TCP"
+
+
+class ProcessGroupService(StartedService):
+    """A started service whose forked children (socat's, one per connection) stop with it."""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        super().stop(timeout)
+
+
+def docker_tcp_answers(address: tuple[str, int] = DOCKER_TCP_ADDRESS) -> bool:
+    try:
+        with socket.create_connection(address, timeout=2) as sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status_line = sock.recv(64).split(b"\r\n", 1)[0]
+            return status_line.split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False
+
+
+def expose_docker_tcp(docker_host: str, log_dir: Path, timeout: float = 20.0) -> StartedService | None:
+    """Start socat to relay 127.0.0.1:2375 to the engine's socket, unless an engine answers
+    there already; None when nothing was started."""
+    host, port = DOCKER_TCP_ADDRESS
+    if docker_tcp_answers():
+        return None
+    socket_path = docker_socket_path(docker_host)
+    if socket_path is None:
+        raise ServiceStartError(f"DOCKER_HOST={docker_host} is not a unix socket: nothing to expose")
+    if shutil.which("socat") is None:
+        raise ServiceStartError(
+            f"socat is not installed (`make run` installs it when {EXPOSE_DOCKER_TCP_VARIABLE}=1)"
+        )
+    log_path = log_dir / "socat-docker.log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        # Own session: a Ctrl-C must not reach it (or its children) before we stop it.
+        process = subprocess.Popen(
+            ["socat", f"TCP-LISTEN:{port},bind={host},reuseaddr,fork", f"UNIX-CONNECT:{socket_path}"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    service = ProcessGroupService(f"socat (Docker engine on {host}:{port})", process)
+    if not wait_until(lambda: docker_tcp_answers() or process.poll() is not None, timeout):
+        service.stop()
+        raise ServiceStartError(f"socat did not expose the engine within {timeout:.0f} s; see {log_path}")
+    if process.poll() is not None:
+        raise ServiceStartError(
+            f"socat exited with {process.returncode} (port {port} taken?); see {log_path}"
+        )
+    return service

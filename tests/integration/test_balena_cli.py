@@ -26,8 +26,7 @@ import docker
 import pytest
 from django.conf import settings
 
-from supervisor_site.launcher import expose_docker_tcp
-from supervisor_site.system_services import ServiceStartError, StartedService, wait_until
+from supervisor_site.system_services import ServiceStartError, StartedService, expose_docker_tcp, wait_until
 from tests.balena_cli import BalenaCli, balena_cli
 from tests.integration.conftest import PROJECT_DIR, WebProcess, agent_environment, launch_web, stop_web
 from tests.integration.engine_helpers import supervised_containers
