@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -33,6 +34,12 @@ def agent(tmp_path: Path, busybox_image: str, docker_engine: None) -> Iterator[A
     yield running
     running.stop()
     remove_supervised_objects()
+
+
+def services_in_docker() -> list[str]:
+    """The service of each supervised container, from one listing (safe while some go)."""
+    listed = docker.from_env().api.containers(all=True, filters=SUPERVISED)
+    return sorted(c["Labels"]["io.balena.service-name"] for c in listed)
 
 
 def post_target(agent: Agent, document: dict[str, object]) -> None:
@@ -70,7 +77,7 @@ def test_sigterm_stops_the_agent_and_the_apps_keep_running_then_are_adopted(
     agent: Agent, busybox_image: str
 ) -> None:
     post_target(agent, local_target({"main": {}}, image=busybox_image))
-    assert wait_until(lambda: "main" in supervised_containers() and applied(agent), 60)
+    assert wait_until(lambda: "main" in services_in_docker() and applied(agent), 60)
     before = supervised_containers()["main"]
     assert agent.stop(timeout=30) == 0
     assert agent.children() == {}
@@ -152,7 +159,7 @@ def test_a_target_posted_while_redis_is_down_is_refused_and_not_stored(
     assert status == 503
     assert agent.request("GET", "/v2/local/target-state")[1] == before
     post_target(agent, local_target({"main": {}}, image=busybox_image))
-    assert wait_until(lambda: "main" in supervised_containers() and applied(agent), 60)
+    assert wait_until(lambda: "main" in services_in_docker() and applied(agent), 60)
 
 
 @pytest.mark.parametrize(
@@ -196,20 +203,100 @@ def test_a_worker_killed_in_the_middle_of_an_apply_converges_and_tells_the_truth
     agent: Agent, busybox_image: str
 ) -> None:
     post_target(agent, local_target({"keeper": KEEPER}, image=busybox_image, volumes={"data": {}}))
-    assert wait_until(lambda: applied(agent) and "keeper" in supervised_containers(), 60)
+    assert wait_until(lambda: applied(agent) and "keeper" in services_in_docker(), 60)
     keeper = supervised_containers()["keeper"]
     assert wait_until(lambda: keeper.exec_run(["cat", "/data/marker"]).output == b"kept\n", 30)
     services = {"keeper": KEEPER, **{f"s{n}": {} for n in range(1, 10)}}
     post_target(agent, local_target(services, image=busybox_image, volumes={"data": {}}))
-    assert wait_until(lambda: len(supervised_containers()) > 1, 60)
+    assert wait_until(lambda: len(services_in_docker()) > 1, 60)
     worker = agent.child("worker")
     assert worker is not None
     os.kill(worker, signal.SIGKILL)
     assert wait_until(lambda: agent.child("worker") not in (None, worker) and agent.worker_ready(), 60)
     assert wait_until(lambda: applied(agent), 120)
-    names = [c["Names"][0] for c in docker.from_env().api.containers(all=True, filters=SUPERVISED)]
-    assert len(names) == 10  # one container a service: none left half-made, none twice
-    assert sorted(supervised_containers()) == sorted(services)
+    # One container a service: none left half-made, none twice.
+    assert services_in_docker() == sorted(services)
     assert supervised_containers()["keeper"].exec_run(["cat", "/data/marker"]).output == b"kept\n"
     state = agent.request("GET", "/v2/applications/state")[1]["testapp"]["services"]
     assert {name: service["status"] for name, service in state.items()} == dict.fromkeys(services, "Running")
+
+
+STATE_FILES = (
+    "temporarily-stopped-containers.json",
+    "log-collector-positions.json",
+    "applied-device-config.json",
+    "local-mode-snapshot.json",
+    "cloud-initial-config.json",
+    "preloaded-release-pin.json",
+    "logs/current.ndjson",
+    "boot/device-type.json",
+    "secret_key",
+)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_the_agent_comes_back_over_every_state_file_rotten(
+    tmp_path: Path, docker_engine: None, busybox_image: str, damage: str
+) -> None:
+    data_dir = tmp_path / "data"
+    agent = Agent(data_dir)
+    agent.start()
+    post_target(agent, local_target({"main": {}}, image=busybox_image))
+    assert wait_until(lambda: applied(agent), 60)
+    assert agent.stop() == 0
+    for name in STATE_FILES:
+        path = data_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        good = path.read_bytes() if path.exists() else b'{"a": [1, 2, 3]}'
+        path.write_bytes(good[: len(good) // 2] if damage == "truncated" else os.urandom(len(good) or 64))
+    agent.start()
+    try:
+        assert agent.request("GET", "/v2/applications/state")[0] == 200
+        assert wait_until(lambda: applied(agent), 60)
+        second_run = agent.log_text().split("Supervisor API:")[-1]
+        assert "Traceback" not in second_run, second_run[-3000:]
+    finally:
+        agent.stop()
+        remove_supervised_objects()
+
+
+def _restart_dockerd_after(outage: Callable[[], None]) -> None:
+    """Stop the running dockerd, run `outage`, start dockerd again with its command line."""
+    client = docker.from_env()
+    pid = int(subprocess.check_output(["pidof", "dockerd"]).split()[0])
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), 60)
+    try:
+        outage()
+    finally:
+        with open("/var/log/dockerd-restarted.log", "ab") as log:
+            subprocess.Popen([a.decode() for a in argv], stdout=log, stderr=log, start_new_session=True)
+        assert wait_until(lambda: _engine_answers(client), 60)
+
+
+def _engine_answers(client: docker.DockerClient) -> bool:
+    try:
+        return bool(client.ping())
+    except (docker.errors.DockerException, OSError):  # requests' errors are OSErrors
+        return False
+
+
+def test_the_agent_lives_through_a_dockerd_restart_and_does_what_was_asked_meanwhile(
+    agent: Agent, busybox_image: str
+) -> None:
+    post_target(agent, local_target({"main": {}}, image=busybox_image))
+    assert wait_until(lambda: applied(agent) and "main" in supervised_containers(), 60)
+    answers_during_outage: list[int] = []
+
+    def outage() -> None:
+        assert agent.answers()
+        answers_during_outage.append(agent.request("GET", "/v2/applications/state")[0])
+        post_target(agent, local_target({"main": {}, "second": {}}, image=busybox_image))
+
+    _restart_dockerd_after(outage)
+    assert answers_during_outage[0] in (200, 503)
+    assert wait_until(lambda: services_in_docker() == ["main", "second"] and applied(agent), 120)
+    assert all(c.status == "running" for c in supervised_containers().values())
+    assert agent.child("web") is not None
+    assert agent.child("worker") is not None
