@@ -50,7 +50,7 @@ from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
 from daphne.server import Server  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections  # noqa: E402
+from django.db import DatabaseError, connection, connections  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 from setproctitle import setproctitle  # noqa: E402
 from twisted.internet import reactor, task  # noqa: E402
@@ -135,6 +135,22 @@ def redis_child(socket_path: Path, log_dir: Path) -> Child:
         os.execvp(argv[0], argv)  # noqa: S606 - the argument list is ours
 
     return Child("redis", run)
+
+
+class StateUnusable(Exception):
+    """A file the agent keeps its state in cannot be used; the message names it."""
+
+
+def check_database() -> None:
+    """The database is whole (a power cut or a full disk can leave it malformed)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA quick_check")
+            verdict = cursor.fetchone()[0]
+    except DatabaseError as exc:
+        raise StateUnusable(f"{settings.SUPERVISOR_DATABASE}: {exc}") from exc
+    if verdict != "ok":
+        raise StateUnusable(f"{settings.SUPERVISOR_DATABASE}: {verdict}")
 
 
 def migrate_if_needed() -> None:
@@ -364,10 +380,11 @@ def run(*, announce: Callable[[str], None] = print) -> int:
         start(redis)  # now: it is up by the time the worker connects
         children.append(redis)
 
-    migrate_if_needed()
     try:
+        check_database()
+        migrate_if_needed()
         prepare_device_identity()
-    except DeviceConfigError as exc:
+    except (StateUnusable, DeviceConfigError) as exc:
         # Named, once: the unit does not restart on this code (RestartPreventExitStatus).
         logger.error("cannot start: %s", exc)
         stop(children)

@@ -4,6 +4,7 @@ from other users. Real processes, real dockerd, the agent's own redis-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
 
 from supervisor_site.system_services import wait_until
+from tests.fake_cloud import FakeCloud
 from tests.integration.agent_process import Agent
 from tests.integration.engine_helpers import (
     SUPERVISED,
@@ -182,6 +185,25 @@ def test_a_config_json_it_cannot_use_stops_the_agent_naming_it(
     assert config_json.read_bytes() == content
 
 
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_malformed_database_stops_the_agent_naming_it(
+    tmp_path: Path, docker_engine: None, damage: str
+) -> None:
+    data_dir = tmp_path / "data"
+    agent = Agent(data_dir)
+    agent.start()
+    assert agent.stop() == 0
+    database = data_dir / "supervisor.sqlite3"
+    good = database.read_bytes()
+    rotten = good[: len(good) // 2] if damage == "truncated" else os.urandom(len(good))
+    database.write_bytes(rotten)
+    agent.start(wait=False)
+    assert agent.process is not None
+    assert agent.process.wait(60) == 78
+    assert f"cannot start: {database}: " in agent.log_text()
+    assert database.read_bytes() == rotten  # kept for whoever repairs or replaces it
+
+
 def test_a_corrupt_secret_key_is_replaced_and_the_agent_serves(tmp_path: Path, docker_engine: None) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -300,3 +322,27 @@ def test_the_agent_lives_through_a_dockerd_restart_and_does_what_was_asked_meanw
     assert all(c.status == "running" for c in supervised_containers().values())
     assert agent.child("web") is not None
     assert agent.child("worker") is not None
+
+
+def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their_own_cloud(
+    tmp_path: Path, docker_engine: None, redis_server: str
+) -> None:
+    shared = "redis://127.0.0.1:6379/12"  # a Redis that outlives the agents that used it
+    redis.Redis.from_url(shared).flushdb()
+    for name in ("first", "second"):
+        cloud = FakeCloud()
+        cloud.start()
+        boot = tmp_path / name / "boot"
+        boot.mkdir(parents=True)
+        config = {"apiEndpoint": cloud.url, "apiKey": cloud.provisioning_key, "applicationId": "1",
+                  "deviceType": "genericx86-64-ext"}  # fmt: skip
+        (boot / "config.json").write_text(json.dumps(config))
+        agent = Agent(tmp_path / name, extra_env={"REDIS_URL": shared})
+        agent.start()
+        try:
+            assert wait_until(lambda: cloud.requests_to("PATCH", "/device/v3/state"), 60), name  # noqa: B023
+            assert cloud.requests_to("POST", "/device/register"), name
+            assert cloud.requests_to("GET", "/device/v3/*/state"), name
+        finally:
+            agent.stop()
+            cloud.stop()
