@@ -346,3 +346,17 @@ def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their
         finally:
             agent.stop()
             cloud.stop()
+
+
+def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_finishes_it(
+    agent: Agent, busybox_image: str
+) -> None:
+    services = {f"s{n}": {} for n in range(10)}
+    post_target(agent, local_target(services, image=busybox_image))
+    assert wait_until(lambda: len(services_in_docker()) >= 2, 60)
+    assert agent.stop(timeout=30) == 0  # the parent abandons the round: Celery's cold shutdown
+    assert agent.children() == {}
+    left_running = set(services_in_docker())
+    agent.start()
+    assert wait_until(lambda: applied(agent) and services_in_docker() == sorted(services), 120)
+    assert left_running <= set(services_in_docker())
