@@ -43,10 +43,11 @@ import django  # noqa: E402
 
 django.setup()
 
-# The web child's server: importing it installs the asyncio reactor that the child runs.
 import celery.platforms  # noqa: E402
 from celery.signals import worker_shutdown  # noqa: E402
 from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
+
+# Importing daphne's server installs the asyncio reactor that the web child runs.
 from daphne.server import Server  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -90,7 +91,6 @@ class Child:
     started_at: float = 0.0
     failures: int = 0
     start_at: float = 0.0
-    last_exit: str = ""
 
 
 def exit_cause(status: int) -> str:
@@ -111,7 +111,7 @@ def tighten_data_dir(data_dir: Path) -> None:
             with contextlib.suppress(OSError):
                 info = path.lstat()
                 if not stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid():
-                    path.chmod(mode if stat.S_ISDIR(info.st_mode) else mode & ~0o100 | (info.st_mode & 0o100))
+                    path.chmod(mode | (info.st_mode & 0o100))  # a file's owner-execute bit is kept
     data_dir.chmod(0o700)
 
 
@@ -323,8 +323,7 @@ def supervise(children: list[Child]) -> None:
             child.failures = 1 if lived >= HEALTHY_RUN_SECONDS else child.failures + 1
             delay = backoff_delay(child.failures, base=RESTART_BASE_SECONDS, cap=RESTART_MAX_SECONDS)
             child.start_at = time.monotonic() + delay
-            child.last_exit = exit_cause(status)
-            logger.warning("%s %s after %.0f s; starting it again in %.0f s", child.name, child.last_exit,
+            logger.warning("%s %s after %.0f s; starting it again in %.0f s", child.name, exit_cause(status),
                            lived, delay)  # fmt: skip
         for child in children:
             if not child.pid and child.start_at <= time.monotonic():

@@ -285,7 +285,7 @@ def test_the_agent_comes_back_over_every_state_file_rotten(
 def _restart_dockerd_after(outage: Callable[[], None]) -> None:
     """Stop the running dockerd, run `outage`, start dockerd again with its command line."""
     client = docker.from_env()
-    pid = int(subprocess.check_output(["pidof", "dockerd"]).split()[0])
+    pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "dockerd")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), 60)
@@ -295,6 +295,13 @@ def _restart_dockerd_after(outage: Callable[[], None]) -> None:
         with open("/var/log/dockerd-restarted.log", "ab") as log:
             subprocess.Popen([a.decode() for a in argv], stdout=log, stderr=log, start_new_session=True)
         assert wait_until(lambda: _engine_answers(client), 60)
+
+
+def _comm(process: Path) -> str:
+    try:
+        return (process / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _engine_answers(client: docker.DockerClient) -> bool:
