@@ -9,6 +9,7 @@ key the agent uses is named here, with who writes it, who reads it and when it e
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from functools import cache
 from typing import Any
@@ -85,6 +86,10 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
     )
+
+
+# A forked child must not share the parent's pooled connections: it makes its own client.
+os.register_at_fork(after_in_child=redis_client.cache_clear)
 
 
 def take(key: str) -> bytes | None:

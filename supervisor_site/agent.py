@@ -79,6 +79,7 @@ STOP_GRACE_SECONDS = 6.0
 STOP_KILL_SECONDS = 8.5
 PR_SET_PDEATHSIG = 1
 LISTEN_RETRY_SECONDS = 10.0
+NETWORK_RETRY_SECONDS = 10.0
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG
 
 
@@ -159,14 +160,15 @@ def migrate_if_needed() -> None:
         call_command("migrate", interactive=False, verbosity=0)
 
 
-def ensure_supervisor_network() -> None:
-    """The supervisor0 bridge, whose gateway the API listens on for the apps (engine.md)."""
+def ensure_supervisor_network() -> bool:
+    """The supervisor0 bridge, whose gateway the API listens on for the apps (engine.md);
+    whether it exists now."""
     try:
         ensure_network(SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY)
     except Exception as exc:  # the engine is down: the API still serves on loopback meanwhile
-        logger.warning(
-            "could not create the %s network (%s); will listen where possible", SUPERVISOR_NETWORK, exc
-        )
+        logger.warning("could not create the %s network (%s); trying again", SUPERVISOR_NETWORK, exc)
+        return False
+    return True
 
 
 def listen_addresses() -> list[str]:
@@ -306,14 +308,19 @@ def reap(children: list[Child]) -> Iterator[tuple[Child, int]]:
                 yield child, status
 
 
-def supervise(children: list[Child]) -> None:
-    """Keep every child running until SIGTERM or SIGINT; then stop them all."""
+def supervise(children: list[Child], *, until_true: Callable[[], bool] | None = None) -> None:
+    """Keep every child running until SIGTERM or SIGINT; then stop them all. `until_true` is
+    called every NETWORK_RETRY_SECONDS until it returns True."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     for child in children:
         if not child.pid:
             start(child)
+    retry_at = time.monotonic() + NETWORK_RETRY_SECONDS
     while True:
-        due = [c.start_at for c in children if not c.pid]
+        if until_true is not None and time.monotonic() >= retry_at:
+            until_true = None if until_true() else until_true
+            retry_at = time.monotonic() + NETWORK_RETRY_SECONDS
+        due = [c.start_at for c in children if not c.pid] + ([retry_at] if until_true else [])
         timeout = max(0.05, min(due) - time.monotonic()) if due else 60.0
         received = signal.sigtimedwait(SIGNALS, timeout)
         if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
@@ -389,7 +396,7 @@ def run(*, announce: Callable[[str], None] = print) -> int:
         stop(children)
         return CONFIG_ERROR_EXIT
     import_for_the_children()
-    ensure_supervisor_network()
+    network_ready = ensure_supervisor_network()
     key = get_or_create_global_key().key
     connections.close_all()  # each child opens its own
     addresses = ", ".join(f"http://{a}:{settings.SUPERVISOR_PORT}/" for a in listen_addresses())
@@ -398,7 +405,7 @@ def run(*, announce: Callable[[str], None] = print) -> int:
     gc.collect()
     gc.freeze()
     children += [Child("web", run_web), Child("worker", run_worker)]
-    supervise(children)
+    supervise(children, until_true=None if network_ready else ensure_supervisor_network)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,11 @@ def docker_client() -> docker.DockerClient:
     import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
     return docker.DockerClient(base_url=settings.DOCKER_HOST, version=DOCKER_API_VERSION, timeout=60)
+
+
+# A forked child must not share the parent's pooled connections to the engine (two processes
+# writing one socket would mix their requests): it makes its own client.
+os.register_at_fork(after_in_child=docker_client.cache_clear)
 
 
 def ping_engine(timeout: float = 2.0) -> None:

@@ -4,11 +4,13 @@ from other users. Real processes, real dockerd, the agent's own redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import stat
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -288,13 +290,23 @@ def _restart_dockerd_after(outage: Callable[[], None]) -> None:
     pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "dockerd")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
-    assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), 60)
+    assert wait_until(lambda: _ended(pid), 60)
     try:
         outage()
     finally:
         with open("/var/log/dockerd-restarted.log", "ab") as log:
             subprocess.Popen([a.decode() for a in argv], stdout=log, stderr=log, start_new_session=True)
         assert wait_until(lambda: _engine_answers(client), 60)
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone or a zombie (a dockerd that the test session started is our child)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _comm(process: Path) -> str:
@@ -367,3 +379,30 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
     agent.start()
     assert wait_until(lambda: applied(agent) and services_in_docker() == sorted(services), 120)
     assert left_running <= set(services_in_docker())
+
+
+def test_an_agent_started_without_its_engine_listens_for_the_apps_once_the_engine_is_back(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    remove_supervised_objects()
+    for network in docker.from_env().networks.list(names=["supervisor0"]):
+        network.remove()
+    agent = Agent(tmp_path / "data")
+
+    def outage() -> None:
+        agent.start(wait=False)
+        assert wait_until(agent.answers, 60)  # on loopback, meanwhile
+
+    try:
+        _restart_dockerd_after(outage)
+        assert wait_until(lambda: _answers_at("10.114.104.1", agent.port), 60), agent.log_text()[-2000:]
+    finally:
+        agent.stop()
+
+
+def _answers_at(address: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/ping", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
