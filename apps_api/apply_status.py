@@ -14,6 +14,7 @@ from apps_api.redis_store import (
     IMAGE_PROGRESS_KEY,
     SERVICE_STATUS_KEY,
     TARGET_VERSION_KEY,
+    decode_hash,
     read_hash,
     redis_client,
 )
@@ -26,8 +27,13 @@ def set_flags(**flags: bool | str) -> None:
 
 
 def read_flags() -> dict[str, Any]:
+    return _flags(read_hash(APPLY_FLAGS_KEY))
+
+
+def _flags(stored: dict[str, str]) -> dict[str, Any]:
+    """Every flag, False unless stored."""
     flags: dict[str, Any] = dict.fromkeys(FLAG_NAMES, False)
-    flags.update({k: json.loads(v) for k, v in read_hash(APPLY_FLAGS_KEY).items()})
+    flags.update({k: json.loads(v) for k, v in stored.items()})
     return flags
 
 
@@ -85,12 +91,10 @@ def read_progress() -> ApplyProgress:
     pipe.exists(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
     pipe.get(TARGET_VERSION_KEY)
     stored_flags, statuses, progress, applying, version = pipe.execute()
-    flags: dict[str, Any] = dict.fromkeys(FLAG_NAMES, False)
-    flags.update({k.decode(): json.loads(v) for k, v in stored_flags.items()})
     return ApplyProgress(
-        flags=flags,
-        service_statuses={k.decode(): v.decode() for k, v in statuses.items()},
-        image_progress={k.decode(): int(v) for k, v in progress.items()},
+        flags=_flags(decode_hash(stored_flags)),
+        service_statuses=decode_hash(statuses),
+        image_progress={k: int(v) for k, v in decode_hash(progress).items()},
         applying=bool(applying),
         target_version=int(version or 0),
     )

@@ -115,8 +115,7 @@ def set_json(key: str, value: Any) -> None:
 
 def read_hash(key: str) -> dict[str, str]:
     """Every field of the hash at `key`, decoded; empty when absent."""
-    stored: Any = redis_client().hgetall(key)
-    return {k.decode(): v.decode() for k, v in stored.items()}
+    return decode_hash(redis_client().hgetall(key))
 
 
 def decode_hash(stored: Any) -> dict[str, str]:
