@@ -124,8 +124,11 @@ def decode_hash(stored: Any) -> dict[str, str]:
 
 
 def lock(key: str, *, timeout: float, blocking: bool = True, blocking_timeout: float | None = None) -> Lock:
-    """A Redis lock that expires after `timeout` seconds unless renewed (`lock.reacquire()`)."""
-    return redis_client().lock(key, timeout=timeout, blocking=blocking, blocking_timeout=blocking_timeout)
+    """A Redis lock that expires after `timeout` seconds unless renewed (`lock.reacquire()`).
+    Its token is not thread-local, so a helper thread can renew what its caller holds."""
+    return redis_client().lock(
+        key, timeout=timeout, blocking=blocking, blocking_timeout=blocking_timeout, thread_local=False
+    )
 
 
 def new_reply_key() -> str:

@@ -33,7 +33,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 DATA_DIR = Path(tempfile.mkdtemp(prefix="supervisor-bench-"))
 
-from bench.local_agent import running_agent, use_bench_environment  # noqa: E402
+from bench.local_agent import ensure_busybox_image, running_agent, use_bench_environment  # noqa: E402
 
 use_bench_environment(DATA_DIR)
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
@@ -123,6 +123,7 @@ def main() -> None:
         ensure_dockerd("unix:///var/run/docker.sock", DATA_DIR),
     )
     started = [s for s in services if s]
+    ensure_busybox_image(IMAGE)
     port = free_port()
     env = {**os.environ, "SUPERVISOR_PORT": str(port)}
     try:

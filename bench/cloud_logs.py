@@ -127,7 +127,7 @@ def main() -> None:
 
     started = start_missing_services(data_dir)
     client = docker.from_env()
-    ensure_image(client)
+    ensure_image()
     try:
         with running_agent(dict(os.environ), port=free_port(), log_path=data_dir / "processes.log"):
             warm_up(client, cloud, data_dir / "processes.log")

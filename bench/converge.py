@@ -38,6 +38,7 @@ django.setup()
 
 from apps_api import actions  # noqa: E402
 from apps_api.target.documents import parse_target  # noqa: E402
+from bench.local_agent import ensure_busybox_image  # noqa: E402
 from hostcfg.identity import load_device_identity  # noqa: E402
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
@@ -47,21 +48,6 @@ BASELINE_LABEL = "io.balena.bench-baseline"
 ORIGINAL_SUPERVISOR_20_FRESH = 3.1
 EMPTY_TARGET = {"local": {"name": "bench", "config": {}, "apps": {}}}
 EMPTY_TARGET = {"local": {"name": "bench", "config": {}, "apps": {}}}
-
-
-def ensure_image(client: docker.DockerClient) -> None:
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        with tempfile.TemporaryDirectory() as root:
-            Path(root, "bin").mkdir()
-            shutil.copy("/bin/busybox", Path(root, "bin", "busybox"))
-            for applet in ("sh", "sleep"):
-                Path(root, "bin", applet).symlink_to("busybox")
-            tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-            subprocess.run(
-                ["docker", "import", "-", IMAGE], stdin=tar.stdout, check=True, capture_output=True
-            )
 
 
 def target_document(n: int, generation: int) -> dict:
@@ -157,7 +143,7 @@ def main() -> None:
     )
     started = [s for s in services if s]
     client = docker.from_env()
-    ensure_image(client)
+    ensure_busybox_image(IMAGE)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
     from apps_api.redis_store import redis_client
 

@@ -157,6 +157,10 @@ def main() -> None:
     baseline.kill()
 
     port = free_port()
+    sys.path.insert(0, str(PROJECT_DIR))
+    from bench.local_agent import ensure_busybox_image
+
+    ensure_busybox_image("local/busybox:latest")
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
         cloud = managed_config(data_dir) if managed else None

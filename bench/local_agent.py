@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,21 @@ def start_missing_services(data_dir: Path) -> list[Any]:
         ensure_dockerd("unix:///var/run/docker.sock", data_dir),
     )
     return [service for service in services if service]
+
+
+def ensure_busybox_image(name: str, applets: tuple[str, ...] = ("sh", "sleep")) -> None:
+    """A local image of Debian's static busybox with the given applets, imported unless the
+    engine has it (no registry is reachable here)."""
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0:
+        return
+    with tempfile.TemporaryDirectory() as root:
+        Path(root, "bin").mkdir()
+        shutil.copy("/bin/busybox", Path(root, "bin", "busybox"))
+        for applet in applets:
+            Path(root, "bin", applet).symlink_to("busybox")
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", name], stdin=tar.stdout, check=True, capture_output=True)
+        tar.wait()
 
 
 def answers(port: int) -> bool:

@@ -38,7 +38,12 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-from bench.local_agent import running_agent, start_missing_services, use_bench_environment  # noqa: E402
+from bench.local_agent import (  # noqa: E402
+    ensure_busybox_image,
+    running_agent,
+    start_missing_services,
+    use_bench_environment,
+)
 
 IMAGE = "local/bench-logs:latest"
 BENCH_LABEL = "io.balena.bench-logs"
@@ -168,23 +173,9 @@ def paced(lines: int) -> str:
     )
 
 
-def ensure_image(client: Any) -> None:
+def ensure_image() -> None:
     """A busybox image with `seq` (the tests' image may have been built without it)."""
-    import docker
-
-    try:
-        client.images.get(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    with tempfile.TemporaryDirectory() as root:
-        Path(root, "bin").mkdir()
-        shutil.copy("/bin/busybox", Path(root, "bin", "busybox"))
-        for applet in ("sh", "seq", "sleep"):
-            Path(root, "bin", applet).symlink_to("busybox")
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", IMAGE], stdin=tar.stdout, check=True, capture_output=True)
-        tar.wait()
+    ensure_busybox_image(IMAGE, ("sh", "seq", "sleep"))
 
 
 def baseline(client: Any, command: str, lines: int) -> Figures:
@@ -281,7 +272,7 @@ def main() -> None:
 
     started = start_missing_services(data_dir)
     client = docker.from_env()
-    ensure_image(client)
+    ensure_image()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
