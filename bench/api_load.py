@@ -38,7 +38,7 @@ from bench.local_agent import ensure_busybox_image, running_agent, use_bench_env
 use_bench_environment(DATA_DIR)
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
-IMAGE = "local/busybox:latest"
+IMAGE = "local/bench-busybox:latest"
 ORIGINAL = "original supervisor: ~290 req/s, p99 78 ms at 16 clients (GET /v2/applications/state)"
 
 

@@ -42,7 +42,7 @@ from bench.local_agent import ensure_busybox_image  # noqa: E402
 from hostcfg.identity import load_device_identity  # noqa: E402
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
-IMAGE = "local/busybox:latest"
+IMAGE = "local/bench-busybox:latest"
 SIZES = (1, 5, 20)
 BASELINE_LABEL = "io.balena.bench-baseline"
 ORIGINAL_SUPERVISOR_20_FRESH = 3.1

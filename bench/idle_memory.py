@@ -111,7 +111,7 @@ def call(port: int, method: str, path: str, body: Any = None) -> Any:
 def set_services(port: int, count: int) -> None:
     """A local-mode target of `count` busybox services; returns once it is applied."""
     services = {
-        str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": "local/busybox:latest",
+        str(i): {"serviceName": f"s{i}", "serviceId": i, "imageId": i, "image": "local/bench-busybox:latest",
                  "command": "sleep 100000", "stop_signal": "SIGKILL", "environment": {}, "labels": {}}
         for i in range(1, count + 1)
     }  # fmt: skip
@@ -160,7 +160,7 @@ def main() -> None:
     sys.path.insert(0, str(PROJECT_DIR))
     from bench.local_agent import ensure_busybox_image
 
-    ensure_busybox_image("local/busybox:latest")
+    ensure_busybox_image("local/bench-busybox:latest")
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
         cloud = managed_config(data_dir) if managed else None

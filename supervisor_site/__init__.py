@@ -1,5 +1,4 @@
-"""Project wiring: settings, URL root, ASGI router and the Celery app."""
+"""Project wiring: settings, URL root, ASGI router, the Celery app, and the agent's processes.
 
-from supervisor_site.celery import app as celery_app
-
-__all__ = ["celery_app"]
+Importing the package loads nothing: the agent's supervising parent (agent.py) stays small.
+Django loads the Celery app through SupervisorSiteConfig (apps.py)."""

@@ -13,9 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from django.conf import settings
-
-from supervisor_site import agent
+from supervisor_site import agent, environment
 from supervisor_site.system_services import (
     EXPOSE_DOCKER_TCP_VARIABLE,
     ServiceStartError,
@@ -35,14 +33,14 @@ def _expose_docker_tcp_requested() -> bool:
 def main() -> int:
     env = os.environ
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    log_dir = Path(settings.SUPERVISOR_DATA_DIR) / "log"
+    log_dir = Path(environment.SUPERVISOR_DATA_DIR) / "log"
     started: list[StartedService] = []
     try:
         ensures: list[tuple[Callable[[str, Path], StartedService | None], str]] = [
-            (ensure_dockerd, settings.DOCKER_HOST)
+            (ensure_dockerd, environment.DOCKER_HOST)
         ]
-        if not settings.REDIS_URL.startswith("unix://"):  # a unix socket: the agent runs its own
-            ensures.insert(0, (ensure_redis, settings.REDIS_URL))
+        if not environment.REDIS_URL.startswith("unix://"):  # a unix socket: the agent runs its own
+            ensures.insert(0, (ensure_redis, environment.REDIS_URL))
         for ensure, target in ensures:
             try:
                 service = ensure(target, log_dir)
@@ -55,7 +53,7 @@ def main() -> int:
                 started.append(service)
         if _expose_docker_tcp_requested():
             try:
-                relay = expose_docker_tcp(settings.DOCKER_HOST, log_dir)
+                relay = expose_docker_tcp(environment.DOCKER_HOST, log_dir)
             except ServiceStartError as exc:
                 print(f"warning: {exc}", file=sys.stderr)
             else:

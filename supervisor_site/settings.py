@@ -5,22 +5,20 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from pathlib import Path
 
 import environ
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from supervisor_site import environment
+from supervisor_site.environment import project_path as _path
+
+BASE_DIR = environment.BASE_DIR
+SUPERVISOR_DATA_DIR = environment.SUPERVISOR_DATA_DIR
+REDIS_URL = environment.REDIS_URL
+DOCKER_HOST = environment.DOCKER_HOST
+SUPERVISOR_LOG_LEVEL = environment.SUPERVISOR_LOG_LEVEL
 
 env = environ.Env()
 
-
-def _path(value: str) -> Path:
-    """Relative paths are taken from the project directory, not the caller's cwd."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (BASE_DIR / path).resolve()
-
-
-SUPERVISOR_DATA_DIR = _path(env.str("SUPERVISOR_DATA_DIR", default="./var"))
 # Comma-separated: loopback, and the supervisor0 bridge's gateway, where app containers are told
 # the API is (BALENA_SUPERVISOR_ADDRESS).
 SUPERVISOR_LISTEN_ADDRESS = env.str("SUPERVISOR_LISTEN_ADDRESS", default="127.0.0.1,10.114.104.1")
@@ -34,13 +32,8 @@ SUPERVISOR_APPS_JSON = _path(env.str("SUPERVISOR_APPS_JSON", default=str(SUPERVI
 SUPERVISOR_DATABASE = _path(
     env.str("SUPERVISOR_DATABASE", default=str(SUPERVISOR_DATA_DIR / "supervisor.sqlite3"))
 )
-DOCKER_HOST = env.str("DOCKER_HOST", default="unix:///var/run/docker.sock")
-# By default the agent runs a Redis of its own on a unix socket in the data dir (mode 0700):
-# nothing outside the agent's user can queue tasks.
-REDIS_URL = env.str("REDIS_URL", default=f"unix://{SUPERVISOR_DATA_DIR / 'redis.sock'}?db=0")
 SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=/run/dbus/system_bus_socket")
 SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
-SUPERVISOR_LOG_LEVEL = env.str("SUPERVISOR_LOG_LEVEL", default="INFO").upper()
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -89,6 +82,7 @@ INSTALLED_APPS = [
     "apps_api",
     "hostcfg",
     "localmode",
+    "supervisor_site",
 ]
 
 # The admin's middleware run inside AdminOnlyMiddleware, for admin pages only; the admin's
@@ -212,7 +206,7 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"plain": {"format": environment.LOG_FORMAT}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": SUPERVISOR_LOG_LEVEL},
     "loggers": {

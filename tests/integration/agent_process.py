@@ -1,5 +1,5 @@
 """The whole agent as a device runs it (`python -m supervisor_site.agent`: the supervising
-parent, its web and worker children and its own redis-server), in a data dir of its own,
+parent, its agent process (web and worker) and its own redis-server), in a data dir of its own,
 for the runtime and fault tests."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Agent:
             )  # fmt: skip
         if wait:
             assert wait_until(self.answers, 60), f"the agent did not answer; see {self.log_path}"
-            assert wait_until(lambda: self.child("worker") is not None and self.worker_ready(), 60)
+            assert wait_until(self.ready, 60)
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -95,7 +95,7 @@ class Agent:
         return children_of(self.process.pid)
 
     def child(self, role: str) -> int | None:
-        """The pid of the child whose title names `role` (web, worker, redis)."""
+        """The pid of the child whose title names `role` (agent, redis)."""
         name = "redis-server" if role == "redis" else f"supervisor: {role}"
         return next((pid for pid, title in self.children().items() if title.startswith(name)), None)
 
@@ -109,10 +109,15 @@ class Agent:
         except OSError:
             return False
 
+    def ready(self) -> bool:
+        """The agent process runs, its web server answers and its worker is ready."""
+        return self.child("agent") is not None and self.answers() and self.worker_ready()
+
     def worker_ready(self) -> bool:
-        """Every worker the agent started has said it is ready (Celery's `celery@host ready.`)."""
+        """Every agent process the parent started has said its worker is ready (Celery's
+        `celery@host ready.`)."""
         text = self.log_text()
-        return text.count(" ready.") >= text.count("started worker (pid") > 0
+        return text.count(" ready.") >= text.count("started agent (pid") > 0
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

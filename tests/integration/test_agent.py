@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import urllib.request
@@ -57,16 +58,15 @@ def applied(agent: Agent) -> bool:
     return status == 200 and body["appState"] == "applied"
 
 
-def test_the_agent_is_a_parent_and_two_named_children_plus_its_redis(agent: Agent) -> None:
+def test_the_agent_is_a_parent_and_one_named_child_plus_its_redis(agent: Agent) -> None:
     titles = sorted(" ".join(title.split(" ")[:2]) for title in agent.children().values())
-    assert titles == ["redis-server unixsocket:" + str(agent.data_dir / "redis.sock"), "supervisor: web",
-                      "supervisor: worker"]  # fmt: skip
+    assert titles == ["redis-server unixsocket:" + str(agent.data_dir / "redis.sock"), "supervisor: agent"]
     assert agent.process is not None
     assert Path(f"/proc/{agent.process.pid}/cmdline").read_bytes().startswith(b"supervisor: parent")
     assert agent.request("GET", "/v1/healthy")[0] == 200  # the worker's scheduler ticks, among others
 
 
-@pytest.mark.parametrize("role", ["web", "worker", "redis"])
+@pytest.mark.parametrize("role", ["agent", "redis"])
 def test_a_killed_child_is_started_again_and_the_api_serves(agent: Agent, role: str) -> None:
     killed = agent.child(role)
     assert killed is not None
@@ -233,10 +233,10 @@ def test_a_worker_killed_in_the_middle_of_an_apply_converges_and_tells_the_truth
     services = {"keeper": KEEPER, **{f"s{n}": {} for n in range(1, 10)}}
     post_target(agent, local_target(services, image=busybox_image, volumes={"data": {}}))
     assert wait_until(lambda: len(services_in_docker()) > 1, 60)
-    worker = agent.child("worker")
+    worker = agent.child("agent")
     assert worker is not None
     os.kill(worker, signal.SIGKILL)
-    assert wait_until(lambda: agent.child("worker") not in (None, worker) and agent.worker_ready(), 60)
+    assert wait_until(lambda: agent.child("agent") not in (None, worker) and agent.ready(), 60)
     assert wait_until(lambda: applied(agent), 120)
     # One container a service: none left half-made, none twice.
     assert services_in_docker() == sorted(services)
@@ -339,8 +339,7 @@ def test_the_agent_lives_through_a_dockerd_restart_and_does_what_was_asked_meanw
     assert answers_during_outage[0] in (200, 503)
     assert wait_until(lambda: services_in_docker() == ["main", "second"] and applied(agent), 120)
     assert all(c.status == "running" for c in supervised_containers().values())
-    assert agent.child("web") is not None
-    assert agent.child("worker") is not None
+    assert agent.child("agent") is not None
 
 
 def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their_own_cloud(
@@ -406,3 +405,23 @@ def _answers_at(address: str, port: int) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_an_agent_whose_port_is_taken_ends_and_is_started_again_until_it_is_free(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    agent = Agent(tmp_path / "data")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", agent.port))
+    squatter.listen()
+    try:
+        agent.start(wait=False)
+        assert wait_until(lambda: "web: the server stopped; stopping the agent" in agent.log_text(), 60)
+        assert wait_until(lambda: "agent exited with 70" in agent.log_text(), 30), agent.log_text()[-2000:]
+    finally:
+        squatter.close()
+    try:
+        assert wait_until(agent.ready, 90), agent.log_text()[-2000:]
+    finally:
+        assert agent.stop() == 0

@@ -1,0 +1,216 @@
+"""The agent process, `supervisor: agent`, which the supervising parent (agent.py) starts:
+
+- the web server: daphne in a thread (the device API, the log streams, the admin);
+- the worker: Celery on a pool of 4 threads in the main thread, with the beat scheduler, the
+  log collector and the cloud log uploader as threads.
+
+Web and worker share one interpreter. Forked from a parent that had imported everything,
+two processes shared less than it seems: CPython 3.11 writes to the objects a process uses
+(reference counts, the bytecode it specialises), so each child soon held its own copy of
+what it ran, and the parent kept the originals (bench/idle_memory.py: 147 MiB for the
+agent as three processes, 111 MiB as this one).
+
+Start-up checks the state files first: one the agent cannot use ends the process with
+EX_CONFIG (78), naming the file, and the parent does not start it again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
+# The device API is plain HTTP: without pyOpenSSL Twisted leaves TLS out (~5 MiB).
+sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+
+import django  # noqa: E402
+
+django.setup()
+
+import celery.platforms  # noqa: E402
+from celery.signals import worker_shutdown  # noqa: E402
+from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
+
+# Importing daphne's server installs the asyncio reactor that the web thread runs.
+from daphne.server import Server  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import DatabaseError, connection, connections  # noqa: E402
+from django.db.migrations.executor import MigrationExecutor  # noqa: E402
+from setproctitle import setproctitle  # noqa: E402
+from twisted.internet import reactor, task  # noqa: E402
+from twisted.internet.endpoints import serverFromString  # noqa: E402
+
+from apps_api.apikeys import get_or_create_global_key, prepare_device_identity  # noqa: E402
+from apps_api.engine.container_config import (  # noqa: E402
+    SUPERVISOR0_GATEWAY,
+    SUPERVISOR0_SUBNET,
+    SUPERVISOR_NETWORK,
+)
+from apps_api.engine.docker import ensure_supervisor_network as ensure_network  # noqa: E402
+from apps_api.logs.collection import LogCollection  # noqa: E402
+from hostcfg.identity import DeviceConfigError  # noqa: E402
+from supervisor_site.celery import app  # noqa: E402
+
+logger = logging.getLogger("supervisor.agent")
+
+CONFIG_ERROR_EXIT = 78  # EX_CONFIG
+WEB_FAILED_EXIT = 70  # EX_SOFTWARE
+LISTEN_RETRY_SECONDS = 10.0
+NETWORK_RETRY_SECONDS = 10.0
+WEB_STOP_SECONDS = 3.0
+
+
+class StateUnusable(Exception):
+    """A file the agent keeps its state in cannot be used; the message names it."""
+
+
+def check_database() -> None:
+    """The database is whole (a power cut or a full disk can leave it malformed)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA quick_check")
+            verdict = cursor.fetchone()[0]
+    except DatabaseError as exc:
+        raise StateUnusable(f"{settings.SUPERVISOR_DATABASE}: {exc}") from exc
+    if verdict != "ok":
+        raise StateUnusable(f"{settings.SUPERVISOR_DATABASE}: {verdict}")
+
+
+def migrate_if_needed() -> None:
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        call_command("migrate", interactive=False, verbosity=0)
+
+
+def ensure_supervisor_network() -> bool:
+    """The supervisor0 bridge, whose gateway the API listens on for the apps (engine.md);
+    whether it exists now."""
+    try:
+        ensure_network(SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY)
+    except Exception as exc:  # the engine is down: the API still serves on loopback meanwhile
+        logger.warning("could not create the %s network (%s); trying again", SUPERVISOR_NETWORK, exc)
+        return False
+    return True
+
+
+def keep_trying_the_network() -> None:
+    """In a thread: until the engine answers (the API binds the gateway once it exists)."""
+    while not ensure_supervisor_network():
+        threading.Event().wait(NETWORK_RETRY_SECONDS)
+
+
+def listen_addresses() -> list[str]:
+    return [a.strip() for a in settings.SUPERVISOR_LISTEN_ADDRESS.split(",") if a.strip()]
+
+
+def bindable(address: str) -> bool:
+    """Whether this host has `address` (or it is a wildcard), so that a listener can bind it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address.strip("[]"), 0))
+    except OSError:
+        return False
+    return True
+
+
+def announce() -> None:
+    key = get_or_create_global_key().key
+    addresses = ", ".join(f"http://{a}:{settings.SUPERVISOR_PORT}/" for a in listen_addresses())
+    # The key goes to a terminal only: a journal is read by more people than the device's owner.
+    print(f"Supervisor API: {addresses}" + (f"  (global API key: {key})" if sys.stdout.isatty() else ""))
+
+
+def serve_web() -> None:
+    """Runs daphne's reactor until it is stopped. Addresses this host does not have yet (the
+    supervisor0 gateway before the engine made the bridge) are listened on once it has them."""
+    # Imported once the device identity was checked: the module prepares it at import.
+    application = importlib.import_module("supervisor_site.asgi").application
+    port = settings.SUPERVISOR_PORT
+    waiting = [a for a in listen_addresses() if not bindable(a)]
+    endpoints = [e for a in listen_addresses() if a not in waiting
+                 for e in build_endpoint_description_strings(host=a, port=port)]  # fmt: skip
+    for address in waiting:
+        logger.warning("web: %s is not an address of this host yet; listening there once it is", address)
+    server = Server(application=application, endpoints=endpoints, signal_handlers=False,
+                    action_logger=None, verbosity=0, application_close_timeout=5)  # fmt: skip
+
+    def listen_where_possible() -> None:
+        for address in [a for a in waiting if bindable(a)]:
+            waiting.remove(address)
+            for description in build_endpoint_description_strings(host=address, port=port):
+                serverFromString(reactor, description).listen(server.http_factory)
+            logger.info("web: listening on %s:%d", address, port)
+
+    retry = task.LoopingCall(listen_where_possible)
+    server.ready_callable = lambda: waiting and retry.start(LISTEN_RETRY_SECONDS, now=False)
+    server.run()
+
+
+def run_worker() -> int:
+    """Celery's worker in this (the main) thread until it is told to stop; its exit code."""
+    # Celery would retitle the process after its own name; `ps` shows our role instead.
+    celery.platforms._setproctitle = None  # type: ignore[attr-defined]
+    os.environ["SUPERVISOR_WORKER_BEAT"] = "1"
+    # Django's system checks are for development; on a device they cost start-up time and memory.
+    os.environ["CELERY_SKIP_CHECKS"] = "1"
+    collection = LogCollection(Path(settings.SUPERVISOR_DATA_DIR))
+    worker_shutdown.connect(lambda **_: collection.stop(), weak=False)
+    collection.start()
+    # Started directly rather than through `celery worker`: the command line would import a
+    # shell (prompt_toolkit, pygments: ~10 MiB) the agent never uses.
+    make_worker: Any = app.Worker  # celery-types does not describe its options
+    worker = make_worker(pool_cls="threads", concurrency=4, queues=["supervisor"], loglevel="INFO",
+                         without_heartbeat=True, without_gossip=True, without_mingle=True)  # fmt: skip
+    worker.start()
+    return int(worker.exitcode or 0)
+
+
+def main() -> None:
+    setproctitle("supervisor: agent")
+    try:
+        check_database()
+        migrate_if_needed()
+        prepare_device_identity()
+    except (StateUnusable, DeviceConfigError) as exc:
+        # Named, once: neither the parent nor the unit starts the agent again on this code.
+        logger.error("cannot start: %s", exc)
+        sys.exit(CONFIG_ERROR_EXIT)
+    threading.Thread(target=keep_trying_the_network, name="supervisor0", daemon=True).start()
+    announce()
+    # The last connection to close writes the migrations and the keys from the write-ahead
+    # log into the database file; the threads open their own.
+    connections.close_all()
+
+    web_failed = threading.Event()
+
+    def web() -> None:
+        try:
+            serve_web()
+        except Exception:
+            logger.exception("web: the server failed")
+        if not stopping.is_set():  # the reactor stopped by itself (a port it could not bind…)
+            logger.error("web: the server stopped; stopping the agent")
+            web_failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown ends the worker
+
+    stopping = threading.Event()
+    web_thread = threading.Thread(target=web, name="web", daemon=True)
+    web_thread.start()
+    code = run_worker()
+    stopping.set()
+    reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined,misc]
+    web_thread.join(WEB_STOP_SECONDS)
+    sys.exit(WEB_FAILED_EXIT if web_failed.is_set() else code)
+
+
+if __name__ == "__main__":
+    main()
