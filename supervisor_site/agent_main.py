@@ -65,6 +65,7 @@ CONFIG_ERROR_EXIT = 78  # EX_CONFIG
 WEB_FAILED_EXIT = 70  # EX_SOFTWARE
 LISTEN_RETRY_SECONDS = 10.0
 NETWORK_RETRY_SECONDS = 10.0
+WEB_START_SECONDS = 10.0
 WEB_STOP_SECONDS = 3.0
 
 
@@ -129,9 +130,10 @@ def announce() -> None:
     print(f"Supervisor API: {addresses}" + (f"  (global API key: {key})" if sys.stdout.isatty() else ""))
 
 
-def serve_web() -> None:
-    """Runs daphne's reactor until it is stopped. Addresses this host does not have yet (the
-    supervisor0 gateway before the engine made the bridge) are listened on once it has them."""
+def serve_web(listening: threading.Event) -> None:
+    """Runs daphne's reactor until it is stopped; `listening` is set once it listens.
+    Addresses this host does not have yet (the supervisor0 gateway before the engine made
+    the bridge) are listened on once it has them."""
     # Imported once the device identity was checked: the module prepares it at import.
     application = importlib.import_module("supervisor_site.asgi").application
     port = settings.SUPERVISOR_PORT
@@ -151,7 +153,13 @@ def serve_web() -> None:
             logger.info("web: listening on %s:%d", address, port)
 
     retry = task.LoopingCall(listen_where_possible)
-    server.ready_callable = lambda: waiting and retry.start(LISTEN_RETRY_SECONDS, now=False)
+
+    def ready() -> None:
+        listening.set()
+        if waiting:
+            retry.start(LISTEN_RETRY_SECONDS, now=False)
+
+    server.ready_callable = ready
     server.run()
 
 
@@ -191,10 +199,11 @@ def main() -> None:
     connections.close_all()
 
     web_failed = threading.Event()
+    listening = threading.Event()
 
     def web() -> None:
         try:
-            serve_web()
+            serve_web(listening)
         except Exception:
             logger.exception("web: the server failed")
         if not stopping.is_set():  # the reactor stopped by itself (a port it could not bind…)
@@ -205,6 +214,8 @@ def main() -> None:
     stopping = threading.Event()
     web_thread = threading.Thread(target=web, name="web", daemon=True)
     web_thread.start()
+    # The API first: the worker's start would slow the web server's (one interpreter lock).
+    listening.wait(WEB_START_SECONDS)
     code = run_worker()
     stopping.set()
     reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined,misc]
