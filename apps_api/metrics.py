@@ -1,6 +1,7 @@
-"""Prometheus metrics. HTTP metrics live in the web process; the engine's (apply runs,
-steps) are counted in Redis by the worker and read back at scrape time, so /metrics
-shows both without a shared multiprocess directory."""
+"""Prometheus metrics. HTTP metrics live in the process that serves the API; the engine's
+(apply runs, steps) are counted in Redis by the worker and read back at scrape time, so
+/metrics shows both wherever the worker runs (the agent's own process, or a `celery
+worker` of its own in development and the tests)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Read throughput and latency of the device API with 5 services running.
 
-Starts the agent (its web process and worker) in a temporary data
+Starts the agent (its web server and worker) in a temporary data
 dir, applies a target of 5 busybox services, then loads GET /v2/applications/state and
 GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
 server, loaded the same way, is the baseline of this run.

@@ -1,7 +1,7 @@
 """Idle memory of the whole agent: PSS summed over every process `make run` starts.
 
-Starts the launcher (the agent's supervising parent, which forks the web process, the
-worker and its own redis-server) in a fresh data dir, waits until /ping answers and the
+Starts the launcher (the agent's supervising parent, which starts the agent process, its
+web server and worker, and its own redis-server) in a fresh data dir, waits until /ping answers and the
 processes settle, then sums the PSS of the launcher's process tree, its redis-server
 included (dockerd excluded: it is the system's).
 Prints the figure, a bare Python interpreter measured in the same run as a baseline,

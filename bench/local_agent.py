@@ -1,5 +1,5 @@
-"""The agent as a device runs it (`python -m supervisor_site.agent`: its web and worker
-children, log collection in the worker), for the benchmarks: started in a data dir of its
+"""The agent as a device runs it (`python -m supervisor_site.agent`: its parent and its
+agent process, web server, worker and log collection), for the benchmarks: started in a data dir of its
 own on a Redis database of the benchmark's own (which the benchmark reads too), stopped
 afterwards."""
 

@@ -1,6 +1,6 @@
 """Log stream throughput, loss and latency, against reading Docker directly in the same run.
 
-Starts the web process (daphne) and the log collector as the agent runs them, in a
+Starts the agent (its web server and log collector as a device runs them), in a
 temporary data dir, with one NDJSON client (GET /v2/local/logs, as the balena CLI reads
 it) and one WebSocket client (/v2/local/logs/ws), each in a process of its own. Then a
 supervised container prints N numbered lines (`seq`) as fast as it can ("burst"), and
