@@ -6,6 +6,7 @@ Callers are listed on each action.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,22 @@ SERVICE_ACTION_TIMEOUT_SECONDS = 120
 SERVICE_ACTIONS = ("restart", "stop", "start")
 
 
-def is_forced(body: object) -> bool:
-    force = body.get("force") if isinstance(body, dict) else None
-    return force is True or str(force).lower() in ("true", "1")
+@dataclass(frozen=True)
+class ServiceSelector:
+    """Which service of an app a v2 service action means: by name, or by image id."""
+
+    service_name: str | None = None
+    image_id: int | None = None
 
 
-def act_on_service(action: str, *, access: ApiAccess, app_id: int, body: object) -> str:
+def act_on_service(
+    action: str, *, access: ApiAccess, app_id: int, selector: ServiceSelector, force: bool
+) -> str:
     """Restart, stop or start one service of an app (v2 service endpoints); returns the
     container id. Called by: POST /v2/applications/:appId/(restart|stop|start)-service."""
     check_scope(access, app_id)
-    body = body if isinstance(body, dict) else {}
-    service_name, image_id = body.get("serviceName"), body.get("imageId")
-    if service_name in (None, "") and image_id in (None, ""):
+    service_name, image_id = selector.service_name, selector.image_id
+    if service_name is None and image_id is None:
         raise BadRequest(V2_ENDPOINT_HINT, text=True)
     snapshot = read_snapshot()
     containers = snapshot.containers_of(app_id)
@@ -96,14 +101,14 @@ def act_on_service(action: str, *, access: ApiAccess, app_id: int, body: object)
         chosen = names[0]  # a single-service app: the selector's value does not matter
     else:
         matches = [c.service_name for c in containers if c.service_name == service_name or
-                   (image_id is not None and str(c.image_id) == str(image_id))]  # fmt: skip
+                   (image_id is not None and c.image_id == image_id)]  # fmt: skip
         if not matches:
             raise NotFound("Service not found, a container must exist for this endpoint to work", text=True)
         chosen = matches[0]
-    return _run_service_action(action, snapshot, app_id, chosen, force=is_forced(body))
+    return _run_service_action(action, snapshot, app_id, chosen, force=force)
 
 
-def act_on_single_container_app(action: str, *, access: ApiAccess, app_id: int, body: object) -> str:
+def act_on_single_container_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> str:
     """Stop or start the one service of a single-container app; returns the container id.
     Called by: POST /v1/apps/:appId/stop, POST /v1/apps/:appId/start."""
     check_scope(access, app_id, text=True)
@@ -111,7 +116,7 @@ def act_on_single_container_app(action: str, *, access: ApiAccess, app_id: int, 
     _, container = single_container_app(snapshot, app_id)
     # The seed's v1 stop is temporary: the container starts again when the supervisor does.
     return _run_service_action(
-        action, snapshot, app_id, container.service_name, force=is_forced(body), temporary=action == "stop"
+        action, snapshot, app_id, container.service_name, force=force, temporary=action == "stop"
     )
 
 
@@ -146,22 +151,21 @@ def regenerate_api_key(*, access: ApiAccess) -> str:
         raise ActionFailed(str(exc)) from exc
 
 
-def trigger_update(*, body: object) -> bool:
+def trigger_update(*, force: bool, cancel: bool) -> bool:
     """Poll the cloud's target now (a managed device), or apply the stored target again (an
     unmanaged one); `cancel` aborts a running apply first. Returns whether an update was
     triggered (instant updates are on by default). Called by: POST /v1/update."""
 
-    body = body if isinstance(body, dict) else {}
-    if body.get("cancel") is True:
+    if cancel:
         cancel_running_apply()
-    if not (is_forced(body) or instant_updates_enabled()):
+    if not (force or instant_updates_enabled()):
         return False
     if current_device_identity().managed:
-        request_poll_now(force=is_forced(body))
+        request_poll_now(force=force)
         cloud_tick.delay()
         return True
     apply_status.set_flags(update_failed=False)
-    schedule_apply(force=is_forced(body))
+    schedule_apply(force=force)
     return True
 
 
@@ -169,13 +173,13 @@ def trigger_update(*, body: object) -> bool:
 POWER_ACTION_ACCEPT_SECONDS = 60
 
 
-def power_off_device(kind: str, *, body: object) -> None:
+def power_off_device(kind: str, *, force: bool) -> None:
     """Reboot (`kind="reboot"`) or shut down the device: returns once the worker holds every
     app's update locks; it then stops the apps and asks logind. Raises PowerActionRefused.
     Called by: POST /v1/reboot, POST /v1/shutdown."""
 
     reply_key = new_reply_key()
-    power_action.delay(kind, is_forced(body), reply_key)
+    power_action.delay(kind, force, reply_key)
     reply = wait_for_reply(reply_key, timeout=POWER_ACTION_ACCEPT_SECONDS)
     if reply is None:
         raise PowerActionRefused(f"The {kind} was not confirmed in time", locked=False)

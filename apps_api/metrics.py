@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 REGISTRY = CollectorRegistry()
+# A client may send any token as a method: one label each would grow memory without bound.
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HTTP_REQUESTS = Counter(
     "supervisor_http_requests", "Device API requests", ["route", "method", "status"], registry=REGISTRY
 )
@@ -71,7 +73,8 @@ class RequestMetricsMiddleware:
     def _record(request: HttpRequest, response: HttpResponse, began: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None else "unmatched"
-        HTTP_REQUESTS.labels(route, request.method or "", str(response.status_code)).inc()
+        method = request.method if request.method in COUNTED_METHODS else "other"
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
         HTTP_LATENCY.labels(route).observe(time.perf_counter() - began)
 
 

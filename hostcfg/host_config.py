@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from hostcfg.atomic_file import remove_file_durably, write_file_atomically
 from hostcfg.identity import update_config_json
+from hostcfg.values import flag
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,10 @@ def parse_host_config_patch(body: object) -> HostConfigPatch:
     proxy = _parse_proxy(network.get("proxy"))
     # The seed reads `force` at the top level, modern documentation inside `network`: both count.
     force = body.get("force") if "force" in body else network.get("force")
-    # The same leniency as the other endpoints' `force` (apps_api.actions.is_forced).
-    forced = force is True or str(force).lower() in ("true", "1")
+    try:
+        forced = flag(force)
+    except ValueError as exc:
+        raise HostConfigInvalid("force", str(exc)) from exc
     return HostConfigPatch(hostname=hostname, proxy=proxy, force=forced)
 
 

@@ -18,8 +18,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path
 
 from apps_api.api.auth import AUTHORIZATION_HEADER
+from apps_api.api.browsers import check_keyless_request
+from apps_api.errors import DeviceApiError
 from apps_api.logs.records import BATCH_MESSAGE_TYPE
-from localmode.log_follow import FIRST_LINE, LogFollower, logs_access_allowed
+from localmode.log_follow import FIRST_LINE, LogFollower, LogsAccess, logs_access, parse_since
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAVAILABLE = 4503
+CLOSE_FORBIDDEN = 4403
 
 
 def scope_key(scope: dict[str, Any]) -> str:
@@ -39,28 +42,45 @@ def scope_key(scope: dict[str, Any]) -> str:
     return match.group(1) if match else ""
 
 
+def handshake_from_the_device_clients(scope: dict[str, Any]) -> bool:
+    """A keyless handshake (local mode) must not be a web page's: browsers always send its
+    Origin, which must then be the device itself."""
+    headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers") or []}
+    try:
+        check_keyless_request(method="GET", host=headers.get("host", ""),
+                              origin=headers.get("origin", ""), fetch_site=headers.get("sec-fetch-site", ""),
+                              content_type="", has_body=False)  # fmt: skip
+    except DeviceApiError:
+        return False
+    return True
+
+
 class LogStreamConsumer(AsyncWebsocketConsumer):
     follower: LogFollower | None = None
 
     async def connect(self) -> None:
-        since = (parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("since") or [""])[0]
-        if since and not since.isdigit():
+        try:
+            since = parse_since(
+                (parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("since") or [""])[0]
+            )
+        except ValueError:
             await self.close(code=CLOSE_BAD_REQUEST)
             return
         try:
-            allowed = await sync_to_async(logs_access_allowed)(scope_key(self.scope))
+            access = await sync_to_async(logs_access)(scope_key(self.scope))
         except Exception:
             logger.exception("could not check the key of a log stream")
             await self.close(code=CLOSE_UNAVAILABLE)
             return
-        if not allowed:
+        if access is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        if access is LogsAccess.KEYLESS and not handshake_from_the_device_clients(self.scope):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.accept()
         await self.send(text_data=FIRST_LINE)
-        self.follower = LogFollower(
-            self.channel_layer, self.channel_name, since_ms=int(since) if since else None
-        )
+        self.follower = LogFollower(self.channel_layer, self.channel_name, since_ms=since)
         if replay := await self.follower.start():
             await self.send(text_data=replay)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from enum import Enum
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -15,6 +16,7 @@ from apps_api.apikeys import find_api_key
 from apps_api.device_settings import local_mode_active
 from apps_api.logs.records import LOGS_GROUP, LogBatch, LogSequencer
 from apps_api.logs.store import default_log_store
+from hostcfg.values import ascii_int
 
 FIRST_LINE = '{"message":"Streaming logs","isSystem":true}\n'
 LOCAL_MODE_CHECK_SECONDS = 2.0
@@ -83,7 +85,28 @@ class LogFollower:
         self._joined_at = time.monotonic()
 
 
-def logs_access_allowed(key: str) -> bool:
-    """/v2/local/* needs no key in local mode, else any valid key (spec/auth.md)."""
+MAX_SINCE_MS = 2**53
 
-    return local_mode_active() or find_api_key(key) is not None
+
+def parse_since(raw: str | None) -> int | None:
+    """`?since=` of a log stream: milliseconds since the epoch, in ASCII digits; None when
+    absent. Raises ValueError otherwise."""
+    if not raw:
+        return None
+    since = ascii_int(raw, maximum=MAX_SINCE_MS)
+    if since is None:
+        raise ValueError("since must be a timestamp in milliseconds")
+    return since
+
+
+class LogsAccess(Enum):
+    KEYED = "keyed"
+    KEYLESS = "keyless"  # local mode: the browser checks apply (apps_api/api/browsers.py)
+
+
+def logs_access(key: str) -> LogsAccess | None:
+    """/v2/local/* needs no key in local mode, else any valid key (spec/auth.md); None when
+    the caller may not read the logs."""
+    if key and find_api_key(key) is not None:
+        return LogsAccess.KEYED
+    return LogsAccess.KEYLESS if local_mode_active() else None

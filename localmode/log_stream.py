@@ -16,9 +16,10 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from rest_framework.request import Request
 
-from apps_api.api.auth import presented_key
+from apps_api.api.auth import presented_key, refuse_browser_requests
 from apps_api.api.errors import failure
-from localmode.log_follow import FIRST_LINE, LogFollower, logs_access_allowed
+from apps_api.errors import DeviceApiError
+from localmode.log_follow import FIRST_LINE, LogFollower, LogsAccess, logs_access, parse_since
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +29,22 @@ async def logs_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespons
     """200 and the stream; `?since=<ms>` first replays the records kept on disk (persistent
     logging) stamped at or after it."""
     try:
-        allowed = await sync_to_async(logs_access_allowed)(presented_key(Request(request)))
+        access = await sync_to_async(logs_access)(presented_key(Request(request)))
     except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
         logger.exception("could not check the key of a log stream")
         return failure(f"Unexpected error: {exc}", 503, text=True)
-    if not allowed:
+    if access is None:
         return failure("Unauthorized", 401, text=True)
-    since = request.GET.get("since")
-    if since is not None and not since.isdigit():
-        return failure("since must be a timestamp in milliseconds", 400, text=True)
-    response = StreamingHttpResponse(_ndjson(int(since) if since else None))
+    if access is LogsAccess.KEYLESS:
+        try:
+            await sync_to_async(refuse_browser_requests)(Request(request))
+        except DeviceApiError as exc:
+            return failure(exc.message, exc.status, text=True)
+    try:
+        since = parse_since(request.GET.get("since"))
+    except ValueError as exc:
+        return failure(str(exc), 400, text=True)
+    response = StreamingHttpResponse(_ndjson(since))
     # As the original: no Content-Type (clients read lines whatever it says), and nothing
     # on the way (a proxy or a compressing layer) may hold lines back.
     del response["Content-Type"]

@@ -16,54 +16,42 @@ EX_CONFIG (78), naming the file, and the parent does not start it again.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
-# The device API is plain HTTP: without pyOpenSSL Twisted leaves TLS out (~5 MiB).
-sys.modules["OpenSSL"] = None  # type: ignore[assignment]
 
-import django  # noqa: E402
+# First: it sets Django up, and Twisted's reactor before anything imports another.
+from supervisor_site import web_server  # noqa: I001
 
-django.setup()
+import celery.platforms
+from celery.signals import worker_shutdown
+from django.conf import settings
+from django.core.management import call_command
+from django.db import DatabaseError, connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from setproctitle import setproctitle
 
-import celery.platforms  # noqa: E402
-from celery.signals import worker_shutdown  # noqa: E402
-from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
-
-# Importing daphne's server installs the asyncio reactor that the web thread runs.
-from daphne.server import Server  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import DatabaseError, connection, connections  # noqa: E402
-from django.db.migrations.executor import MigrationExecutor  # noqa: E402
-from setproctitle import setproctitle  # noqa: E402
-from twisted.internet import reactor, task  # noqa: E402
-from twisted.internet.endpoints import serverFromString  # noqa: E402
-
-from apps_api.apikeys import get_or_create_global_key, prepare_device_identity  # noqa: E402
-from apps_api.engine.container_config import (  # noqa: E402
+from apps_api.apikeys import get_or_create_global_key, prepare_device_identity
+from apps_api.engine.container_config import (
     SUPERVISOR0_GATEWAY,
     SUPERVISOR0_SUBNET,
     SUPERVISOR_NETWORK,
 )
-from apps_api.engine.docker import ensure_supervisor_network as ensure_network  # noqa: E402
-from apps_api.logs.collection import LogCollection  # noqa: E402
-from hostcfg.identity import DeviceConfigError  # noqa: E402
-from supervisor_site.celery import app  # noqa: E402
+from apps_api.engine.docker import ensure_supervisor_network as ensure_network
+from apps_api.logs.collection import LogCollection
+from hostcfg.identity import DeviceConfigError
+from supervisor_site.celery import app
 
 logger = logging.getLogger("supervisor.agent")
 
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG
 WEB_FAILED_EXIT = 70  # EX_SOFTWARE
-LISTEN_RETRY_SECONDS = 10.0
 NETWORK_RETRY_SECONDS = 10.0
 WEB_START_SECONDS = 10.0
 WEB_STOP_SECONDS = 3.0
@@ -108,59 +96,11 @@ def keep_trying_the_network() -> None:
         threading.Event().wait(NETWORK_RETRY_SECONDS)
 
 
-def listen_addresses() -> list[str]:
-    return [a.strip() for a in settings.SUPERVISOR_LISTEN_ADDRESS.split(",") if a.strip()]
-
-
-def bindable(address: str) -> bool:
-    """Whether this host has `address` (or it is a wildcard), so that a listener can bind it."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((address.strip("[]"), 0))
-    except OSError:
-        return False
-    return True
-
-
 def announce() -> None:
     key = get_or_create_global_key().key
-    addresses = ", ".join(f"http://{a}:{settings.SUPERVISOR_PORT}/" for a in listen_addresses())
+    addresses = ", ".join(f"http://{a}:{settings.SUPERVISOR_PORT}/" for a in web_server.listen_addresses())
     # The key goes to a terminal only: a journal is read by more people than the device's owner.
     print(f"Supervisor API: {addresses}" + (f"  (global API key: {key})" if sys.stdout.isatty() else ""))
-
-
-def serve_web(listening: threading.Event) -> None:
-    """Runs daphne's reactor until it is stopped; `listening` is set once it listens.
-    Addresses this host does not have yet (the supervisor0 gateway before the engine made
-    the bridge) are listened on once it has them."""
-    # Imported once the device identity was checked: the module prepares it at import.
-    application = importlib.import_module("supervisor_site.asgi").application
-    port = settings.SUPERVISOR_PORT
-    waiting = [a for a in listen_addresses() if not bindable(a)]
-    endpoints = [e for a in listen_addresses() if a not in waiting
-                 for e in build_endpoint_description_strings(host=a, port=port)]  # fmt: skip
-    for address in waiting:
-        logger.warning("web: %s is not an address of this host yet; listening there once it is", address)
-    server = Server(application=application, endpoints=endpoints, signal_handlers=False,
-                    action_logger=None, verbosity=0, application_close_timeout=5)  # fmt: skip
-
-    def listen_where_possible() -> None:
-        for address in [a for a in waiting if bindable(a)]:
-            waiting.remove(address)
-            for description in build_endpoint_description_strings(host=address, port=port):
-                serverFromString(reactor, description).listen(server.http_factory)
-            logger.info("web: listening on %s:%d", address, port)
-
-    retry = task.LoopingCall(listen_where_possible)
-
-    def ready() -> None:
-        listening.set()
-        if waiting:
-            retry.start(LISTEN_RETRY_SECONDS, now=False)
-
-    server.ready_callable = ready
-    server.run()
 
 
 def run_worker() -> int:
@@ -203,7 +143,7 @@ def main() -> None:
 
     def web() -> None:
         try:
-            serve_web(listening)
+            web_server.serve(listening)
         except Exception:
             logger.exception("web: the server failed")
         if not stopping.is_set():  # the reactor stopped by itself (a port it could not bind…)
@@ -218,7 +158,7 @@ def main() -> None:
     listening.wait(WEB_START_SECONDS)
     code = run_worker()
     stopping.set()
-    reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined,misc]
+    web_server.stop()
     web_thread.join(WEB_STOP_SECONDS)
     sys.exit(WEB_FAILED_EXIT if web_failed.is_set() else code)
 

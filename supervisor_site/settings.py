@@ -67,6 +67,9 @@ SECRET_KEY = _secret_key()
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The device API is reached by IP, by the device's hostname and through the cloud proxy.
 ALLOWED_HOSTS = ["*"]
+# Names besides the device's hostname, `<hostname>.local` and `localhost` that keyless
+# (local mode) clients may call the device by; any address is fine (apps_api/api/browsers.py).
+SUPERVISOR_API_HOST_NAMES = env.list("SUPERVISOR_API_HOST_NAMES", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -154,9 +157,11 @@ SUPERVISOR_VERSION = "17.0.0"
 SPECTACULAR_SETTINGS = {
     "TITLE": "balena Supervisor device API (Python)",
     "DESCRIPTION": "The device API on port 48484. Keys are checked only while the device is managed "
-    "(config.json has an `apiEndpoint`); /ping, /v1/healthy and /metrics never need one.",
+    "(config.json has an `apiEndpoint`); /ping and /v1/healthy never need one.",
     "VERSION": SUPERVISOR_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # /openapi.json and /docs/ are keyed like the API they describe.
+    "SERVE_PERMISSIONS": ["apps_api.api.auth.HasValidApiKey"],
     # Devices have no internet: Swagger UI comes from the sidecar's static files.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -24,3 +24,5 @@ os.environ["REDIS_URL"] = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://1
 from supervisor_site.settings import *  # noqa: E402, F403
 
 DATABASES["default"]["TEST"]["NAME"] = DATABASES["default"]["NAME"]  # noqa: F405
+# Django's test client calls the device `testserver`.
+SUPERVISOR_API_HOST_NAMES = ["testserver"]

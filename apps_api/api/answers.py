@@ -16,14 +16,6 @@ from apps_api.snapshot import DeviceSnapshot, current_commit, read_snapshot, upd
 from hostcfg.host_info import host_addresses, os_version
 
 
-def parse_app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
-    """A positive app id from a path or body value, else BadRequest(`message`)."""
-    value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-    if not value.isdigit() or int(value) <= 0 or int(value) > 2**53:
-        raise BadRequest(message, text=text)
-    return int(value)
-
-
 def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
     """GET /v2/applications/state: every target app in scope, keyed by app name."""
     result: dict[str, Any] = {}
@@ -47,12 +39,8 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
     return result
 
 
-def application_state(raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+def application_state(app_id: int, access: ApiAccess) -> dict[str, Any]:
     """GET /v2/applications/:appId/state (the seed's shape)."""
-    try:
-        app_id = parse_app_id(raw_app_id)
-    except BadRequest:
-        raise BadRequest(f"Invalid application ID: {raw_app_id}") from None
     snapshot = read_snapshot()
     app = snapshot.target_app(app_id)
     if app is None or not access.allows_app(app_id):
@@ -183,10 +171,9 @@ HIDDEN_ENVIRONMENT = (
 )
 
 
-def v1_app(raw_app_id: str, access: ApiAccess) -> dict[str, Any]:
+def v1_app(app_id: int, access: ApiAccess) -> dict[str, Any]:
     """GET /v1/apps/:appId: the one container of a single-container app."""
 
-    app_id = parse_app_id(raw_app_id, "Missing app id", text=True)
     check_scope(access, app_id, message="Application is not available")
     snapshot = read_snapshot()
     containers = snapshot.containers_of(app_id)

@@ -8,9 +8,10 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from apps_api.api.browsers import check_keyless_request
 from apps_api.apikeys import ApiAccess, find_api_key
 from apps_api.device_settings import local_mode_active
-from apps_api.errors import ActionFailed
+from apps_api.errors import ActionFailed, DeviceApiError
 from hostcfg.identity import current_device_identity
 
 AUTHORIZATION_HEADER = re.compile(r"(?:bearer|apikey) (\w+)", re.IGNORECASE)
@@ -31,19 +32,25 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         try:
             return self._authenticate(request)
+        except DeviceApiError:
+            raise
         except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
             raise ActionFailed(f"Unexpected error: {exc}", text=True) from exc
 
     def _authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         key = presented_key(request)
         if not current_device_identity().managed:
+            if not (key and find_api_key(key)):
+                refuse_browser_requests(request)
             return None, ApiAccess(all_apps=True, key=key)
         stored = find_api_key(key)
         if stored is None:
             # A managed device in local mode (SUPERVISOR_LOCAL_MODE) is open too; only
             # requests without a known key pay for reading the target's config.
-
-            return (None, ApiAccess(all_apps=True, key=key)) if local_mode_active() else None
+            if not local_mode_active():
+                return None
+            refuse_browser_requests(request)
+            return None, ApiAccess(all_apps=True, key=key)
         if stored.is_global:
             return None, ApiAccess(all_apps=True, key=key)
         app_ids = frozenset(int(s["appId"]) for s in stored.scopes if s.get("type") == "app")
@@ -51,6 +58,20 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return "ApiKey"
+
+
+def refuse_browser_requests(request: Request) -> None:
+    """A request admitted without a key (local mode) must not be a web page's doing."""
+    meta = request.META
+    sized = str(meta.get("CONTENT_LENGTH") or "").strip() not in ("", "0")
+    check_keyless_request(
+        method=request.method or "",
+        host=meta.get("HTTP_HOST", ""),
+        origin=meta.get("HTTP_ORIGIN", ""),
+        fetch_site=meta.get("HTTP_SEC_FETCH_SITE", ""),
+        content_type=meta.get("CONTENT_TYPE", ""),
+        has_body=sized or "HTTP_TRANSFER_ENCODING" in meta,
+    )
 
 
 class HasValidApiKey(BasePermission):

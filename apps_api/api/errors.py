@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
 
+from apps_api.api.renderers import PlainTextRenderer
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.errors import DeviceApiError, PowerActionRefused
 from hostcfg.journal import JournalRequestInvalid, JournalUnavailable
@@ -22,6 +22,21 @@ def failure(message: str, status: int, *, text: bool = False) -> HttpResponse:
     if text:
         return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     return JsonResponse({"status": "failed", "message": message}, status=status)
+
+
+def detail_text(detail: Any) -> str:
+    """DRF's error detail (a string, a list or a field map) as one line of text."""
+    if isinstance(detail, dict):
+        return "; ".join(f"{field}: {detail_text(value)}" for field, value in detail.items())
+    if isinstance(detail, list):
+        return "; ".join(detail_text(item) for item in detail)
+    return str(detail)
+
+
+def answers_in_text(context: dict[str, Any]) -> bool:
+    """Whether the view answers in text (its first renderer), so that its errors do too."""
+    renderers: list[type] = list(getattr(context.get("view"), "renderer_classes", []))
+    return bool(renderers) and issubclass(renderers[0], PlainTextRenderer)
 
 
 def device_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | HttpResponse | None:
@@ -39,9 +54,10 @@ def device_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Res
         return failure(str(exc), 423)
     if isinstance(exc, exceptions.ParseError):
         return failure(f"Invalid request body: {exc.detail}", 400)
-    handled = exception_handler(exc, context)
-    if handled is not None:
-        return handled
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if isinstance(exc, exceptions.APIException):  # a wrong method, media type, Accept…
+        return failure(detail_text(exc.detail), exc.status_code, text=answers_in_text(context))
     # Anything the actions did not anticipate: the supervisor stays up and says why.
     logger.exception("request failed: %s", exc)
     return failure(str(exc) or type(exc).__name__, 503)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps_api import actions
-from apps_api.api import answers
+from apps_api.api import answers, parsing
 from apps_api.api.auth import access_of
 from apps_api.api.schemas import (
     APP_ID,
@@ -83,7 +83,8 @@ class ApplicationStateView(APIView):
     )
     def get(self, request: Request, app_id: str) -> Response:
         try:
-            return Response(answers.application_state(app_id, access_of(request)))
+            parsed = parsing.app_id(app_id, f"Invalid application ID: {app_id}")
+            return Response(answers.application_state(parsed, access_of(request)))
         except DeviceApiError:
             raise
         except Exception as exc:  # this endpoint's contract says 500, not the usual 503
@@ -102,8 +103,11 @@ class ServiceActionView(PlainTextView):
         responses=service_action_answers(locks=True),
     )
     def post(self, request: Request, app_id: str) -> Response:
+        parsed = parsing.app_id(app_id)
+        body = parsing.body_object(request, text=True)
+        selector, force = parsing.service_selector(body), parsing.force(body, text=True)
         actions.act_on_service(
-            self.action, access=access_of(request), app_id=answers.parse_app_id(app_id), body=request.data
+            self.action, access=access_of(request), app_id=parsed, selector=selector, force=force
         )
         return Response("OK")
 
@@ -209,10 +213,9 @@ class AppActionView(PlainTextView):
         | unexpected(f"`Application with ID <id> is not in the current state`, or: {UNEXPECTED}"),
     )
     def post(self, request: Request, app_id: str) -> Response:
-        parsed = answers.parse_app_id(app_id, "Missing app id")
-        actions.act_on_app(
-            self.action, access=access_of(request), app_id=parsed, force=actions.is_forced(request.data)
-        )
+        parsed = parsing.app_id(app_id, "Missing app id")
+        force = parsing.force(parsing.body_object(request))
+        actions.act_on_app(self.action, access=access_of(request), app_id=parsed, force=force)
         return Response("OK")
 
 

@@ -44,8 +44,8 @@ def host_update_in_progress(host_root: Path) -> bool:
 
 
 def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], None]) -> None:
-    """Check the HUP guard and logind, take every app's locks, call `accepted`, then stop
-    the app containers and ask logind to reboot or power off.
+    """Check the HUP guard, take every app's locks, check logind, call `accepted`, then
+    stop the app containers and ask logind to reboot or power off.
 
     Raises UpdatesLocked (before `accepted`) when an app or a host update holds the device,
     HostBusError when logind cannot be reached (before `accepted`) or refuses (after).
@@ -56,10 +56,11 @@ def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], N
     forced = force or lock_override(loaded[0] if loaded else None)
     if not forced and host_update_in_progress(host_root):
         raise UpdatesLocked("Waiting for Host OS update to finish")
-    if not dbus.logind_available():
-        raise dbus.HostBusError("logind (org.freedesktop.login1) is not on the system bus")
     current = read_current_state()
+    # The locks first: a held lock answers 423 whether or not the host bus answers.
     with update_locks().locked(host_root, sorted({s.app_id for s in current.services}), force=forced):
+        if not dbus.logind_available():
+            raise dbus.HostBusError("logind (org.freedesktop.login1) is not on the system bus")
         accepted()
         system_log(ANNOUNCEMENTS[kind])
         time.sleep(ANSWER_DELAY_SECONDS)

@@ -1,4 +1,4 @@
-"""Shows the device identity on the admin home page."""
+"""Shows the device identity and its health on the admin home page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django import template
 
 from apps_api.apikeys import get_or_create_global_key
+from apps_api.health import failed_health_checks
 from hostcfg.identity import DeviceConfigError, load_device_identity
 
 register = template.Library()
@@ -19,6 +20,7 @@ def device_identity() -> dict[str, Any]:
     except DeviceConfigError as exc:
         return {"error": str(exc)}
     return {
+        "health_failures": failed_health_checks(),
         "identity": identity,
         "masked_device_api_key": f"…{identity.device_api_key[-4:]}",
         "masked_global_key": f"…{get_or_create_global_key().key[-4:]}",

@@ -48,6 +48,10 @@ def children_of(pid: int) -> dict[int, str]:
     return found
 
 
+STARTED: list[Agent] = []
+"""Every agent started, for the tests' teardown to stop whatever a failed test left running."""
+
+
 @dataclass
 class Agent:
     data_dir: Path
@@ -70,6 +74,7 @@ class Agent:
             PYTHONUNBUFFERED="1",
             **self.extra_env,
         )
+        STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "supervisor_site.agent"], cwd=PROJECT_DIR, env=env,

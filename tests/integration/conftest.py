@@ -1,4 +1,4 @@
-"""A real web process (daphne) in a data dir of its own, for start-up and fault tests."""
+"""A real web process (supervisor_site.web_server) in a data dir of its own, for start-up and fault tests."""
 
 from __future__ import annotations
 
@@ -72,23 +72,23 @@ StartWeb = Callable[..., WebProcess]
 def launch_web(
     data_dir: Path, log_dir: Path, *, wait: bool = True, port: int | None = None, **overrides: str
 ) -> WebProcess:
-    """Start daphne as the agent serves, after `migrate`; wait until /ping answers.
+    """Start the web server as the agent runs it, after `migrate`; wait until /ping answers.
 
     It listens on `port`, or on a free port when None."""
     port = port or free_port()
-    env = agent_environment(data_dir, SUPERVISOR_PORT=str(port), **overrides)
+    env = agent_environment(data_dir, SUPERVISOR_PORT=str(port), SUPERVISOR_LISTEN_ADDRESS="127.0.0.1",
+                            **overrides)  # fmt: skip
     migrated = manage(env, "migrate", "--noinput")
     assert migrated.returncode == 0, migrated.stderr
     log_path = log_dir / f"web-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "supervisor_site.asgi:application"],
+            [sys.executable, "-m", "supervisor_site.web_server"],
             cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     web = WebProcess(f"http://127.0.0.1:{port}", env, process, log_path)
     if wait:
-        assert wait_until(lambda: _answers(web) or process.poll() is not None, 60), "daphne did not start"
+        assert wait_until(lambda: _answers(web) or process.poll() is not None, 60), "no web server"
         assert process.poll() is None, web.output()
     return web
 
@@ -140,7 +140,7 @@ def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
 
 @pytest.fixture
 def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
-    """daphne on the tests' own database, Redis and engine (the worker is the tests' one)."""
+    """The web server on the tests' own database, Redis and engine (the worker is the tests' one)."""
     from django.conf import settings
 
     data_dir = Path(settings.SUPERVISOR_DATA_DIR)

@@ -21,7 +21,7 @@ import redis
 
 from supervisor_site.system_services import wait_until
 from tests.fake_cloud import FakeCloud
-from tests.integration.agent_process import Agent
+from tests.integration.agent_process import STARTED, Agent
 from tests.integration.engine_helpers import (
     SUPERVISED,
     local_target,
@@ -30,6 +30,14 @@ from tests.integration.engine_helpers import (
 )
 
 pytestmark = pytest.mark.services
+
+
+@pytest.fixture(autouse=True)
+def no_agent_left_running() -> Iterator[None]:
+    yield
+    while STARTED:
+        with contextlib.suppress(Exception):
+            STARTED.pop().stop()
 
 
 @pytest.fixture

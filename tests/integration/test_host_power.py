@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.test import Client
+from pytest_django.fixtures import SettingsWrapper
 
+from apps_api.engine.locks import UpdatesLocked
+from apps_api.host_ops.power import run_power_action
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess
 from tests.host_bus import HostBus
@@ -113,3 +116,14 @@ def test_the_apps_run_again_when_the_worker_starts_after_a_reboot(
         return all(c.status == "running" for c in supervised_containers().values())
 
     assert wait_until(all_running, 30), {n: c.status for n, c in supervised_containers().items()}
+
+
+def test_a_user_lock_refuses_even_when_the_host_bus_is_down(
+    two_services: str, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # The worker's power action, in this process, with the bus address pointing at nothing.
+    (lock_dir("side") / "updates.lock").touch()
+    settings.SUPERVISOR_DBUS_ADDRESS = f"unix:path={tmp_path / 'no-bus.sock'}"
+    with pytest.raises(UpdatesLocked, match="Lockfile exists"):
+        run_power_action("reboot", force=False, accepted=lambda: pytest.fail("accepted"))
+    assert all(c.status == "running" for c in supervised_containers().values())

@@ -16,9 +16,10 @@ from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 
 from apps_api.api.urls import urlpatterns
+from apps_api.apikeys import get_or_create_global_key
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-PUBLIC_PATHS = {"/ping", "/v1/healthy", "/metrics"}
+PUBLIC_PATHS = {"/ping", "/v1/healthy"}
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +96,14 @@ def test_key_can_come_from_the_query_or_the_authorization_header(schema: dict[st
 
 @pytest.mark.django_db  # without a key, the device's local-mode setting is read from its target
 @pytest.mark.usefixtures("managed_device")
-def test_schema_and_docs_need_no_key_on_a_managed_device() -> None:
+def test_schema_and_docs_need_a_key_on_a_managed_device() -> None:
     client = Client()
-    assert client.get("/v2/version").status_code == 401
+    for path in ("/v2/version", "/openapi.json", "/docs/", "/metrics"):
+        assert client.get(path).status_code == 401, path
 
-    schema = client.get("/openapi.json")
-    docs = client.get("/docs/")
+    key = get_or_create_global_key().key
+    schema = client.get(f"/openapi.json?apikey={key}")
+    docs = client.get("/docs/", headers={"Authorization": f"Bearer {key}"})
 
     assert schema.status_code == 200
     assert schema["Content-Type"].startswith("application/vnd.oai.openapi+json")

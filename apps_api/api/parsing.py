@@ -1,0 +1,65 @@
+"""Requests parsed at the edge: the path, query and body values the views pass to the
+actions become typed values here, or the request is refused with 400 naming the field,
+before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+
+from apps_api.actions import ServiceSelector
+from apps_api.errors import BadRequest
+from apps_api.target.json_shape import MAX_ID
+from hostcfg.values import ascii_int, flag
+
+
+def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
+    """The body as an object: none at all is an empty one; a JSON list or string is refused."""
+    data = request.data
+    if isinstance(data, dict):
+        return data
+    if data in (None, b"", ""):
+        return {}
+    raise BadRequest("Invalid request body: expected a JSON object", text=text)
+
+
+def app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
+    """A positive app id (ASCII digits, at most 2**53) from a path or body value, else
+    BadRequest(`message`)."""
+    value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    number = ascii_int(value, maximum=MAX_ID)
+    if not number:
+        raise BadRequest(message, text=text)
+    return number
+
+
+def force(body: dict[str, Any], *, text: bool = False) -> bool:
+    return _flag(body, "force", text=text)
+
+
+def cancel(body: dict[str, Any]) -> bool:
+    return _flag(body, "cancel", text=False)
+
+
+def _flag(body: dict[str, Any], field: str, *, text: bool) -> bool:
+    try:
+        return flag(body.get(field))
+    except ValueError as exc:
+        raise BadRequest(f"Invalid {field}: {exc}", text=text) from exc
+
+
+def service_selector(body: dict[str, Any]) -> ServiceSelector:
+    """serviceName (a string) and/or imageId (an integer, or its digits as a string) of the
+    v2 service actions; empty values count as absent."""
+    name = body.get("serviceName")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("Invalid serviceName: expected a string", text=True)
+    raw_image = body.get("imageId")
+    image_id = None
+    if raw_image not in (None, ""):
+        value = str(raw_image) if isinstance(raw_image, str | int) and not isinstance(raw_image, bool) else ""
+        image_id = ascii_int(value.strip(), maximum=MAX_ID)
+        if image_id is None:
+            raise BadRequest("Invalid imageId: expected an integer", text=True)
+    return ServiceSelector(service_name=name or None, image_id=image_id)

@@ -1,0 +1,155 @@
+"""The web server as the agent runs it: daphne on every listen address, with request
+bodies bounded before they are read.
+
+The agent process runs `serve()` in a thread; `python -m supervisor_site.web_server` runs
+the web server alone (development, and the tests' web process).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
+# The device API is plain HTTP: without pyOpenSSL Twisted leaves TLS out (~5 MiB).
+sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+
+import django  # noqa: E402
+
+django.setup()
+
+from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
+from daphne.http_protocol import HTTPFactory, WebRequest  # noqa: E402
+
+# Importing daphne's server installs the asyncio reactor that the web server runs.
+from daphne.server import Server  # noqa: E402
+from django.conf import settings  # noqa: E402
+from twisted.internet import reactor, task  # noqa: E402
+from twisted.internet.endpoints import serverFromString  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+
+logger = logging.getLogger("supervisor.web")
+
+# spec/api.md: bodies of 10 MB at most.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+LISTEN_RETRY_SECONDS = 10.0
+TOO_LARGE_BODY = json.dumps({"status": "failed", "message": "Request body larger than 10 MB"}).encode()
+TOO_LARGE_ANSWER = (
+    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(TOO_LARGE_BODY), TOO_LARGE_BODY)
+)
+
+
+class BoundedRequest(WebRequest):
+    """A request whose body may not pass MAX_BODY_BYTES: answered 413 and the connection
+    closed as soon as its Content-Length says so, or once a chunked body grows past it.
+    Twisted would otherwise keep the whole body, and daphne hand all of it to the app."""
+
+    received = 0
+    refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > MAX_BODY_BYTES:
+            self.refuse_too_large()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.received += len(data)
+        if self.received > MAX_BODY_BYTES:
+            self.refuse_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+    def refuse_too_large(self) -> None:
+        self.refused = True
+        transport = self.channel.transport
+        transport.write(TOO_LARGE_ANSWER)
+        transport.loseConnection()
+
+
+class BoundedHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = BoundedRequest
+        return protocol
+
+
+def listen_addresses() -> list[str]:
+    return [a.strip() for a in settings.SUPERVISOR_LISTEN_ADDRESS.split(",") if a.strip()]
+
+
+def bindable(address: str) -> bool:
+    """Whether this host has `address` (or it is a wildcard), so that a listener can bind it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address.strip("[]"), 0))
+    except OSError:
+        return False
+    return True
+
+
+def serve(listening: threading.Event | None = None, *, signal_handlers: bool = False) -> None:
+    """Runs daphne's reactor until it is stopped; `listening` is set once it listens.
+    Addresses this host does not have yet (the supervisor0 gateway before the engine made
+    the bridge) are listened on once it has them. A port that cannot be bound stops it."""
+    # Imported once the caller checked the device identity: the module prepares it at import.
+    application = importlib.import_module("supervisor_site.asgi").application
+    port = settings.SUPERVISOR_PORT
+    waiting = listen_addresses()
+    # daphne listens on no endpoint of its own: ours give requests their bounded bodies.
+    server = Server(application=application, endpoints=[], signal_handlers=signal_handlers,
+                    action_logger=None, verbosity=0, application_close_timeout=5)  # fmt: skip
+    factory = BoundedHTTPFactory(server)
+
+    def cannot_listen(failure: Failure, address: str) -> None:
+        logger.critical("web: cannot listen on %s:%d: %s", address, port, failure.getErrorMessage())
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined,misc]
+
+    def listen_where_possible() -> None:
+        for address in [a for a in waiting if bindable(a)]:
+            waiting.remove(address)
+            for description in build_endpoint_description_strings(host=address, port=port):
+                listened = serverFromString(reactor, description).listen(factory)
+                listened.addErrback(cannot_listen, address)
+            logger.info("web: listening on %s:%d", address, port)
+
+    def ready() -> None:
+        listen_where_possible()
+        for address in waiting:
+            logger.warning("web: %s is not an address of this host yet; listening there once it is", address)
+        if waiting:
+            task.LoopingCall(listen_where_possible).start(LISTEN_RETRY_SECONDS, now=False)
+        if listening is not None:
+            listening.set()
+
+    server.ready_callable = ready
+    server.run()
+
+
+def stop() -> None:
+    """From another thread: stop the server that serve() runs."""
+    reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined,misc]
+
+
+def main() -> None:
+    """The web server alone, until SIGTERM or SIGINT."""
+    serve(signal_handlers=True)
+
+
+if __name__ == "__main__":
+    main()
