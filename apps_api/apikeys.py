@@ -52,6 +52,16 @@ def get_or_create_service_key(app_id: int, service_name: str) -> str:
         ).key
 
 
+def revoke_service_keys_except(kept: set[tuple[int, str]]) -> int:
+    """Delete the key of every service not in `kept` (app id, service name): it left the
+    target, or lost io.balena.features.supervisor-api. Keys without a service (the global
+    key) stay. Returns how many were deleted."""
+    stale = [key.pk for key in ApiKey.objects.exclude(service_name="").only("pk", "app_id", "service_name")
+             if (key.app_id, key.service_name) not in kept]  # fmt: skip
+    ApiKey.objects.filter(pk__in=stale).delete()
+    return len(stale)
+
+
 class UnknownApiKey(Exception):
     """The presented key is not a stored key (local mode's empty key included)."""
 

@@ -138,24 +138,28 @@ def main() -> None:
     # log into the database file; the threads open their own.
     connections.close_all()
 
-    web_failed = threading.Event()
-    listening = threading.Event()
+    web_failed, listening, stopping = threading.Event(), threading.Event(), threading.Event()
 
     def web() -> None:
         try:
             web_server.serve(listening)
         except Exception:
             logger.exception("web: the server failed")
-        if not stopping.is_set():  # the reactor stopped by itself (a port it could not bind…)
-            logger.error("web: the server stopped; stopping the agent")
-            web_failed.set()
-            os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown ends the worker
+        if stopping.is_set():
+            return
+        logger.error("web: the server stopped; stopping the agent")
+        web_failed.set()
+        listening.set()  # the main thread may still wait for it
+        os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown ends the worker
 
-    stopping = threading.Event()
+    # Until Celery puts its own: a SIGTERM (the parent's, or the web thread's) ends the process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(WEB_FAILED_EXIT if web_failed.is_set() else 0))
     web_thread = threading.Thread(target=web, name="web", daemon=True)
     web_thread.start()
     # The API first: the worker's start would slow the web server's (one interpreter lock).
     listening.wait(WEB_START_SECONDS)
+    if web_failed.is_set():
+        sys.exit(WEB_FAILED_EXIT)
     code = run_worker()
     stopping.set()
     web_server.stop()

@@ -46,6 +46,10 @@ TOO_LARGE_ANSWER = (
 )
 
 
+class CannotListen(Exception):
+    pass
+
+
 class BoundedRequest(WebRequest):
     """A request whose body may not pass MAX_BODY_BYTES: answered 413 and the connection
     closed as soon as its Content-Length says so, or once a chunked body grows past it.
@@ -105,7 +109,8 @@ def bindable(address: str) -> bool:
 def serve(listening: threading.Event | None = None, *, signal_handlers: bool = False) -> None:
     """Runs daphne's reactor until it is stopped; `listening` is set once it listens.
     Addresses this host does not have yet (the supervisor0 gateway before the engine made
-    the bridge) are listened on once it has them. A port that cannot be bound stops it."""
+    the bridge) are listened on once it has them. Raises CannotListen when a port cannot be
+    bound (at start or later)."""
     # Imported once the caller checked the device identity: the module prepares it at import.
     application = importlib.import_module("supervisor_site.asgi").application
     port = settings.SUPERVISOR_PORT
@@ -115,8 +120,11 @@ def serve(listening: threading.Event | None = None, *, signal_handlers: bool = F
                     action_logger=None, verbosity=0, application_close_timeout=5)  # fmt: skip
     factory = BoundedHTTPFactory(server)
 
+    failed: list[str] = []
+
     def cannot_listen(failure: Failure, address: str) -> None:
         logger.critical("web: cannot listen on %s:%d: %s", address, port, failure.getErrorMessage())
+        failed.append(address)
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined,misc]
 
@@ -126,10 +134,14 @@ def serve(listening: threading.Event | None = None, *, signal_handlers: bool = F
             for description in build_endpoint_description_strings(host=address, port=port):
                 listened = serverFromString(reactor, description).listen(factory)
                 listened.addErrback(cannot_listen, address)
-            logger.info("web: listening on %s:%d", address, port)
+            if address not in failed:
+                logger.info("web: listening on %s:%d", address, port)
 
-    def ready() -> None:
+    def ready() -> None:  # daphne calls it just before it runs the reactor
         listen_where_possible()
+        if failed:
+            reactor.callWhenRunning(reactor.stop)  # type: ignore[attr-defined,misc]
+            return
         for address in waiting:
             logger.warning("web: %s is not an address of this host yet; listening there once it is", address)
         if waiting:
@@ -139,6 +151,8 @@ def serve(listening: threading.Event | None = None, *, signal_handlers: bool = F
 
     server.ready_callable = ready
     server.run()
+    if failed:
+        raise CannotListen(f"cannot listen on {', '.join(failed)} (port {port})")
 
 
 def stop() -> None:

@@ -15,12 +15,11 @@ from hostcfg.values import ascii_int, flag
 
 
 def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
-    """The body as an object: none at all is an empty one; a JSON list or string is refused."""
+    """The body as an object (no body at all is an empty one); JSON that is not an object
+    (null, a list, a string…) is refused."""
     data = request.data
     if isinstance(data, dict):
         return data
-    if data in (None, b"", ""):
-        return {}
     raise BadRequest("Invalid request body: expected a JSON object", text=text)
 
 

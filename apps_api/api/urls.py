@@ -1,4 +1,6 @@
-"""The device API's routes; each view runs on a pool of reused threads (`in_own_thread`)."""
+"""The device API's routes; each view runs on a pool of reused threads (`in_own_thread`):
+the actions that wait on the worker on a pool of their own, so that however many of them
+wait, reads and the health probes are answered."""
 
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ from apps_api.api import v1, v2
 # Enough for many requests waiting on tasks at once (each restart or stop waits for its
 # container) with reads still answered; threads start only when needed and are reused.
 VIEW_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-view")
+# Restarts, stops, purges, reboots…: each holds its thread until the worker is done; more
+# than this many wait for a thread rather than take the readers'.
+WAITING_ACTION_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-action")
 
 
-def in_own_thread(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Run the sync view on VIEW_THREADS rather than on the thread all thread-sensitive
-    calls share (supervisor_site/asgi_handler.py), so that no request waits behind another."""
-    run = sync_to_async(view, thread_sensitive=False, executor=VIEW_THREADS)
+def in_own_thread(view: Callable[..., Any], pool: ThreadPoolExecutor = VIEW_THREADS) -> Callable[..., Any]:
+    """Run the sync view on `pool` rather than on the thread all thread-sensitive calls
+    share (supervisor_site/asgi_handler.py), so that no request waits behind another."""
+    run = sync_to_async(view, thread_sensitive=False, executor=pool)
 
     @functools.wraps(view)  # keeps `cls` and `csrf_exempt`, which DRF and the schema read
     async def view_on_pool(request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -34,35 +39,40 @@ def path(route: str, view: Callable[..., Any]) -> URLPattern:
     return django_path(route, in_own_thread(view))
 
 
+def waiting_path(route: str, view: Callable[..., Any]) -> URLPattern:
+    """A route whose action waits on the worker."""
+    return django_path(route, in_own_thread(view, WAITING_ACTION_THREADS))
+
+
 urlpatterns = [
     path("ping", v1.PingView.as_view()),
     path("v1/healthy", v1.HealthyView.as_view()),
     path("metrics", v1.MetricsView.as_view()),
     path("v1/blink", v1.BlinkView.as_view()),
     path("v1/device", v1.DeviceView.as_view()),
-    path("v1/device/host-config", v1.HostConfigView.as_view()),
+    waiting_path("v1/device/host-config", v1.HostConfigView.as_view()),
     path("v1/regenerate-api-key", v1.RegenerateApiKeyView.as_view()),
     path("v1/update", v1.UpdateView.as_view()),
-    path("v1/reboot", v1.RebootView.as_view()),
-    path("v1/shutdown", v1.ShutdownView.as_view()),
-    path("v1/restart", v1.RestartView.as_view()),
-    path("v1/purge", v1.PurgeView.as_view()),
+    waiting_path("v1/reboot", v1.RebootView.as_view()),
+    waiting_path("v1/shutdown", v1.ShutdownView.as_view()),
+    waiting_path("v1/restart", v1.RestartView.as_view()),
+    waiting_path("v1/purge", v1.PurgeView.as_view()),
     path("v1/apps/<str:app_id>", v1.AppView.as_view()),
-    path("v1/apps/<str:app_id>/stop", v1.AppStopView.as_view()),
-    path("v1/apps/<str:app_id>/start", v1.AppStartView.as_view()),
+    waiting_path("v1/apps/<str:app_id>/stop", v1.AppStopView.as_view()),
+    waiting_path("v1/apps/<str:app_id>/start", v1.AppStartView.as_view()),
     path("v2/applications/state", v2.ApplicationsStateView.as_view()),
     path("v2/applications/<str:app_id>/state", v2.ApplicationStateView.as_view()),
-    path("v2/applications/<str:app_id>/restart-service", v2.RestartServiceView.as_view()),
-    path("v2/applications/<str:app_id>/stop-service", v2.StopServiceView.as_view()),
-    path("v2/applications/<str:app_id>/start-service", v2.StartServiceView.as_view()),
-    path("v2/applications/<str:app_id>/restart", v2.RestartAppView.as_view()),
-    path("v2/applications/<str:app_id>/purge", v2.PurgeAppView.as_view()),
+    waiting_path("v2/applications/<str:app_id>/restart-service", v2.RestartServiceView.as_view()),
+    waiting_path("v2/applications/<str:app_id>/stop-service", v2.StopServiceView.as_view()),
+    waiting_path("v2/applications/<str:app_id>/start-service", v2.StartServiceView.as_view()),
+    waiting_path("v2/applications/<str:app_id>/restart", v2.RestartAppView.as_view()),
+    waiting_path("v2/applications/<str:app_id>/purge", v2.PurgeAppView.as_view()),
     path("v2/state/status", v2.StateStatusView.as_view()),
     path("v2/containerId", v2.ContainerIdView.as_view()),
     path("v2/version", v2.VersionView.as_view()),
     path("v2/device/name", v2.DeviceNameView.as_view()),
     path("v2/device/tags", v2.DeviceTagsView.as_view()),
     path("v2/device/vpn", v2.DeviceVpnView.as_view()),
-    path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
+    waiting_path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
     path("v2/journal-logs", v2.JournalLogsView.as_view()),
 ]

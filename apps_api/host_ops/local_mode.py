@@ -37,15 +37,38 @@ def enter_local_mode() -> None:
 
 
 def leave_local_mode() -> None:
-    """Remove what local mode created and forget local-mode targets."""
+    """Remove what local mode created and forget local-mode targets. Without a readable
+    snapshot nothing is removed: what is there cannot be told from the fleet's own data."""
 
+    snapshot = _read_snapshot()
+    if snapshot is None:
+        logger.warning("no snapshot of the state before local mode: nothing cleaned up")
+        system_log("Leaving local mode: no snapshot of the state before it, nothing cleaned up")
+    else:
+        _remove_what_local_mode_made(*snapshot)
+        system_log("Leaving local mode: removed what it created")
+    TargetRecord.objects.filter(source="local").delete()
+    _snapshot_path().unlink(missing_ok=True)
+    bump_target_version()
+
+
+def _read_snapshot() -> tuple[set[str], set[str], set[str]] | None:
+    """(containers, volumes, images) as they were when local mode began; None when the
+    snapshot is missing or unreadable."""
     try:
-        snapshot = json.loads(_snapshot_path().read_text())
-    except (FileNotFoundError, ValueError):
-        snapshot = {}
-    kept_containers = set(snapshot.get("containers", []))
-    kept_volumes = set(snapshot.get("volumes", []))
-    kept_images = set(snapshot.get("images", []))
+        snapshot = json.loads(_snapshot_path().read_bytes())
+        kinds = [snapshot[kind] for kind in ("containers", "volumes", "images")]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not all(isinstance(names, list) and all(isinstance(n, str) for n in names) for names in kinds):
+        return None
+    containers, volumes, images = (set(names) for names in kinds)
+    return containers, volumes, images
+
+
+def _remove_what_local_mode_made(
+    kept_containers: set[str], kept_volumes: set[str], kept_images: set[str]
+) -> None:
     for container in engine.list_supervised_containers():
         if container["Id"] not in kept_containers:
             engine.kill_container(container["Id"])
@@ -55,10 +78,6 @@ def leave_local_mode() -> None:
     for image_id in engine.list_local_mode_images():
         if image_id not in kept_images:
             engine.remove_image_by_id(image_id)
-    TargetRecord.objects.filter(source="local").delete()
-    _snapshot_path().unlink(missing_ok=True)
-    bump_target_version()
-    system_log("Leaving local mode: removed what it created")
 
 
 def _snapshot_path() -> Path:

@@ -12,8 +12,10 @@ from typing import Any
 from django.db import transaction
 
 from apps_api import apply_status
+from apps_api.apikeys import revoke_service_keys_except
 from apps_api.apply.single_flight import schedule_apply
 from apps_api.apply_status import bump_target_version
+from apps_api.engine.container_config import feature_enabled
 from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
 from apps_api.models import App, Network, Service, TargetRecord, Volume
 
@@ -82,6 +84,9 @@ def store_target(
         )
         Network.objects.bulk_create(Network(app=app, name=n.name, config=asdict(n)) for n in spec.networks)
         Volume.objects.bulk_create(Volume(app=app, name=v.name, config=asdict(v)) for v in spec.volumes)
+    # A key dies with its service's place in the target (or with its supervisor-api label).
+    revoke_service_keys_except({(app.app_id, s.service_name) for app in target.apps for s in app.services
+                                if feature_enabled(s, "supervisor-api")})  # fmt: skip
     stale = TargetRecord.objects.values_list("id", flat=True)[KEPT_TARGET_RECORDS:]
     TargetRecord.objects.filter(id__in=list(stale)).delete()
     # Readers key their parsed copy by this version: bump it only once the rows are visible.

@@ -261,3 +261,54 @@ def test_leaving_local_mode_removes_what_it_created(local_images: str, managed_d
         image.id for image in client.images.list(filters={"label": "io.resin.local.image=1"})
     ]
     assert not TargetRecord.objects.filter(source="local").exists()
+
+
+def test_leaving_local_mode_without_a_snapshot_removes_nothing(
+    local_images: str, managed_device: None
+) -> None:
+    fleet_on = fleet_target(local_images, local_mode=False)
+    (app,) = next(iter(fleet_on.values()))["apps"].values()
+    (release,) = app["releases"].values()
+    release["volumes"] = {"fleetdata": {}}
+    release["services"]["fleet"]["composition"]["volumes"] = ["fleetdata:/data"]
+    set_target(fleet_on)
+    wait_applied()
+    fleet = supervised_containers()["fleet"]
+    assert fleet.exec_run(["sh", "-c", "echo precious > /data/marker"]).exit_code == 0
+    fleet_local = copy.deepcopy(fleet_on)
+    next(iter(fleet_local.values()))["config"]["SUPERVISOR_LOCAL_MODE"] = "1"
+    set_target(fleet_local)
+    wait_applied()
+    (Path(settings.SUPERVISOR_DATA_DIR) / "local-mode-snapshot.json").unlink()
+
+    set_target(fleet_on)
+    wait_applied()
+    assert docker.from_env().volumes.list(filters={"name": "3_fleetdata"})
+    fleet = supervised_containers()["fleet"]
+    assert fleet.exec_run(["cat", "/data/marker"]).output == b"precious\n"
+    assert not TargetRecord.objects.filter(source="local").exists()
+
+
+def test_a_web_page_cannot_use_the_keyless_api(engine: str) -> None:
+    # A cross-site form: refused before anything runs (no app 1 exists to purge anyway).
+    form = Client().post("/v1/purge", "appId=1&force=true", content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 415
+    assert form.json() == {
+        "status": "failed",
+        "message": "Unsupported media type: send JSON (application/json)",
+    }
+    # DNS rebinding: the page's own name in Host.
+    rebound = Client().post(
+        "/v1/blink", "{}", content_type="application/json", headers={"Host": "evil.example"}
+    )
+    assert rebound.status_code == 403
+    foreign = Client().post("/v1/blink", "{}", content_type="application/json",
+                            headers={"Origin": "https://evil.example"})  # fmt: skip
+    assert foreign.status_code == 403
+    cross_site = Client().get("/v2/cleanup-volumes", headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross_site.status_code == 403
+    # The device's own clients: an address, its names, the same origin, or no browser at all.
+    for host in ("127.0.0.1:48484", "10.114.104.1", "localhost", "[::1]:48484"):
+        assert Client().get("/v2/version", headers={"Host": host}).status_code == 200, host
+    same_origin = {"Host": "10.114.104.1:48484", "Origin": "http://10.114.104.1:48484"}
+    assert Client().get("/v2/version", headers=same_origin).status_code == 200

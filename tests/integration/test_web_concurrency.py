@@ -1,17 +1,21 @@
-"""The live web process answers reads while another request waits for a long action.
+"""The live web process answers reads while other requests wait for long actions.
 
 Django runs each ASGI request's sync view in a thread of its own (ThreadSensitiveContext),
 so this holds without anything of ours; the test keeps it so."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 
 import pytest
 import requests
 from django.test import Client
 
+from apps_api.redis_store import redis_client
 from supervisor_site.system_services import wait_until
+from tests.conftest import WorkerProcess
 from tests.integration.conftest import WebProcess
 from tests.integration.engine_helpers import apply, local_target
 
@@ -43,3 +47,34 @@ def test_a_slow_restart_does_not_hold_up_reads(engine: str, shared_web: WebProce
     finally:
         restarting.join(60)
     assert outcome["restart"] == 200
+
+
+def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
+    engine: str, shared_web: WebProcess, celery_worker: WorkerProcess
+) -> None:
+    apply(local_target({"main": {}}, image=engine))
+    assert celery_worker.process is not None
+    url = f"{shared_web.base_url}/v2/applications/1/restart-service"
+
+    def restart() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.post(url, json={"serviceName": "main"}, timeout=15)
+
+    # A stopped worker: every restart waits for its task until the web process gives up.
+    celery_worker.process.send_signal(signal.SIGSTOP)
+    waiting = [threading.Thread(target=restart) for _ in range(64)]
+    try:
+        for thread in waiting:
+            thread.start()
+        assert wait_until(lambda: redis_client().llen("supervisor") >= 64, 30), (
+            "the restarts were not all sent"
+        )
+        assert shared_web.get("/ping").status_code == 200
+        assert shared_web.get("/v1/healthy").status_code == 200
+        assert shared_web.get("/v2/version").status_code == 200
+        assert all(thread.is_alive() for thread in waiting), "a restart did not wait"
+    finally:
+        redis_client().delete("supervisor")  # the queued restarts never run
+        celery_worker.process.send_signal(signal.SIGCONT)
+        for thread in waiting:
+            thread.join(30)

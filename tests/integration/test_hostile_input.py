@@ -1,0 +1,217 @@
+"""Bad requests against the real web process: wrong types, odd and huge ids, odd methods,
+oversized, truncated and malformed bodies, unknown fields. None may get a 5xx, none may
+act (the running service is not restarted, no host action is asked for, the target stays),
+and the web process stays healthy."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+import pytest
+import requests
+
+from apps_api.apikeys import find_api_key
+from apps_api.models import TargetRecord
+from tests.host_bus import HostBus
+from tests.integration.conftest import WebProcess
+from tests.integration.engine_helpers import apply, local_target, supervised_containers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ARABIC_ONE = "\u0661"  # str.isdigit() says yes, int() reads 1
+BAD_IDS = ["²", ARABIC_ONE, "0", "-1", "1.5", "abc", "9" * 30, "1e3", "0x1", "+1", "%00", "1%20", "%C2%B2"]
+BAD_VALUES: list[Any] = ["letters", [], {}, True, 1.5, -1, "²", "1 1", 2**64, {"a": 1}]
+BAD_FLAGS: list[Any] = ["maybe", [], {}, 2, -1, 1.5, "yes please", {"force": True}]
+MALFORMED_BODIES = ["{", '{"appId": 1', "[", '"text"', "123", "null", "[1, 2]", "\udcff", '{"appId": 1}}']
+APP_ROUTES = [
+    "/v1/apps/{id}/stop",
+    "/v1/apps/{id}/start",
+    "/v2/applications/{id}/restart-service",
+    "/v2/applications/{id}/stop-service",
+    "/v2/applications/{id}/start-service",
+    "/v2/applications/{id}/restart",
+    "/v2/applications/{id}/purge",
+]
+SERVICE_ROUTES = [route.format(id=1) for route in APP_ROUTES if route.endswith("-service")]
+BODY_ROUTES = ["/v1/restart", "/v1/purge", "/v1/reboot", "/v1/shutdown", *SERVICE_ROUTES,
+               "/v2/applications/1/restart", "/v2/applications/1/purge", "/v1/apps/1/stop"]  # fmt: skip
+
+
+def hostile_requests() -> Iterator[tuple[str, str, Any]]:
+    """(method, path, body): a body that is a str is sent as it is, else as JSON."""
+    for route in APP_ROUTES:
+        for bad in BAD_IDS:
+            yield "POST", route.format(id=bad), {"serviceName": "main"}
+    for bad in BAD_IDS:
+        yield "GET", f"/v2/applications/{bad}/state", None
+        yield "GET", f"/v1/apps/{bad}", None
+        yield "GET", f"/v2/local/logs?since={bad}", None
+    for route in ("/v1/restart", "/v1/purge"):
+        for bad in [*BAD_VALUES, None, "", 2**53 + 1]:
+            yield "POST", route, {"appId": bad, "unknown": "field"}
+        for flag in BAD_FLAGS:
+            yield "POST", route, {"appId": 1, "force": flag}
+    for route in SERVICE_ROUTES:
+        for bad in BAD_VALUES:
+            if not isinstance(bad, str) or bad in ("letters", "²", "1 1"):
+                yield "POST", route, {"imageId": bad}
+            if not isinstance(bad, str):
+                yield "POST", route, {"serviceName": bad}
+        for flag in BAD_FLAGS:
+            yield "POST", route, {"serviceName": "main", "force": flag}
+    for route in ("/v1/reboot", "/v1/shutdown", "/v2/applications/1/restart", "/v2/applications/1/purge"):
+        for flag in BAD_FLAGS:
+            yield "POST", route, {"force": flag}
+    for flag in BAD_FLAGS:
+        yield "POST", "/v1/update", {"force": flag}
+        yield "POST", "/v1/update", {"cancel": flag}
+    for route in BODY_ROUTES:
+        for body in MALFORMED_BODIES:
+            yield "POST", route, body
+        for method in ("PUT", "DELETE", "PATCH", "TRACE", "FOO"):
+            yield method, route, {}
+    for body in [
+        *MALFORMED_BODIES,
+        {},
+        {"local": []},
+        {"local": {"apps": {"x": 1}}},
+        {"local": {"apps": "²"}},
+    ]:
+        yield "POST", "/v2/local/target-state", body
+    for bad in [*BAD_VALUES, "", "a" * 300, "-bad-", "a b"]:
+        yield "PATCH", "/v1/device/host-config", {"network": {"hostname": bad}}
+        yield "PATCH", "/v1/device/host-config", {"network": {"proxy": {"port": bad}}}
+    for body in [[], "x", {"tags": "x"}, {"tags": [1]}]:
+        yield "PATCH", "/v2/device/tags", body
+    for query in ("count=x", "count=-1", "unit=" + "x" * 300, "format=evil", "all=maybe"):
+        yield "POST", f"/v2/journal-logs?{query}", {"count": "x", "format": "evil"}
+
+
+def send(web: WebProcess, method: str, path: str, body: Any) -> requests.Response:
+    data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    return requests.request(method, web.base_url + path, data=None if body is None else data, headers=headers,
+                            timeout=30, stream=True)  # fmt: skip
+
+
+@pytest.fixture
+def running_service(engine: str, host_bus: HostBus) -> str:
+    apply(local_target({"main": {}}, image=engine))
+    return engine
+
+
+def test_hostile_requests_get_no_5xx_and_change_nothing(
+    running_service: str, shared_web: WebProcess, host_bus: HostBus
+) -> None:
+    before = {name: (c.id, c.attrs["State"]["StartedAt"]) for name, c in supervised_containers().items()}
+    targets = TargetRecord.objects.count()
+    tried, server_errors = 0, []
+    for method, path, body in hostile_requests():
+        response = send(shared_web, method, path, body)
+        tried += 1
+        if path.startswith("/v2/local/logs") and response.status_code == 200:
+            server_errors.append((method, path, body, "a bad since was streamed"))
+        response.close()
+        if response.status_code >= 500:
+            server_errors.append((method, path, body, response.status_code))
+        assert "ErrorDetail" not in (response.text if response.status_code != 200 else ""), (method, path)
+    print(f"hostile requests tried: {tried}, answered 5xx: {len(server_errors)}")
+    assert tried >= 300
+    assert server_errors == []
+    after = {name: (c.id, c.attrs["State"]["StartedAt"]) for name, c in supervised_containers().items()}
+    assert after == before
+    assert [c.member for c in host_bus.services.calls if c.member in ("Reboot", "PowerOff")] == []
+    assert TargetRecord.objects.count() == targets
+    assert shared_web.get("/v1/healthy").status_code == 200
+    assert shared_web.process.poll() is None
+
+
+def test_an_invalid_image_id_is_refused_before_anything_happens(
+    running_service: str, shared_web: WebProcess
+) -> None:
+    container = supervised_containers()["main"]
+    response = send(shared_web, "POST", "/v2/applications/1/restart-service", {"imageId": "letters"})
+    assert response.status_code == 400
+    assert response.text == "Invalid imageId: expected an integer"
+    assert supervised_containers()["main"].id == container.id
+
+
+def test_ids_are_ascii_digits_within_the_app_id_range(shared_web: WebProcess) -> None:
+    for raw in ("%C2%B2", "%D9%A1", str(2**53 + 1)):
+        response = shared_web.get(f"/v2/applications/{raw}/state")
+        assert response.status_code == 400, raw
+        assert response.json()["message"].startswith("Invalid application ID"), raw
+    response = requests.post(shared_web.base_url + "/v1/restart", json={"appId": ARABIC_ONE}, timeout=10)
+    assert (response.status_code, response.text) == (400, "Missing app id")
+
+
+def test_a_wrong_method_gets_the_documented_shape(shared_web: WebProcess) -> None:
+    json_route = requests.put(shared_web.base_url + "/v1/update", json={}, timeout=10)
+    assert json_route.status_code == 405
+    assert json_route.json() == {"status": "failed", "message": 'Method "PUT" not allowed.'}
+    text_route = requests.put(shared_web.base_url + "/v1/restart", json={}, timeout=10)
+    assert (text_route.status_code, text_route.text) == (405, 'Method "PUT" not allowed.')
+
+
+def raw_exchange(web: WebProcess, head: bytes, chunks: Iterator[bytes]) -> bytes:
+    """Send a request by hand (its body as `chunks`, stopping when the server closes) and
+    return what the server answered."""
+    address = urlsplit(web.base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head)
+        try:
+            for chunk in chunks:
+                connection.sendall(chunk)
+        except OSError:
+            pass  # the server closed the connection: the rest was refused unread
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    return answer
+
+
+def test_a_body_over_10_mb_is_refused_before_it_is_read(running_service: str, shared_web: WebProcess) -> None:
+    container = supervised_containers()["main"]
+    size = 11 * 1024 * 1024
+    body = json.dumps({"appId": 1, "padding": "x" * size}).encode()
+    head = (f"POST /v1/restart HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    declared = raw_exchange(shared_web, head, iter([]))  # the length alone is enough
+    assert declared.startswith(b"HTTP/1.1 413 ")
+    assert b'"Request body larger than 10 MB"' in declared
+
+    chunked_head = (b"POST /v1/restart HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    pieces = (
+        b"%x\r\n%s\r\n" % (len(piece), piece)
+        for piece in (body[i : i + 65536] for i in range(0, len(body), 65536))
+    )
+    chunked = raw_exchange(shared_web, chunked_head, pieces)
+    assert chunked.startswith(b"HTTP/1.1 413 ")
+    assert supervised_containers()["main"].id == container.id
+    assert shared_web.get("/ping").status_code == 200
+
+
+def test_a_service_key_dies_when_its_service_leaves_or_loses_the_label(
+    engine: str, shared_web: WebProcess
+) -> None:
+    labelled = {"labels": {"io.balena.features.supervisor-api": "1"}}
+    apply(local_target({"main": labelled, "side": labelled}, image=engine))
+    env = {
+        name: dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
+        for name, c in supervised_containers().items()
+    }
+    main_key, side_key = env["main"]["BALENA_SUPERVISOR_API_KEY"], env["side"]["BALENA_SUPERVISOR_API_KEY"]
+    assert find_api_key(main_key) is not None
+    assert find_api_key(side_key) is not None
+
+    apply(local_target({"main": {}}, image=engine))  # side leaves; main loses the label
+
+    assert find_api_key(main_key) is None
+    assert find_api_key(side_key) is None
+    assert docker.from_env().containers.list(filters={"label": "io.balena.service-name=side"}) == []
