@@ -115,9 +115,12 @@ def serve(listening: threading.Event | None = None, *, signal_handlers: bool = F
     application = importlib.import_module("supervisor_site.asgi").application
     port = settings.SUPERVISOR_PORT
     waiting = listen_addresses()
-    # daphne listens on no endpoint of its own: ours give requests their bounded bodies.
-    server = Server(application=application, endpoints=[], signal_handlers=signal_handlers,
+    descriptions = build_endpoint_description_strings(host="127.0.0.1", port=port)
+    server = Server(application=application, endpoints=descriptions, signal_handlers=signal_handlers,
                     action_logger=None, verbosity=0, application_close_timeout=5)  # fmt: skip
+    # daphne wants an endpoint to be built, but listens on none of its own: ours (below)
+    # give requests their bounded bodies.
+    server.endpoints = []
     factory = BoundedHTTPFactory(server)
 
     failed: list[str] = []

@@ -26,7 +26,7 @@ def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
 def app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
     """A positive app id (ASCII digits, at most 2**53) from a path or body value, else
     BadRequest(`message`)."""
-    value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    value = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
     number = ascii_int(value, maximum=MAX_ID)
     if not number:
         raise BadRequest(message, text=text)
@@ -58,7 +58,7 @@ def service_selector(body: dict[str, Any]) -> ServiceSelector:
     image_id = None
     if raw_image not in (None, ""):
         value = str(raw_image) if isinstance(raw_image, str | int) and not isinstance(raw_image, bool) else ""
-        image_id = ascii_int(value.strip(), maximum=MAX_ID)
+        image_id = ascii_int(value, maximum=MAX_ID)
         if image_id is None:
             raise BadRequest("Invalid imageId: expected an integer", text=True)
     return ServiceSelector(service_name=name or None, image_id=image_id)
