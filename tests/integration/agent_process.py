@@ -119,10 +119,10 @@ class Agent:
         return self.child("agent") is not None and self.answers() and self.worker_ready()
 
     def worker_ready(self) -> bool:
-        """Every agent process the parent started has said its worker is ready (Celery's
+        """The agent process the parent started last has said its worker is ready (Celery's
         `celery@host ready.`)."""
         text = self.log_text()
-        return text.count(" ready.") >= text.count("started agent (pid") > 0
+        return text.rfind(" ready.") > text.rfind("started agent (pid") >= 0
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -122,8 +122,12 @@ def test_a_user_lock_refuses_even_when_the_host_bus_is_down(
     two_services: str, settings: SettingsWrapper, tmp_path: Path
 ) -> None:
     # The worker's power action, in this process, with the bus address pointing at nothing.
-    (lock_dir("side") / "updates.lock").touch()
+    user_lock = lock_dir("side") / "updates.lock"
+    user_lock.touch()
     settings.SUPERVISOR_DBUS_ADDRESS = f"unix:path={tmp_path / 'no-bus.sock'}"
-    with pytest.raises(UpdatesLocked, match="Lockfile exists"):
-        run_power_action("reboot", force=False, accepted=lambda: pytest.fail("accepted"))
-    assert all(c.status == "running" for c in supervised_containers().values())
+    try:
+        with pytest.raises(UpdatesLocked, match="Lockfile exists"):
+            run_power_action("reboot", force=False, accepted=lambda: pytest.fail("accepted"))
+        assert all(c.status == "running" for c in supervised_containers().values())
+    finally:
+        user_lock.unlink()

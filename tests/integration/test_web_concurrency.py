@@ -66,9 +66,9 @@ def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
     try:
         for thread in waiting:
             thread.start()
-        assert wait_until(lambda: redis_client().llen("supervisor") >= 64, 30), (
-            "the restarts were not all sent"
-        )
+        # As many as the waiting actions' threads are sent (the rest wait for one of those);
+        # the stopped worker's pending read takes the first off the queue.
+        assert wait_until(lambda: redis_client().llen("supervisor") >= 15, 30), "no restart was sent"
         assert shared_web.get("/ping").status_code == 200
         assert shared_web.get("/v1/healthy").status_code == 200
         assert shared_web.get("/v2/version").status_code == 200
