@@ -237,20 +237,19 @@ def _parse_dns(value: object, field: str) -> DnsServer | Literal[False]:
     raise HostConfigInvalid(field, 'must be true, false or "ip:port"')
 
 
+_NO_PROXY_ENTRY = re.compile(r"[A-Za-z0-9*._\-]+(?:/[0-9]{1,3})?|\[?[0-9A-Fa-f:.]+\]?(?:/[0-9]{1,3})?")
+
+
 def _parse_no_proxy(value: object, field: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise HostConfigInvalid(field, "must be an array of strings")
     for index, entry in enumerate(value):
-        # One entry per line of no_proxy: whitespace or a control character would split it.
-        if not (
-            isinstance(entry, str)
-            and entry
-            and all(char.isprintable() and not char.isspace() for char in entry)
-            and not set(entry) & _QUOTED_VALUE_FORBIDDEN
-        ):
+        # One entry per line of no_proxy, read by the host OS's proxy script: addresses,
+        # networks and host names only, nothing a shell would act on.
+        if not (isinstance(entry, str) and _NO_PROXY_ENTRY.fullmatch(entry)):
             raise HostConfigInvalid(
                 f"{field}[{index}]",
-                'must be a non-empty string without whitespace, control characters or any of " ; { } \\',
+                "must be an IP address, a network (CIDR) or a host name (*.domain allowed)",
             )
     return tuple(value)
 

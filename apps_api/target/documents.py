@@ -328,10 +328,15 @@ def _declarations(
 def _volume(name: str, doc: object, path: str) -> VolumeSpec:
     expect_name(name, path, "volume name")
     volume = expect_object({} if doc is None else doc, path)
+    driver_opts = _string_map(volume.get("driver_opts"), join_path(path, "driver_opts"))
+    mount_options = {option.strip() for option in driver_opts.get("o", "").split(",")}
+    if driver_opts.get("type") in ("none", "bind") or mount_options & {"bind", "rbind"}:
+        # The local driver would mount a host directory: a bind mount by another name.
+        raise InvalidTargetState(join_path(path, "driver_opts"), "bind mounts are rejected")
     return VolumeSpec(
         name=name,
         driver=expect_string(optional(volume, "driver", "local"), join_path(path, "driver"), non_empty=True),
-        driver_opts=_string_map(volume.get("driver_opts"), join_path(path, "driver_opts")),
+        driver_opts=driver_opts,
         labels=variables_from(optional(volume, "labels", {}), join_path(path, "labels"), kind="labels"),
     )
 

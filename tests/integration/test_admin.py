@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from pytest_django.fixtures import SettingsWrapper
 
 from apps_api.apikeys import get_or_create_global_key
 from hostcfg.identity import load_device_identity
@@ -57,3 +58,23 @@ def test_admin_shows_the_stored_target_and_the_step_journal(admin_client: Client
     journal = admin_client.get("/admin/apps_api/steprecord/").content.decode()
     assert "shown-service" in journal
     assert "not running" in journal
+
+
+@pytest.mark.django_db
+def test_the_api_key_list_cannot_be_filtered_by_the_key(admin_client: Client) -> None:
+    key = get_or_create_global_key().key
+    listing = admin_client.get("/admin/apps_api/apikey/")
+    assert listing.status_code == 200
+    # Each answer to ?key__startswith= would tell one more character of the key.
+    for lookup in ("key__startswith", "key", "key__contains"):
+        probe = admin_client.get(f"/admin/apps_api/apikey/?{lookup}={key[:3]}")
+        assert probe.status_code == 400, lookup
+        assert key[-4:].encode() not in probe.content
+
+
+@pytest.mark.django_db
+def test_the_admin_home_names_what_is_unhealthy(admin_client: Client, settings: SettingsWrapper) -> None:
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
+    html = admin_client.get("/admin/").content.decode()
+    assert "Health" in html
+    assert "docker:" in html

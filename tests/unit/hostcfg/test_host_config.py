@@ -478,6 +478,10 @@ BAD_BODIES: list[tuple[str, object, str]] = [
     ("noProxy entry with newline", proxy_body(noProxy=["a", "b\nc"]), "network.proxy.noProxy[1]"),
     ("noProxy entry with control", proxy_body(noProxy=["a\x00"]), "network.proxy.noProxy[0]"),
     ("noProxy entry empty", proxy_body(noProxy=[""]), "network.proxy.noProxy[0]"),
+    ("noProxy entry a shell command", proxy_body(noProxy=["$(reboot)"]), "network.proxy.noProxy[0]"),
+    ("noProxy entry with a pipe", proxy_body(noProxy=["a|b"]), "network.proxy.noProxy[0]"),
+    ("noProxy entry with a backquote", proxy_body(noProxy=["`id`"]), "network.proxy.noProxy[0]"),
+    ("force not a flag", {"network": {"hostname": "x"}, "force": "maybe"}, "force"),
 ]
 
 

@@ -975,6 +975,18 @@ INVALID_DOCUMENTS = [
         "string",
         id="volume driver option not a string",
     ),
+    pytest.param(
+        local_document(volumes={"root": {"driver_opts": {"type": "none", "o": "bind", "device": "/"}}}),
+        "local.apps.1.volumes.root.driver_opts",
+        "bind mounts are rejected",
+        id="volume that binds a host directory",
+    ),
+    pytest.param(
+        local_document(volumes={"root": {"driver_opts": {"type": "ext4", "o": "ro,rbind", "device": "/"}}}),
+        "local.apps.1.volumes.root.driver_opts",
+        "bind mounts are rejected",
+        id="volume that rbinds a host directory",
+    ),
     pytest.param({**local_document(), "force": "yes"}, "force", "boolean", id="force not a boolean"),
     pytest.param(cloud_service(id=None), f"{V3}.services.main.id", "required", id="v3 service without id"),
     pytest.param(cloud_service(image_id="x"), f"{V3}.services.main.image_id", "id", id="v3 image id"),
