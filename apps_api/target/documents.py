@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from apps_api.engine.container_config import network_docker_name, volume_docker_name
 from apps_api.engine.state import (
     AppSpec,
     InvalidTargetState,
@@ -299,7 +300,21 @@ def _checked_apps(apps: list[AppSpec], path: str) -> tuple[AppSpec, ...]:
                 f"duplicate app id {app.app_id} (also used by '{seen[app.app_id]}')",
             )
         seen[app.app_id] = app.app_uuid
+        # The engine names them `<app>_<name>`: a volume is a directory, whose name the
+        # filesystem caps at 255 bytes; refused now rather than failing every apply.
+        volumes = [volume_docker_name(app.app_id, v.name) for v in app.volumes]
+        networks = [network_docker_name(app, n.name) for n in app.networks]
+        for kind, names in (("volumes", volumes), ("networks", networks)):
+            for docker_name in names:
+                if len(docker_name) > DOCKER_NAME_MAX:
+                    name = docker_name.split("_", 1)[1]
+                    raise InvalidTargetState(join_path(join_path(join_path(path, app.app_uuid), kind), name),
+                                             f"name too long: the engine's name for it ({docker_name[:20]}…) "
+                                             f"would exceed {DOCKER_NAME_MAX} characters")  # fmt: skip
     return tuple(sorted(apps, key=lambda a: (a.app_id, a.app_uuid)))
+
+
+DOCKER_NAME_MAX = 255
 
 
 # --- volumes, networks and scalar fields --------------------------------------------------

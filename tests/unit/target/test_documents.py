@@ -987,6 +987,12 @@ INVALID_DOCUMENTS = [
         "bind mounts are rejected",
         id="volume that rbinds a host directory",
     ),
+    pytest.param(
+        local_document(volumes={"v" * 254: {}}),
+        "local.apps.1.volumes." + "v" * 254,
+        "name too long",
+        id="volume whose engine name would pass 255 characters",
+    ),
     pytest.param({**local_document(), "force": "yes"}, "force", "boolean", id="force not a boolean"),
     pytest.param(cloud_service(id=None), f"{V3}.services.main.id", "required", id="v3 service without id"),
     pytest.param(cloud_service(image_id="x"), f"{V3}.services.main.image_id", "id", id="v3 image id"),
