@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -21,7 +22,7 @@ from apps_api.apply.loop import run_requested_applies
 from apps_api.apply.single_flight import forget_the_dead_workers_apply, schedule_apply
 from apps_api.cloud.poll import cloud_tick as tick
 from apps_api.cloud.poll import reset_at_start
-from apps_api.engine.locks import UpdatesLocked
+from apps_api.engine.locks import UpdatesLocked, prepare_lock_tree
 from apps_api.engine.temporary_stops import start_temporarily_stopped
 from apps_api.health import scheduler_ran
 from apps_api.host_ops.host_config import change_host_config
@@ -48,6 +49,7 @@ def resume_applying(**_: object) -> None:
     if os.environ.get("SUPERVISOR_WORKER_BEAT") == "1":
         scheduler_ran()  # this worker schedules: /v1/healthy expects a tick at least every minute
     reset_at_start()
+    prepare_lock_tree(Path(settings.SUPERVISOR_HOST_ROOT))
     start_temporarily_stopped()
     try:
         load_preloaded_apps()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hostcfg.atomic_file import write_file_atomically
+from hostcfg.owned_dirs import touch_in_owned_directory
 
 logger = logging.getLogger(__name__)
 
@@ -334,9 +335,8 @@ def write_boot_config(boot_root: Path, entries: Mapping[str, str], *, previous: 
 def set_reboot_breadcrumb(host_root: Path) -> None:
     """Ask for a reboot once the state settles: touch `<host_root>/tmp/balena-supervisor/
     reboot-after-apply` (/tmp is tmpfs on the device, so the reboot clears it)."""
-    path = host_root / REBOOT_BREADCRUMB
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+    directory, name = REBOOT_BREADCRUMB.parent, REBOOT_BREADCRUMB.name
+    touch_in_owned_directory(host_root / directory.parts[0], directory.parts[1:], name)
 
 
 def reboot_breadcrumb_pending(host_root: Path, *, boot_time: float) -> bool:

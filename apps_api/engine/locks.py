@@ -20,12 +20,15 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from hostcfg.owned_dirs import UnsafeDirectory, ensure_owned_directory
+
 logger = logging.getLogger(__name__)
 
 SUPERVISOR_LOCK_UID = 65534
 LOCK_FILE_NAMES = ("updates.lock", "resin-updates.lock")
 HANDOVER_FILE_NAMES = ("handover-complete", "resin-kill-me")
 SERVICES_LOCK_ROOT = Path("tmp", "balena-supervisor", "services")
+LOCK_TREE_PARTS = ("balena-supervisor", "services")  # under the host's /tmp
 WITH_LOCK_WAIT_SECONDS = 10.0
 # A release that finds the app busy with another operation leaves it alone (locks.md "clean locks").
 RELEASE_WAIT_SECONDS = 0.01
@@ -46,15 +49,27 @@ def service_lock_dir(host_root: Path, app_id: int, service_name: str) -> Path:
 
 
 def ensure_service_lock_dir(host_root: Path, app_id: int, service_name: str) -> Path:
-    """Create the service's lock directory (mkdir -p) with mode 1777 and return it.
+    """Create the service's lock directory (mkdir -p) with mode 1777 and return it; raises
+    UnsafeDirectory when a directory on the way is a symlink or another user's.
 
     This is the directory bind-mounted into the service's containers at /tmp/balena and
     /tmp/resin; any container user must be able to create its lock file there.
     """
-    path = service_lock_dir(host_root, app_id, service_name)
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o1777)  # noqa: S103 (sticky: users cannot delete the supervisor's locks)
-    return path
+    service_lock_dir(host_root, app_id, service_name)  # checks the name
+    # Walked without following symlinks, each directory above it the agent's own (another
+    # local user may have made /tmp/balena-supervisor first). Sticky: users cannot delete
+    # the supervisor's locks.
+    parts = [*LOCK_TREE_PARTS, str(int(app_id)), service_name]
+    return ensure_owned_directory(host_root / "tmp", parts, leaf_mode=0o1777)
+
+
+def prepare_lock_tree(host_root: Path) -> None:
+    """At start: the lock tree's root, the agent's own and 0755, before any app needs it.
+    A tree someone else made is refused with a log line and left as it is."""
+    try:
+        ensure_owned_directory(host_root / "tmp", LOCK_TREE_PARTS)
+    except UnsafeDirectory as exc:
+        logger.error("update locks: %s; refusing to use it", exc)
 
 
 def user_lock_holders(host_root: Path, app_id: int) -> list[str]:

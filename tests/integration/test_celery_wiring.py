@@ -19,11 +19,13 @@ def test_blink_request_runs_in_the_worker_and_leaves_the_led_off() -> None:
     led = Path(settings.SUPERVISOR_LED_FILE)
     led.write_text("0")
 
-    response = Client().post("/v1/blink")
+    response = Client().post("/v1/blink", content_type="application/json")
     assert (response.status_code, response.content) == (200, b"OK")
 
     assert wait_until(lambda: led.read_text() == "1", 15), "the worker never lit the LED"
-    assert Client().post("/v1/blink").status_code == 200, "a second request while blinking is accepted"
+    assert Client().post("/v1/blink", content_type="application/json").status_code == 200, (
+        "a second request while blinking is accepted"
+    )
 
     seen = set()
     deadline = time.monotonic() + 30
