@@ -81,8 +81,9 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.send(text_data=FIRST_LINE)
         self.follower = LogFollower(self.channel_layer, self.channel_name, since_ms=since)
-        if replay := await self.follower.start():
-            await self.send(text_data=replay)
+        await self.follower.start()
+        async for chunk in self.follower.replay():
+            await self.send(text_data=chunk)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Batches come hundreds of times a second and touch no database: they skip the

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterator
 from enum import Enum
 from typing import Any
 
@@ -38,8 +39,11 @@ class LocalModeGate:
         return self._open
 
 
+REPLAY_CHUNK_BYTES = 256 * 1024
+
+
 class LogFollower:
-    """One client's subscription: `start()` joins the group (and replays the store, if
+    """One client's subscription: `start()` joins the group, `replay()` reads the store (if
     asked), `text_of()` turns each group message into what the client is sent, `stop()`
     leaves the group."""
 
@@ -54,18 +58,30 @@ class LogFollower:
         self._gate = LocalModeGate()
         self._joined_at = 0.0
 
-    async def start(self) -> str:
-        """Join the group; returns the replay of the store (records since `since_ms`) as
-        NDJSON text, empty without `since_ms` or outside local mode."""
+    async def start(self) -> None:
+        """Join the group: from now on, text_of() gets every batch published."""
         await self._join()
-        if self.since_ms is None or not await self._gate.is_open():
-            return ""
 
-        # Joined first, read second: a batch written after the read began comes live.
-        batches = await asyncio.to_thread(lambda: list(default_log_store().batches()))
-        lines = []
+    async def replay(self) -> AsyncIterator[str]:
+        """The store's records since `since_ms` as NDJSON text, in chunks of about
+        REPLAY_CHUNK_BYTES (a full store is 16 MiB: never in memory at once); nothing
+        without `since_ms` or outside local mode. Call after start(): a batch written
+        while the store is read then comes live."""
+        if self.since_ms is None or not await self._gate.is_open():
+            return
+        batches = default_log_store().batches()
+        while chunk := await asyncio.to_thread(self._next_chunk, batches):
+            yield chunk
+
+    def _next_chunk(self, batches: Iterator[LogBatch]) -> str:
+        lines: list[str] = []
+        size = 0
         for batch in batches:
-            lines.extend(self._sequencer.take(batch, since_ms=self.since_ms, replay=True))
+            for line in self._sequencer.take(batch, since_ms=self.since_ms, replay=True):
+                lines.append(line)
+                size += len(line) + 1
+            if size >= REPLAY_CHUNK_BYTES:
+                break
         return "".join(line + "\n" for line in lines)
 
     async def text_of(self, message: dict[str, Any]) -> str:

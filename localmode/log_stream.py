@@ -59,8 +59,9 @@ async def _ndjson(since_ms: int | None) -> AsyncIterator[bytes]:
     assert layer is not None
     follower = LogFollower(layer, await layer.new_channel(), since_ms=since_ms)
     try:
-        if replay := await follower.start():
-            yield replay.encode()
+        await follower.start()
+        async for chunk in follower.replay():
+            yield chunk.encode()
         while True:
             if text := await follower.text_of(await layer.receive(follower.channel)):
                 yield text.encode()

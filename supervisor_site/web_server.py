@@ -29,16 +29,24 @@ from daphne.http_protocol import HTTPFactory, WebRequest  # noqa: E402
 
 # Importing daphne's server installs the asyncio reactor that the web server runs.
 from daphne.server import Server  # noqa: E402
+from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
 from django.conf import settings  # noqa: E402
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.endpoints import serverFromString  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
+
+from apps_api.logs.records import suppressed_line  # noqa: E402
 
 logger = logging.getLogger("supervisor.web")
 
 # spec/api.md: bodies of 10 MB at most.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 LISTEN_RETRY_SECONDS = 10.0
+# Twisted buffers whatever a client has not read yet. Past this much, a log stream drops
+# lines and counts them (one "Suppressed N" line tells the client once it catches up);
+# any other stream (the journal) ends.
+STREAM_BACKLOG_BYTES = 1024 * 1024
+LOG_STREAM_PATH = b"/v2/local/logs"
 TOO_LARGE_BODY = json.dumps({"status": "failed", "message": "Request body larger than 10 MB"}).encode()
 TOO_LARGE_ANSWER = (
     b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
@@ -57,6 +65,11 @@ class BoundedRequest(WebRequest):
 
     received = 0
     refused = False
+    ended_for_a_slow_reader = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slow_reader = SlowReaderGuard()
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > MAX_BODY_BYTES:
@@ -77,11 +90,70 @@ class BoundedRequest(WebRequest):
         if not self.refused:
             super().requestReceived(command, path, version)
 
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        streaming = message.get("type") == "http.response.body" and message.get("more_body")
+        if streaming and self.channel is not None and not self.finished:
+            if self.slow_reader.behind(self.channel.transport):
+                if self.path.startswith(LOG_STREAM_PATH):
+                    self.slow_reader.drop(message.get("body", b""))
+                elif not self.ended_for_a_slow_reader:
+                    self.ended_for_a_slow_reader = True
+                    logger.warning("web: %s: the client does not keep up; ending the stream", self.path)
+                    self.channel.transport.loseConnection()
+                return
+            if note := self.slow_reader.note():
+                message = {**message, "body": note.encode() + message.get("body", b"")}
+        super().handle_reply(message)
+
     def refuse_too_large(self) -> None:
         self.refused = True
         transport = self.channel.transport
         transport.write(TOO_LARGE_ANSWER)
         transport.loseConnection()
+
+
+def unsent_bytes(transport: Any) -> int:
+    """What Twisted holds for a peer that has not read it yet (its write buffers)."""
+    return len(getattr(transport, "dataBuffer", b"")) + int(getattr(transport, "_tempDataLen", 0))
+
+
+class SlowReaderGuard:
+    """Counts the log lines a slow reader misses, and says so when it is back."""
+
+    def __init__(self) -> None:
+        self.dropped_lines = 0
+
+    def behind(self, transport: Any) -> bool:
+        return unsent_bytes(transport) > STREAM_BACKLOG_BYTES
+
+    def drop(self, payload: bytes | str) -> None:
+        lines = payload.count(b"\n") if isinstance(payload, bytes) else payload.count("\n")
+        self.dropped_lines += lines or 1
+
+    def note(self) -> str:
+        """The line that tells what was dropped, once; empty when nothing was."""
+        if not self.dropped_lines:
+            return ""
+        note, self.dropped_lines = suppressed_line(self.dropped_lines) + "\n", 0
+        return note
+
+
+class BoundedWebSocketProtocol(WebSocketProtocol):
+    """A WebSocket whose reader may fall behind by STREAM_BACKLOG_BYTES at most: past it,
+    log lines are dropped and counted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slow_reader = SlowReaderGuard()
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.send" and self.transport is not None:
+            if self.slow_reader.behind(self.transport):
+                self.slow_reader.drop(message.get("text") or message.get("bytes") or "")
+                return
+            if note := self.slow_reader.note():
+                self.serverSend(note, False)
+        super().handle_reply(message)
 
 
 class BoundedHTTPFactory(HTTPFactory):
@@ -141,6 +213,7 @@ def serve(listening: threading.Event | None = None, *, signal_handlers: bool = F
                 logger.info("web: listening on %s:%d", address, port)
 
     def ready() -> None:  # daphne calls it just before it runs the reactor
+        server.ws_factory.protocol = BoundedWebSocketProtocol
         listen_where_possible()
         if failed:
             reactor.callWhenRunning(reactor.stop)  # type: ignore[attr-defined,misc]

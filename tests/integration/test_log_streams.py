@@ -4,14 +4,17 @@ running as the agent runs them, test containers printing, clients reading."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import pytest
@@ -346,3 +349,38 @@ def test_supervisor_system_messages_reach_the_streams(redis_server: str) -> None
     assert record["isSystem"] is True
     assert "serviceName" not in record
     assert isinstance(record["timestamp"], int)
+
+
+def test_a_reader_that_stops_reading_costs_bounded_memory_and_is_told_what_it_missed(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    probe = open_ndjson(web, streams)
+    wait_until_followed(collector, probe, containers)
+    address = urlsplit(web.base_url)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small: the server holds the rest
+    stalled.connect((address.hostname, address.port))
+    try:
+        stalled.sendall(b"GET /v2/local/logs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert b"\r\n\r\n" in stalled.recv(4096)
+        # About 15 MB of records while the reader does not read: more than the kernel's and the
+        # server's buffers together.
+        containers("seq 1 100000", service="flood")
+        probe.wait_for(lambda records: "100000" in [r["message"] for r in records[-50:]], 120)
+        received = b""
+        stalled.settimeout(5)
+        with contextlib.suppress(TimeoutError):  # what the server kept, until it has no more
+            while data := stalled.recv(1 << 20):
+                received += data
+        # The next record comes with a line that says how many were dropped.
+        containers("echo after", service="after")
+        stalled.settimeout(30)
+        with contextlib.suppress(TimeoutError):
+            while b"after" not in received and (data := stalled.recv(1 << 20)):
+                received += data
+    finally:
+        stalled.close()
+    assert b"Warning: Suppressed " in received
+    lines = [line for line in received.split(b"\n") if line.startswith(b"{")]
+    assert len(lines) < 100_000
+    assert web.get("/ping").status_code == 200
