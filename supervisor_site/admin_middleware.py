@@ -40,6 +40,6 @@ class AdminOnlyMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        if request.path.startswith(ADMIN_PATH_PREFIXES):
+        if request.path_info.startswith(ADMIN_PATH_PREFIXES):
             return self.admin_chain(request)
         return self.get_response(request)

@@ -216,3 +216,12 @@ def test_a_service_key_dies_when_its_service_leaves_or_loses_the_label(
     assert find_api_key(main_key) is None
     assert find_api_key(side_key) is None
     assert docker.from_env().containers.list(filters={"label": "io.balena.service-name=side"}) == []
+
+
+def test_a_client_cannot_move_the_root_of_the_paths(shared_web: WebProcess) -> None:
+    root_moved = {"Daphne-Root-Path": "/x"}
+    moved = requests.get(shared_web.base_url + "/x/admin/login/", headers=root_moved, timeout=10)
+    assert moved.status_code == 404
+    login = shared_web.get("/admin/login/")
+    assert login.status_code == 200
+    assert login.headers["X-Frame-Options"] == "DENY"
