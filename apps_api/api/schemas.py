@@ -74,12 +74,6 @@ class FailureSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class FrameworkErrorSerializer(serializers.Serializer):
-    """Django REST framework's own answer to an unusable Accept or Content-Type header."""
-
-    detail = serializers.CharField()
-
-
 def answer(code: int, description: str, *, text: bool = False, json: Any = None) -> Answers:
     """One status of an operation: a text/plain string, a JSON body, or both; neither means
     an answer without a body."""
@@ -107,7 +101,11 @@ LOCKED = answer(
     json=FailureSerializer,
 )
 UNSUPPORTED_BODY = answer(
-    415, "A body of a type other than JSON or form data.", json=FrameworkErrorSerializer
+    415,
+    "A body of a type other than JSON or form data, or (no key, local mode) a form body: send JSON. "
+    "Text on the routes that answer in text.",
+    text=True,
+    json=FailureSerializer,
 )
 
 
