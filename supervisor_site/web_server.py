@@ -87,8 +87,11 @@ class BoundedRequest(WebRequest):
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.refused:
-            super().requestReceived(command, path, version)
+        if self.refused:
+            return
+        # The agent is not behind a proxy: a client may not move the paths' root.
+        self.requestHeaders.removeHeader(b"daphne-root-path")
+        super().requestReceived(command, path, version)
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         streaming = message.get("type") == "http.response.body" and message.get("more_body")
