@@ -407,3 +407,12 @@ def test_metrics_count_requests_steps_and_applies(one_service: str) -> None:
     assert steps, text
     assert float(steps[0].rsplit(" ", 1)[1]) >= 1
     assert 'supervisor_apply_runs_total{result="converged"}' in text
+
+
+def test_metrics_count_unknown_methods_as_other(redis_server: str) -> None:
+    for method in ("FOO", "X" * 1000, "PROPFIND"):
+        Client().generic(method, "/v2/version")
+    text = Client().get("/metrics").content.decode()
+    assert 'method="other",route="v2/version",status="405"' in text
+    assert "FOO" not in text
+    assert "PROPFIND" not in text
