@@ -30,6 +30,9 @@ class DeviceIdentity:
     device_api_key: str
     api_endpoint: str | None
     config_path: Path
+    registry_endpoint: str = ""
+    """config.json `registryEndpoint`: the cloud's registry, the one host the device's key
+    is sent to when pulling."""
 
     @property
     def managed(self) -> bool:
@@ -111,6 +114,7 @@ def load_device_identity(path: Path | None = None) -> DeviceIdentity:
         device_api_key=str(data["deviceApiKey"]),
         api_endpoint=data.get("apiEndpoint") or None,
         config_path=config_path,
+        registry_endpoint=str(data.get("registryEndpoint") or ""),
     )
 
 

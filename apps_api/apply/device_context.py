@@ -35,5 +35,6 @@ def device_context(target: TargetState) -> DeviceContext:
         api_port=settings.SUPERVISOR_PORT,
         device_api_key=identity.device_api_key,
         api_endpoint=identity.api_endpoint or "",
+        registry_endpoint=identity.registry_endpoint,
         service_api_keys=keys,
     )

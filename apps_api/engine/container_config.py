@@ -61,6 +61,7 @@ class DeviceContext:
     api_port: int = 48484
     device_api_key: str = ""
     api_endpoint: str = ""
+    registry_endpoint: str = ""
     service_api_keys: dict[str, str] = field(default_factory=dict)
     """`"<appId>/<serviceName>"` → scoped key, for services labelled supervisor-api."""
 

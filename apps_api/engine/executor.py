@@ -52,6 +52,17 @@ class StepOutcome:
     seconds: float
 
 
+def registry_credentials(device: DeviceContext, image: str) -> dict[str, str] | None:
+    """A managed device pulls from the cloud's registry (config.json `registryEndpoint`) as
+    `d_<uuid>` with its key; any other registry gets no credentials of the device."""
+    registry = device.registry_endpoint.split("://", 1)[-1].strip("/").lower()
+    if not (registry and device.api_endpoint and device.device_api_key):
+        return None
+    if "/" not in image or image.split("/", 1)[0].lower() != registry:
+        return None
+    return {"username": f"d_{device.uuid}", "password": device.device_api_key}
+
+
 @dataclass
 class Executor:
     device: DeviceContext
@@ -108,18 +119,10 @@ class Executor:
         assert step.image is not None
         image_id = engine.pull_image(
             step.image,
-            auth=self._registry_auth(step.image),
+            auth=registry_credentials(self.device, step.image),
             on_progress=lambda percent: self.observer.progress(step, percent),
         )
         self.on_image_fetched(step.image, image_id)
-
-    def _registry_auth(self, image: str) -> dict[str, str] | None:
-        """A managed device pulls from the cloud's registry as `d_<uuid>` with its key."""
-        first = image.split("/", 1)[0]
-        has_registry_host = "/" in image and ("." in first or ":" in first or first == "localhost")
-        if not (has_registry_host and self.device.api_endpoint and self.device.device_api_key):
-            return None
-        return {"username": f"d_{self.device.uuid}", "password": self.device.device_api_key}
 
     def _do_kill(self, step: Step) -> None:
         assert step.current is not None
