@@ -80,6 +80,12 @@ ALLOWED_HOSTS = ["*"]
 # Names besides the device's hostname, `<hostname>.local` and `localhost` that keyless
 # (local mode) clients may call the device by; any address is fine (apps_api/api/browsers.py).
 SUPERVISOR_API_HOST_NAMES = env.list("SUPERVISOR_API_HOST_NAMES", default=[])
+# The admin shares the API's addresses (the LAN, on a local-mode device bound to 0.0.0.0).
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in ("UserAttributeSimilarityValidator", "MinimumLengthValidator", "CommonPasswordValidator",
+                 "NumericPasswordValidator")
+]  # fmt: skip
 
 INSTALLED_APPS = [
     "django.contrib.admin",

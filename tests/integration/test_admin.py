@@ -78,3 +78,12 @@ def test_the_admin_home_names_what_is_unhealthy(admin_client: Client, settings: 
     html = admin_client.get("/admin/").content.decode()
     assert "Health" in html
     assert "docker:" in html
+
+
+@pytest.mark.parametrize("weak", ["12345678", "password", "short1!"])
+def test_a_weak_admin_password_is_refused(weak: str) -> None:
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        validate_password(weak)
