@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hostcfg.values import ascii_int
+
 UpdateStrategy = Literal["download-then-kill", "kill-then-download", "delete-then-download", "hand-over"]
 UPDATE_STRATEGIES: tuple[UpdateStrategy, ...] = (
     "download-then-kill",
@@ -19,6 +21,8 @@ UPDATE_STRATEGIES: tuple[UpdateStrategy, ...] = (
     "hand-over",
 )
 DEFAULT_HANDOVER_TIMEOUT_MS = 60_000
+# A label may not hold an apply longer than an hour (a hand-over waits this long at most).
+MAX_HANDOVER_TIMEOUT_MS = 3_600_000
 DEFAULT_NETWORK = "default"
 BUILTIN_NETWORK_MODES = frozenset({"host", "bridge", "none"})
 
@@ -86,7 +90,10 @@ class ServiceSpec:
     @property
     def handover_timeout_ms(self) -> int:
         value = self.labels.get("io.balena.update.handover-timeout", "")
-        return int(value) if value.isdigit() else DEFAULT_HANDOVER_TIMEOUT_MS
+        timeout = ascii_int(value, maximum=2**53)
+        if timeout is None:
+            return DEFAULT_HANDOVER_TIMEOUT_MS
+        return min(timeout, MAX_HANDOVER_TIMEOUT_MS)
 
     @property
     def network_names(self) -> tuple[str, ...]:

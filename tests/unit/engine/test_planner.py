@@ -535,3 +535,13 @@ def test_lock_files_left_behind_wait_while_the_app_still_has_work() -> None:
     assert kinds(plan(settled(old), [new], locks_held=(), config=CONFIG, leftover_locks={1})) == [
         ("takeLock", None)
     ]
+
+
+@pytest.mark.parametrize(
+    ("label", "expected_ms"),
+    [("5000", 5000), ("\u00b2", 60_000), ("1e3", 60_000), ("", 60_000), ("9" * 30, 60_000),
+     ("999999999", 3_600_000)],
+)  # fmt: skip
+def test_a_handover_timeout_label_is_ascii_digits_and_at_most_an_hour(label: str, expected_ms: int) -> None:
+    service = svc("a", strategy="hand-over", labels={"io.balena.update.handover-timeout": label})
+    assert service.handover_timeout_ms == expected_ms
