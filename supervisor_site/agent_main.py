@@ -26,7 +26,8 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
 
-# First: it sets Django up, and Twisted's reactor before anything imports another.
+# First: it keeps unused packages out, sets Django up, and installs Twisted's reactor
+# before anything imports another.
 from supervisor_site import web_server  # noqa: I001
 
 import celery.platforms
