@@ -18,12 +18,12 @@ import types
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
-# Kept out of the agent's memory (about 12 MiB), as packages it never uses but that others
+# Kept out of the agent's memory (about 11 MiB), as packages it never uses but that others
 # import when they are installed: pyOpenSSL (the API is plain HTTP; Twisted then leaves TLS
-# out), cryptography (redis-py's OCSP checks, for TLS connections only), PyYAML (a kombu
-# serializer; the agent speaks JSON) and autobahn's WAMP, which its Twisted package imports
-# but daphne's WebSockets do not use (autobahn is pinned in requirements/base.txt for this).
-for _unused in ("OpenSSL", "cryptography", "yaml"):
+# out), cryptography (redis-py's OCSP checks, for TLS connections only) and autobahn's
+# WAMP, which its Twisted package imports but daphne's WebSockets do not use (autobahn is
+# pinned in requirements/base.txt for this).
+for _unused in ("OpenSSL", "cryptography"):
     sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 _no_wamp = types.ModuleType("autobahn.twisted.wamp", "WAMP: not used by the agent")
 _no_wamp.ApplicationSession = None  # type: ignore[attr-defined]
