@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import sys
-
 import environ
 
 from supervisor_site import environment
 from supervisor_site.environment import project_path as _path
+from supervisor_site.secret_key import kept_secret_key
 
 BASE_DIR = environment.BASE_DIR
 SUPERVISOR_DATA_DIR = environment.SUPERVISOR_DATA_DIR
@@ -38,42 +35,8 @@ SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/l
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _secret_key() -> str:
-    """Use DJANGO_SECRET_KEY, else a key generated once and kept in the data dir. Processes
-    that start together agree on one: the first to link its key into place wins, the
-    others read it."""
-    if key := env.str("DJANGO_SECRET_KEY", default=""):
-        return key
-    key_file = SUPERVISOR_DATA_DIR / "secret_key"
-    while True:
-        try:
-            kept: str | None = key_file.read_bytes().decode("ascii").strip()
-        except FileNotFoundError:
-            kept = None
-        except (OSError, UnicodeDecodeError):
-            kept = ""
-        if kept and kept.isprintable() and len(kept) >= 32:
-            return kept
-        key = secrets.token_urlsafe(50)
-        temporary = key_file.with_name(f".{key_file.name}.{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key)
-        try:
-            if kept is None:
-                os.link(temporary, key_file)  # complete when it appears; fails if another won
-            else:
-                # It only signs admin sessions: a new one logs the admin out, nothing more.
-                print(f"warning: {key_file} is unreadable or corrupt; writing a new key", file=sys.stderr)
-                os.replace(temporary, key_file)
-            return key
-        except FileExistsError:
-            continue  # another process made it first: use that one
-        finally:
-            temporary.unlink(missing_ok=True)
-
-
-SECRET_KEY = _secret_key()
+# Use DJANGO_SECRET_KEY, else a key generated once and kept in the data dir.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or kept_secret_key(SUPERVISOR_DATA_DIR / "secret_key")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The device API is reached by IP, by the device's hostname and through the cloud proxy.
 ALLOWED_HOSTS = ["*"]
