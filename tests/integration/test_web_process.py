@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -148,3 +152,35 @@ def test_a_key_check_that_fails_answers_503_text(start_web: StartWeb) -> None:
     assert response.text.startswith("Unexpected error:")
     assert str(config_path) in response.text
     assert web.get("/ping").text == "OK"
+
+
+def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb, tmp_path: Path) -> None:
+    # A stand-in journalctl that prints without end: the host's journal is too small here to
+    # fill the buffers.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    journalctl = fake_bin / "journalctl"
+    journalctl.write_text('#!/bin/sh\nwhile :; do echo "Dec 01 host kernel: a journal line"; done\n')
+    journalctl.chmod(0o755)
+    web = start_web(PATH=f"{fake_bin}:{os.environ['PATH']}")
+    address = urlsplit(web.base_url)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((address.hostname, address.port))
+        body = b'{"follow": true}'
+        head = b"POST /v2/journal-logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        stalled.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert wait_until(lambda: "the client does not keep up; ending the stream" in web.output(), 60)
+        stalled.settimeout(30)
+        while stalled.recv(1 << 20):  # what the server held, then the end of the connection
+            pass
+    assert wait_until(lambda: not _processes_running(str(journalctl)), 30), "journalctl was left running"
+    assert web.get("/ping").status_code == 200
+
+
+def _processes_running(command: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if command.encode() in cmdline.read_bytes():
+                return True
+    return False
