@@ -64,7 +64,11 @@ def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], N
         accepted()
         system_log(ANNOUNCEMENTS[kind])
         time.sleep(ANSWER_DELAY_SECONDS)
-        stopped = _stop_containers([s.container_id for s in current.services if s.status == "running"])
+        # What runs now, not when the locks were asked for: a container made or restarted
+        # meanwhile would otherwise run on into the reboot.
+        services = read_current_state().services
+        running = [s.container_id for s in services if s.status in ("running", "restarting")]
+        stopped = _stop_containers(running)
         try:
             if kind == "reboot":
                 dbus.reboot()
