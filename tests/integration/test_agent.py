@@ -295,7 +295,9 @@ def test_the_agent_comes_back_over_every_state_file_rotten(
 def _restart_dockerd_after(outage: Callable[[], None]) -> None:
     """Stop the running dockerd, run `outage`, start dockerd again with its command line."""
     client = docker.from_env()
-    pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "dockerd")
+    # A dockerd stopped by an earlier test may linger as a zombie (no command line): skip it.
+    pid = next(int(p.name) for p in Path("/proc").iterdir()
+               if p.name.isdigit() and _comm(p) == "dockerd" and not _ended(int(p.name)))  # fmt: skip
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: _ended(pid), 60)
@@ -312,9 +314,13 @@ def _ended(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+    if zombie:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # ours: reaped, so that no later test finds it
+    return zombie
 
 
 def _comm(process: Path) -> str:
