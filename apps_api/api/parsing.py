@@ -26,11 +26,17 @@ def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
 def app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
     """A positive app id (ASCII digits, at most 2**53) from a path or body value, else
     BadRequest(`message`)."""
-    value = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-    number = ascii_int(value, maximum=MAX_ID)
+    number = _id(raw)
     if not number:
         raise BadRequest(message, text=text)
     return number
+
+
+def _id(raw: object) -> int | None:
+    """A JSON number or a string of ASCII digits, up to MAX_ID; None otherwise."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return None
+    return ascii_int(str(raw), maximum=MAX_ID)
 
 
 def force(body: dict[str, Any], *, text: bool = False) -> bool:
@@ -57,8 +63,7 @@ def service_selector(body: dict[str, Any]) -> ServiceSelector:
     raw_image = body.get("imageId")
     image_id = None
     if raw_image not in (None, ""):
-        value = str(raw_image) if isinstance(raw_image, str | int) and not isinstance(raw_image, bool) else ""
-        image_id = ascii_int(value, maximum=MAX_ID)
+        image_id = _id(raw_image)
         if image_id is None:
             raise BadRequest("Invalid imageId: expected an integer", text=True)
     return ServiceSelector(service_name=name or None, image_id=image_id)
