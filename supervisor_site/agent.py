@@ -119,10 +119,6 @@ def start(child: Child) -> None:
             signal.signal(signum, signal.SIG_DFL)
         os.setsid()  # a Ctrl-C reaches the parent only, which stops the children in order
         _die_with_parent()
-        if child.name == "redis":
-            with contextlib.suppress(FileNotFoundError):
-                # A killed server's socket: the new one binds the same path.
-                Path(child.argv[child.argv.index("--unixsocket") + 1]).unlink()
         search_path = [str(environment.BASE_DIR), os.getenv("PYTHONPATH")]
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, search_path))
         os.execvp(child.argv[0], child.argv)  # noqa: S606 - the argument list is ours
