@@ -35,7 +35,7 @@ from apps_api.snapshot import (
     read_snapshot,
     single_container_app,
 )
-from apps_api.target import store
+from apps_api.target.intake import accept_target
 from apps_api.target.store import load_target
 from apps_api.tasks import app_action, blink, cloud_tick, host_config_change, power_action, service_action
 from hostcfg import dbus
@@ -68,7 +68,7 @@ def set_target_state(
 ) -> int:
     """Store a validated target and have it applied; returns the target's record id.
     Called by: manage.py apply_target, POST /v2/local/target-state."""
-    return store.set_target_state(target, force=force, posted_apps=posted_apps)
+    return accept_target(target, force=force, posted_apps=posted_apps)
 
 
 SERVICE_ACTION_TIMEOUT_SECONDS = 120

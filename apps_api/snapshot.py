@@ -62,6 +62,8 @@ def read_snapshot() -> DeviceSnapshot:
 
 def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
     """Release update status, by precedence (engine.md "Status/report derivation")."""
+    if app.rejected:
+        return "rejected"
     statuses = [snapshot.status_of(app.app_id, s.service_name) for s in app.services]
     words = {s.status for s in statuses if s is not None}
     if snapshot.flags.get("update_failed") and snapshot.applying:

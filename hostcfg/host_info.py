@@ -35,6 +35,14 @@ def os_version() -> str:
     return ""
 
 
+def kernel_release() -> str:
+    """`uname -r` of the host, as its procfs says."""
+    try:
+        return (Path(settings.SUPERVISOR_HOST_ROOT) / "proc/sys/kernel/osrelease").read_text().strip()
+    except OSError:
+        return ""
+
+
 VPN_CONNECTED_FLAG = Path("run/openvpn/vpn_status/active")
 
 

@@ -10,7 +10,9 @@ from django.conf import settings
 from apps_api.apikeys import get_or_create_service_key
 from apps_api.engine.container_config import DeviceContext, feature_enabled
 from apps_api.engine.state import TargetState
+from apps_api.target.contracts import DeviceFacts
 from hostcfg.device_type import read_device_type
+from hostcfg.host_info import kernel_release, os_version
 from hostcfg.identity import load_device_identity
 
 
@@ -37,4 +39,16 @@ def device_context(target: TargetState) -> DeviceContext:
         api_endpoint=identity.api_endpoint or "",
         registry_endpoint=identity.registry_endpoint,
         service_api_keys=keys,
+    )
+
+
+def device_facts() -> DeviceFacts:
+    """This device's versions and slugs, which release contracts are judged against."""
+    slug, arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
+    return DeviceFacts(
+        supervisor_version=settings.SUPERVISOR_VERSION,
+        os_version=os_version(),
+        kernel_release=kernel_release(),
+        device_type=slug,
+        arch=arch,
     )

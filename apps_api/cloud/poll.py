@@ -47,8 +47,8 @@ from apps_api.redis_store import (
     take,
 )
 from apps_api.target.documents import parse_cloud_target
+from apps_api.target.intake import accept_target
 from apps_api.target.preload import load_preloaded_apps, pin_to_preloaded_release
-from apps_api.target.store import set_target_state
 from hostcfg.blink import show_no_connectivity
 from hostcfg.host_info import vpn_connected
 
@@ -246,7 +246,7 @@ def poll_target(state: PollState) -> None:
             # Before the target is applied: it works out what the target would reset.
             _report_initial_config(device, dict(target.config))
             cancel_running_apply("cancel")
-            set_target_state(target, force=forced)
+            accept_target(target, force=forced)
     state.etag = fetched.etag
     state.failures = 0
     state.last_success_at = time.time()

@@ -78,6 +78,10 @@ def plan(
         app = targets.get(app_id)
         if app is None:
             app_steps = _remove_app(app_id, view, locked=app_id in held)
+        elif app.rejected:
+            # Its release is not for this device: what runs keeps running as it is.
+            held_lock = app_id in held
+            app_steps = [Step("releaseLock", app_id=app_id, reason="release rejected")] if held_lock else []
         else:
             app_steps = _AppPlanner(app, view, current, config, locked=app_id in held).steps()
         if not app_steps and app_id in leftovers:

@@ -81,6 +81,8 @@ class ServiceSpec:
     running: bool = True
     composition: dict[str, Any] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
+    contract: dict[str, Any] | None = None
+    """As the release states it; judged by apps_api.target.contracts, never by the engine."""
 
     @property
     def update_strategy(self) -> UpdateStrategy:
@@ -125,6 +127,8 @@ class AppSpec:
     release_id: int | None = None
     app_class: str = "fleet"
     is_host: bool = False
+    rejected: str = ""
+    """Why the release's contracts reject it; a rejected app gets no steps at all."""
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.service_name == name), None)
@@ -138,6 +142,9 @@ class TargetState:
     config: dict[str, str]
     apps: tuple[AppSpec, ...]
     source: Literal["cloud", "local"] = "cloud"
+    unmanaged: tuple[str, ...] = ()
+    """What the target holds that is not ours to run (the supervisor's own release,
+    host-OS apps and extensions), as `app` or `app/service`, for the record."""
 
 
 class InvalidTargetState(ValueError):

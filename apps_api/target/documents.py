@@ -35,6 +35,7 @@ from apps_api.target.json_shape import (
     optional,
     variables_from,
 )
+from apps_api.target.unmanaged import unmanaged_app_reason, unmanaged_service_reason
 
 APP_CLASSES = frozenset({"fleet", "app", "block"})
 # v2 service keys that are not compose fields; every other key goes into the composition
@@ -86,12 +87,19 @@ def parse_cloud_target(document: object, *, device_uuid: str) -> TargetState:
     device = expect_object(root[device_uuid], device_uuid)
     apps_path = join_path(device_uuid, "apps")
     apps_doc = expect_object(optional(device, "apps", {}), apps_path)
-    apps = [_cloud_app(uuid, app, join_path(apps_path, uuid)) for uuid, app in apps_doc.items()]
+    apps: list[AppSpec] = []
+    unmanaged: list[str] = []
+    for uuid, app in apps_doc.items():
+        if unmanaged_app_reason(uuid, app) is None:
+            apps.append(_cloud_app(uuid, app, join_path(apps_path, uuid), unmanaged))
+        else:
+            unmanaged.append(uuid)
     return TargetState(
         name=_device_name(device.get("name"), join_path(device_uuid, "name")),
         config=_config(device.get("config"), join_path(device_uuid, "config")),
         apps=_checked_apps(apps, apps_path),
         source="cloud",
+        unmanaged=tuple(unmanaged),
     )
 
 
@@ -146,7 +154,8 @@ def _local_service_names(services: dict[str, Any], path: str) -> dict[str, str]:
     return names
 
 
-def _cloud_app(uuid: str, doc: object, path: str) -> AppSpec:
+def _cloud_app(uuid: str, doc: object, path: str, unmanaged: list[str]) -> AppSpec:
+    """One user app; its services that are not ours to run are left out, into `unmanaged`."""
     expect_name(uuid, path, "app uuid")
     app = expect_object(doc, path)
     app_id = expect_id(_required(app, "id", path), join_path(path, "id"))
@@ -169,6 +178,9 @@ def _cloud_app(uuid: str, doc: object, path: str) -> AppSpec:
     services_doc = expect_object(optional(release, "services", {}), services_path)
     for service_name in services_doc:
         expect_name(service_name, join_path(services_path, service_name), "service name")
+    for service_name in [n for n, d in services_doc.items() if unmanaged_service_reason(n, d) is not None]:
+        unmanaged.append(f"{uuid}/{service_name}")
+        services_doc = {n: d for n, d in services_doc.items() if n != service_name}
     volumes, networks = _volumes_and_networks(release, release_path)
     declared = _declarations(services_doc, volumes, networks)
     services = []
@@ -220,8 +232,9 @@ def _service(
     )
     labels = variables_from(_required(doc, "labels", path), join_path(path, "labels"), kind="labels")
     running = expect_bool(optional(doc, "running", True), join_path(path, "running"))
+    contract = None
     if doc.get("contract") is not None:
-        expect_object(doc["contract"], join_path(path, "contract"))
+        contract = expect_object(doc["contract"], join_path(path, "contract"))
     compose = normalise_compose_fields(compose_fields, path=compose_path, app=declared)
     spec = ServiceSpec(
         service_name=name,
@@ -235,6 +248,7 @@ def _service(
         running=running,
         composition=compose.composition,
         depends_on=compose.depends_on,
+        contract=contract,
     )
     return _ParsedService(spec, compose_path)
 

@@ -26,7 +26,8 @@ from apps_api.engine.state import InvalidTargetState, TargetState
 from apps_api.logs.publisher import system_log
 from apps_api.redis_store import PRELOAD_REFUSED_KEY, redis_client
 from apps_api.target.documents import parse_cloud_target, parse_local_target
-from apps_api.target.store import load_target, set_target_state
+from apps_api.target.intake import accept_target
+from apps_api.target.store import load_target
 from hostcfg.atomic_file import write_file_atomically
 from hostcfg.identity import current_device_identity
 
@@ -160,7 +161,7 @@ def load_preloaded_apps() -> bool:
     except FileNotFoundError:
         return False
     try:
-        set_target_state(target)
+        accept_target(target)
     except BaseException:
         os.rename(preloaded, path)
         raise

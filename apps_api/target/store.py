@@ -44,7 +44,11 @@ def target_from_document(document: dict[str, Any]) -> TargetState:
             )
         )
     return TargetState(
-        name=document["name"], config=document["config"], apps=tuple(apps), source=document["source"]
+        name=document["name"],
+        config=document["config"],
+        apps=tuple(apps),
+        source=document["source"],
+        unmanaged=tuple(document.get("unmanaged", ())),
     )
 
 

@@ -122,6 +122,18 @@ def test_environment_change_with_lock_kills_only_the_changed_service() -> None:
     assert steps[0].reason == "configuration changed"
 
 
+def test_a_rejected_release_leaves_the_running_one_untouched() -> None:
+    old = app(svc("a"), svc("b"))
+    new = dataclasses.replace(app(svc("a", image="img-new"), svc("c")), rejected="service 'c' requires …")
+    assert plan(settled(old), [new], locks_held=(), config=CONFIG) == []
+
+
+def test_a_rejected_release_gives_back_a_lock_it_was_holding() -> None:
+    old = app(svc("a"))
+    new = dataclasses.replace(app(svc("a", image="img-new")), rejected="service 'a' requires …")
+    assert kinds(plan(settled(old), [new], locks_held={1}, config=CONFIG)) == [("releaseLock", None)]
+
+
 def test_killed_service_is_started_again_with_the_new_configuration() -> None:
     old = app(svc("a"), svc("b"))
     new = app(svc("a", environment={"X": "1"}), svc("b"))

@@ -245,11 +245,59 @@ def test_cloud_document_uses_only_the_first_release_of_an_app() -> None:
 def test_cloud_app_without_releases_installs_nothing() -> None:
     document = cloud_document()
     app_doc = document[DEVICE_UUID]["apps"]["appuuid1"]
-    app_doc.update(releases={}, **{"class": "block", "is_host": True})
+    app_doc.update(releases={}, **{"class": "block"})
 
-    assert only_app(document) == AppSpec(
-        app_id=3, app_uuid="appuuid1", name="fleetapp", app_class="block", is_host=True
-    )
+    assert only_app(document) == AppSpec(app_id=3, app_uuid="appuuid1", name="fleetapp", app_class="block")
+
+
+SUPERVISOR_APP_UUID = "52e35121417640b1b28a680504e4039b"  # amd64
+
+
+def test_the_supervisors_own_release_and_host_apps_are_left_out_and_named() -> None:
+    document = cloud_document()
+    user_app = document[DEVICE_UUID]["apps"]["appuuid1"]
+    supervisor = {**user_app, "id": 8, "name": "balena_supervisor"}
+    host_os = {**user_app, "id": 9, "name": "balenaos", "is_host": True}
+    document[DEVICE_UUID]["apps"].update({SUPERVISOR_APP_UUID: supervisor, "hostosuuid": host_os})
+
+    target = parse_target(document, device_uuid=DEVICE_UUID)
+
+    assert [app.app_uuid for app in target.apps] == ["appuuid1"]
+    assert target.unmanaged == (SUPERVISOR_APP_UUID, "hostosuuid")
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        ("balena-supervisor", {}),
+        ("resin-supervisor", {}),
+        ("ext", {"io.balena.image.class": "overlay"}),
+        ("ext", {"io.balena.image.class": "fileset"}),
+        ("ext", {"io.balena.image.store": "root"}),
+    ],
+)
+def test_supervisor_images_and_host_extensions_are_left_out_of_a_user_app(
+    name: str, labels: dict[str, str]
+) -> None:
+    kept = {"id": 1, "image_id": 2, "image": "img", "environment": {}, "labels": {}}
+    skipped = {"id": 5, "image_id": 6, "image": "ext", "environment": {}, "labels": labels}
+    document = cloud_document({"main": kept, name: skipped})
+
+    target = parse_target(document, device_uuid=DEVICE_UUID)
+
+    assert [s.service_name for s in target.apps[0].services] == ["main"]
+    assert target.unmanaged == (f"appuuid1/{name}",)
+
+
+def test_a_data_store_service_image_is_an_ordinary_service() -> None:
+    labels = {"io.balena.image.class": "service", "io.balena.image.store": "data"}
+    service = {"id": 1, "image_id": 2, "image": "img", "environment": {}, "labels": {},
+               "composition": {"labels": labels}}  # fmt: skip
+
+    target = parse_target(cloud_document({"main": service}), device_uuid=DEVICE_UUID)
+
+    assert [s.service_name for s in target.apps[0].services] == ["main"]
+    assert target.unmanaged == ()
 
 
 def test_cloud_composition_holds_compose_fields_and_top_level_environment_and_labels_win() -> None:

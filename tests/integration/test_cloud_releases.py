@@ -1,0 +1,121 @@
+"""Cloud releases as balenaCloud sends them: what is not ours is never run, contracts are
+judged against this device. Real engine, real worker, the fake cloud over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import docker
+import pytest
+from django.conf import settings
+
+from apps_api.cloud import client as cloud
+from apps_api.cloud import poll as cloud_poll
+from apps_api.cloud import report as cloud_report
+from apps_api.redis_store import CLOUD_REPORT_KEY, redis_client
+from hostcfg.identity import load_device_identity
+from tests.fake_cloud import FakeCloud
+from tests.integration.engine_helpers import supervised_containers, wait_applied
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SUPERVISOR_APP_UUID = "52e35121417640b1b28a680504e4039b"
+NEVER_PULLED = "127.0.0.1:9/never-pulled:v1"  # nothing listens there: a pull would fail the apply
+
+
+def service(
+    service_id: int, image: str, *, labels: dict[str, str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    composition = {"command": ["sleep", "100000"], "stop_signal": "SIGKILL", **fields.pop("composition", {})}
+    return {"id": service_id, "image_id": service_id * 10, "image": image, "environment": {},
+            "labels": labels or {}, "composition": composition, **fields}  # fmt: skip
+
+
+def app(
+    app_id: int, name: str, services: dict[str, Any], *, commit: str = "c0ffee", **fields: Any
+) -> dict[str, Any]:
+    return {
+        "id": app_id,
+        "name": name,
+        "releases": {commit: {"id": app_id * 100, "services": services}},
+        **fields,
+    }
+
+
+def poll(fake_cloud: FakeCloud, apps: dict[str, Any]) -> None:
+    uuid = load_device_identity().uuid
+    fake_cloud.set_target(uuid, {uuid: {"name": "fleet-device", "config": {}, "apps": apps}})
+    cloud_poll.request_poll_now(force=False)
+    cloud_poll.cloud_tick()
+    wait_applied()
+
+
+def last_report(fake_cloud: FakeCloud) -> dict[str, Any]:
+    redis_client().delete(CLOUD_REPORT_KEY)  # a whole report, not the difference
+    assert cloud_report.report_state_if_due()
+    uuid = load_device_identity().uuid
+    return dict(fake_cloud.requests_to("PATCH", "/device/v3/state")[-1].body[uuid])
+
+
+def test_only_the_user_app_of_a_target_with_the_supervisor_and_host_apps_runs(
+    fake_cloud: FakeCloud, engine: str
+) -> None:
+    cloud.provision()
+    apps = {
+        SUPERVISOR_APP_UUID: app(1, "amd64-supervisor", {"balena-supervisor": service(1, NEVER_PULLED)}),
+        "hostosuuid": app(2, "generic-amd64", {"hostos": service(2, NEVER_PULLED)}, is_host=True),
+        "useruuid": app(3, "userapp", {
+            "main": service(3, engine),
+            "resin-supervisor": service(4, NEVER_PULLED),
+            "firmware": service(5, NEVER_PULLED, labels={"io.balena.image.class": "overlay"}),
+            "rootfs": service(6, NEVER_PULLED, composition={"labels": {"io.balena.image.store": "root"}}),
+        }),
+    }  # fmt: skip
+
+    poll(fake_cloud, apps)
+
+    containers = docker.DockerClient(base_url=settings.DOCKER_HOST).containers.list(all=True)
+    assert [c.name for c in containers if c.labels.get("io.balena.supervised")] == [
+        supervised_containers()["main"].name
+    ]
+    assert supervised_containers()["main"].status == "running"
+    report = last_report(fake_cloud)
+    assert list(report["apps"]) == ["useruuid"]
+    assert list(report["apps"]["useruuid"]["releases"]["c0ffee"]["services"]) == ["main"]
+    assert report["apps"]["useruuid"]["releases"]["c0ffee"]["update_status"] == "done"
+
+
+def test_a_release_whose_contract_does_not_fit_is_rejected_and_the_running_one_stays(
+    fake_cloud: FakeCloud, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud.provision()
+    poll(fake_cloud, {"useruuid": app(3, "userapp", {"main": service(3, engine)})})
+    running = supervised_containers()["main"]
+    newer_supervisor = {"requires": [{"type": "sw.supervisor", "version": ">=99.0.0"}]}
+    other_board = {"requires": [{"type": "hw.device-type", "slug": "no-such-board"}]}
+    caplog.set_level(logging.INFO)
+
+    needs_newer = {"main": service(3, engine, contract=newer_supervisor)}
+    poll(fake_cloud, {
+        "useruuid": app(3, "userapp", needs_newer, commit="beef01"),
+        "otheruuid": app(4, "otherapp", {
+            "web": service(7, engine),
+            "gpu": service(8, engine, contract=other_board, labels={"io.balena.features.optional": "true"}),
+        }),
+    })  # fmt: skip
+
+    containers = supervised_containers()
+    assert sorted(containers) == ["main", "web"]
+    assert containers["main"].id == running.id  # the release it ran before, untouched
+    assert containers["main"].status == "running"
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "Some releases were rejected: app 'userapp': service 'main' requires sw.supervisor >=99.0.0 "
+        f"(device has {settings.SUPERVISOR_VERSION})"
+    ) in messages
+    assert any(m.startswith("Optional service 'otherapp/gpu' left out: it requires hw.device-type no-such-board")
+               for m in messages)  # fmt: skip
+    report = last_report(fake_cloud)
+    assert report["apps"]["useruuid"]["releases"]["beef01"]["update_status"] == "rejected"
+    assert report["apps"]["otheruuid"]["releases"]["c0ffee"]["update_status"] == "done"
