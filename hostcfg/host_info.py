@@ -25,14 +25,19 @@ def host_addresses() -> tuple[str, str]:
     return " ".join(ips), " ".join(dict.fromkeys(macs))
 
 
-def os_version() -> str:
+def os_release_field(name: str) -> str:
+    """A field of the host's os-release (`PRETTY_NAME`, `BALENA_BOARD_REV`); "" if absent."""
     try:
         for line in (Path(settings.SUPERVISOR_HOST_ROOT) / "etc" / "os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
+            if line.startswith(f"{name}="):
+                return line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
     return ""
+
+
+def os_version() -> str:
+    return os_release_field("PRETTY_NAME")
 
 
 def kernel_release() -> str:

@@ -12,8 +12,11 @@ from apps_api.engine.container_config import DeviceContext, feature_enabled
 from apps_api.engine.state import TargetState
 from apps_api.target.contracts import DeviceFacts
 from hostcfg.device_type import read_device_type
-from hostcfg.host_info import kernel_release, os_version
+from hostcfg.host_info import kernel_release, os_release_field, os_version
 from hostcfg.identity import load_device_identity
+
+# Sources of feature binds that not every host has (kernel-modules, firmware).
+OPTIONAL_HOST_PATHS = ("/lib/modules", "/lib/firmware")
 
 
 def device_context(target: TargetState) -> DeviceContext:
@@ -27,9 +30,10 @@ def device_context(target: TargetState) -> DeviceContext:
         if feature_enabled(service, "supervisor-api")
     }
     docker_host = settings.DOCKER_HOST
+    host_root = Path(settings.SUPERVISOR_HOST_ROOT)
     return DeviceContext(
         uuid=identity.uuid,
-        host_root=str(settings.SUPERVISOR_HOST_ROOT),
+        host_root=str(host_root),
         docker_socket=docker_host.removeprefix("unix://") if docker_host.startswith("unix://") else "",
         device_type=slug,
         arch=arch,
@@ -39,6 +43,10 @@ def device_context(target: TargetState) -> DeviceContext:
         api_endpoint=identity.api_endpoint or "",
         registry_endpoint=identity.registry_endpoint,
         service_api_keys=keys,
+        missing_host_paths=frozenset(
+            p for p in OPTIONAL_HOST_PATHS if not (host_root / p.lstrip("/")).exists()
+        ),
+        os_board_rev=os_release_field("BALENA_BOARD_REV"),
     )
 
 

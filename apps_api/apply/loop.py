@@ -28,7 +28,12 @@ from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdatesLocked, apps_with_supervisor_lock_files, update_locks
 from apps_api.engine.planner import PlanConfig, plan
 from apps_api.engine.state import Step, TargetState
-from apps_api.host_ops.device_config import apply_device_config, reboot_if_requested
+from apps_api.host_ops.device_config import (
+    apply_device_config,
+    ask_reboot_for_service,
+    reboot_if_requested,
+    reboot_pending,
+)
 from apps_api.logs.publisher import system_log
 from apps_api.metrics import record_apply
 from apps_api.models import Image, TargetRecord
@@ -142,7 +147,7 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         current,
         target.apps,
         locks_held=locks.held_apps(),
-        config=PlanConfig(device, local_mode=target.source == "local"),
+        config=PlanConfig(device, local_mode=target.source == "local", reboot_pending=reboot_pending()),
         leftover_locks=apps_with_supervisor_lock_files(Path(device.host_root)),
     )
     if not steps:
@@ -151,6 +156,7 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
     executor = Executor(
         device=device, locks=locks, observer=JournalObserver(), force=force or lock_override(target),
         on_image_fetched=record_image, on_image_removed=forget_image, cancelled=request_waiting,
+        on_reboot_needed=ask_reboot_for_service,
     )  # fmt: skip
     planned = time.monotonic()
     outcomes = executor.run_round(steps)

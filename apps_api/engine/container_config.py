@@ -33,6 +33,9 @@ DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 DEFAULT_STOP_GRACE_SECONDS = 10
 
 # Feature label (after io.balena.features.) → host paths bind-mounted at the same place.
+EXTRA_FIRMWARE_VOLUME = "extra-firmware"
+"""Supervisor-owned volume the host OS reads extra firmware from (feature extra-firmware)."""
+ENDPOINT_ADDRESS_KEYS = ("ipv4_address", "ipv6_address", "link_local_ips")
 FEATURE_BINDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "dbus": (("/run/dbus", "/host/run/dbus", False),),
     "sysfs": (("/sys", "/sys", False),),
@@ -64,6 +67,10 @@ class DeviceContext:
     registry_endpoint: str = ""
     service_api_keys: dict[str, str] = field(default_factory=dict)
     """`"<appId>/<serviceName>"` → scoped key, for services labelled supervisor-api."""
+    missing_host_paths: frozenset[str] = frozenset()
+    """Host paths of optional feature binds (/lib/modules, /lib/firmware) this host lacks."""
+    os_board_rev: str = ""
+    """The host OS build's board revision (os-release `BALENA_BOARD_REV`)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class ContainerConfig:
     """Keyword arguments of create_host_config."""
     networks: dict[str, list[str]]
     """Docker network name → aliases; the first is joined at creation."""
+    endpoints: dict[str, dict[str, Any]]
+    """Docker network name → fixed addresses (`ipv4_address`, `ipv6_address`,
+    `link_local_ips`), for the networks that have some."""
     init_environment: dict[str, str]
     """Set at creation only and ignored when comparing (e.g. the device name at init)."""
 
@@ -138,6 +148,8 @@ def _supervisor_environment(app: AppSpec, service: ServiceSpec, device: DeviceCo
         env.update(BALENA_API_KEY=device.device_api_key, BALENA_API_URL=device.api_endpoint)
     if feature_enabled(service, "balena-socket"):
         env["DOCKER_HOST"] = "unix:///host/run/balena-engine.sock"
+    if feature_enabled(service, "host-os.board-rev") and device.os_board_rev:
+        env["BALENA_HOST_OS_BOARD_REV"] = device.os_board_rev
     return env
 
 
@@ -149,11 +161,16 @@ def _mounts(
     binds = [f"{lock_dir}:{path}" for path in LOCK_DIR_IN_CONTAINER]
     for feature, paths in FEATURE_BINDS.items():
         if feature_enabled(service, feature):
-            binds += [f"{src}:{dst}:ro" if ro else f"{src}:{dst}" for src, dst, ro in paths]
+            # Docker would make an empty directory of a missing source: bound only if present.
+            binds += [f"{src}:{dst}:ro" if ro else f"{src}:{dst}" for src, dst, ro in paths
+                      if src not in device.missing_host_paths]  # fmt: skip
     if feature_enabled(service, "balena-socket"):
         for target in ("/host/run/balena-engine.sock", "/var/run/docker.sock", "/var/run/balena.sock"):
             binds.append(f"{device.docker_socket}:{target}")
     mounts = []
+    if feature_enabled(service, "extra-firmware"):
+        mounts.append({"Type": "volume", "Source": EXTRA_FIRMWARE_VOLUME, "Target": "/extra-firmware",
+                       "ReadOnly": False})  # fmt: skip
     for mount in service.composition.get("volumes") or []:
         if mount["type"] == "tmpfs":
             mounts.append({"Type": "tmpfs", "Target": mount["target"]})
@@ -170,21 +187,27 @@ def _mounts(
     return binds, mounts
 
 
-def _networks(app: AppSpec, service: ServiceSpec) -> tuple[str, dict[str, list[str]]]:
-    """(network_mode, docker network name → aliases)."""
+def _networks(
+    app: AppSpec, service: ServiceSpec
+) -> tuple[str, dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """(network_mode, docker network name → aliases, docker network name → fixed addresses)."""
     mode = service.composition.get("network_mode")
     if mode in BUILTIN_NETWORK_MODES:
-        return str(mode), {}
+        return str(mode), {}, {}
     if isinstance(mode, str) and mode.startswith("service:"):
-        return mode, {}  # resolved to container:<id> by the executor at creation
+        return mode, {}, {}  # resolved to container:<id> by the executor at creation
     declared = service.composition.get("networks") or {}
-    networks = {}
+    networks, endpoints = {}, {}
     for name in service.network_names:
-        aliases = [service.service_name, *(declared.get(name) or {}).get("aliases", [])]
-        networks[network_docker_name(app, name)] = sorted(set(aliases))
+        settings = declared.get(name) or {}
+        docker_name = network_docker_name(app, name)
+        networks[docker_name] = sorted({service.service_name, *settings.get("aliases", [])})
+        addresses = {key: settings[key] for key in ENDPOINT_ADDRESS_KEYS if settings.get(key)}
+        if addresses:
+            endpoints[docker_name] = addresses
     if feature_enabled(service, "supervisor-api"):
         networks[SUPERVISOR_NETWORK] = []
-    return next(iter(networks)), networks
+    return next(iter(networks)), networks, endpoints
 
 
 def _port_bindings(service: ServiceSpec) -> tuple[list[Any], dict[str, list[Any]]]:
@@ -213,7 +236,7 @@ def build_container_config(app: AppSpec, service: ServiceSpec, device: DeviceCon
         "io.balena.service-name": service.service_name,
     }
     binds, mounts = _mounts(app, service, device)
-    network_mode, networks = _networks(app, service)
+    network_mode, networks, endpoints = _networks(app, service)
     exposed, port_bindings = _port_bindings(service)
     restart = c.get("restart", "always")
     host_config: dict[str, Any] = {
@@ -289,6 +312,7 @@ def build_container_config(app: AppSpec, service: ServiceSpec, device: DeviceCon
         create={k: v for k, v in create.items() if v is not None},
         host_config={k: v for k, v in host_config.items() if v is not None},
         networks=networks,
+        endpoints=endpoints,
         init_environment={
             "BALENA_DEVICE_NAME_AT_INIT": device.device_name,
             "RESIN_DEVICE_NAME_AT_INIT": device.device_name,
@@ -315,9 +339,11 @@ def container_config_hash(config: ContainerConfig) -> str:
     """Hash of everything that needs a new container when it changes. The name (release
     metadata) is left out: a release-only change renames without restarting."""
     labels = {k: v for k, v in config.labels.items() if k != CONFIG_HASH_LABEL}
-    return _digest(
-        [config.image, config.environment, labels, config.create, config.host_config, config.networks]
-    )
+    hashed = [config.image, config.environment, labels, config.create, config.host_config, config.networks]
+    # Only when set, so that containers made before fixed addresses existed keep their hash.
+    if config.endpoints:
+        hashed.append(config.endpoints)
+    return _digest(hashed)
 
 
 def service_config_hash(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> str:

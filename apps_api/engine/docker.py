@@ -212,11 +212,14 @@ def list_image_references() -> dict[str, str]:
 def create_container(
     name: str, image: str, *, environment: dict[str, str], labels: dict[str, str],
     create: dict[str, Any], host_config: dict[str, Any], network: str | None, aliases: list[str],
+    addresses: dict[str, Any] | None = None,
 ) -> str:  # fmt: skip
+    """`addresses`: the fixed `ipv4_address`/`ipv6_address`/`link_local_ips` on `network`."""
     api = docker_client().api
     networking = None
     if network is not None:
-        networking = api.create_networking_config({network: api.create_endpoint_config(aliases=aliases)})
+        endpoint = api.create_endpoint_config(aliases=aliases, **(addresses or {}))
+        networking = api.create_networking_config({network: endpoint})
     created = api.create_container(
         image,
         name=name,
@@ -229,8 +232,12 @@ def create_container(
     return str(created["Id"])
 
 
-def connect_container(container_id: str, network: str, aliases: list[str]) -> None:
-    docker_client().api.connect_container_to_network(container_id, network, aliases=aliases)
+def connect_container(
+    container_id: str, network: str, aliases: list[str], addresses: dict[str, Any] | None = None
+) -> None:
+    docker_client().api.connect_container_to_network(
+        container_id, network, aliases=aliases, **(addresses or {})
+    )
 
 
 def start_container(container_id: str) -> None:
@@ -288,7 +295,8 @@ def clear_restart_policy(container_id: str) -> None:
 
 
 def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dict[str, Any] | None,
-                   enable_ipv6: bool, internal: bool, labels: dict[str, str]) -> None:  # fmt: skip
+                   enable_ipv6: bool, internal: bool, labels: dict[str, str],
+                   config_only: bool = False) -> None:  # fmt: skip
     api = docker_client().api
     ipam_config = None
     if ipam:
@@ -307,10 +315,25 @@ def create_network(name: str, *, driver: str, options: dict[str, str], ipam: dic
             driver=ipam.get("driver", "default"), pool_configs=pools, options=ipam.get("options") or None
         )
     try:
-        api.create_network(
-            name, driver=driver, options=options or None, ipam=ipam_config, enable_ipv6=enable_ipv6,
-            internal=internal, labels=labels, check_duplicate=True,
-        )  # fmt: skip
+        if config_only:
+            # The SDK has no argument for it: the engine's own request body, with ConfigOnly.
+            body = {
+                "Name": name,
+                "Driver": driver,
+                "Options": options or {},
+                "EnableIPv6": enable_ipv6,
+                "Internal": internal,
+                "Labels": labels,
+                "ConfigOnly": True,
+            }
+            if ipam_config is not None:
+                body["IPAM"] = ipam_config
+            api._result(api._post_json(api._url("/networks/create"), data=body), True)
+        else:
+            api.create_network(
+                name, driver=driver, options=options or None, ipam=ipam_config, enable_ipv6=enable_ipv6,
+                internal=internal, labels=labels, check_duplicate=True,
+            )  # fmt: skip
     except Exception as exc:
         # A crash between create and record leaves the network there: creating it again is done.
         if "already exists" not in str(exc):

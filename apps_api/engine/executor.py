@@ -71,6 +71,8 @@ class Executor:
     force: bool = False
     on_image_fetched: Callable[[str, str], None] = lambda ref, image_id: None
     on_image_removed: Callable[[str], None] = lambda ref: None
+    on_reboot_needed: Callable[[ServiceSpec], None] = lambda service: None
+    """A container of a service that requires a reboot was installed, not started."""
     cancelled: Callable[[], bool] = lambda: False
     """True once a new target makes the rest of this round moot: steps not yet begun are
     skipped and a hand-over stops waiting (the next round re-plans)."""
@@ -157,7 +159,9 @@ class Executor:
             return
         assert step.app is not None and step.target is not None
         container_id = self._create(step.app, step.target, name=container_name(step.target))
-        if step.target.running:
+        if step.target.requires_reboot:
+            self.on_reboot_needed(step.target)
+        elif step.target.running:
             engine.start_container(container_id)
 
     def _create(self, app: AppSpec, service: ServiceSpec, *, name: str) -> str:
@@ -184,10 +188,11 @@ class Executor:
             host_config=host_config,
             network=first_network,
             aliases=first_aliases,
+            addresses=config.endpoints.get(first_network or ""),
         )
         try:
             for network, aliases in networks[1:]:
-                engine.connect_container(container_id, network, aliases)
+                engine.connect_container(container_id, network, aliases, config.endpoints.get(network))
         except Exception:
             # Half-made, it would look installed and be started next round without its networks.
             engine.remove_container(container_id)
@@ -246,6 +251,7 @@ class Executor:
             ipam=network.ipam or None,
             enable_ipv6=network.enable_ipv6,
             internal=network.internal,
+            config_only=network.config_only,
             labels={
                 **network.labels,
                 "io.balena.supervised": "true",

@@ -38,6 +38,8 @@ class PlanConfig:
     device: DeviceContext
     local_mode: bool = False
     """Local mode keeps images: nothing is garbage-collected."""
+    reboot_pending: bool = False
+    """A reboot was asked for during this boot: services that require one wait for it."""
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _AppPlanner:
         self.images = current.images
         self.downloading = current.downloading
         self.device = config.device
+        self.reboot_pending = config.reboot_pending
         self.locked = locked
         self.free: list[Step] = []
         self.gated: list[Step] = []
@@ -319,6 +322,13 @@ class _AppPlanner:
             self._gate(
                 Step("stop", app_id=app_id, current=container, target=service, reason="running: false")
             )
+        elif (
+            service.running
+            and container.status == "created"
+            and service.requires_reboot
+            and self.reboot_pending
+        ):
+            return  # installed; it starts once the device has rebooted
         elif service.running and container.status == "created":
             self._gate(
                 Step(

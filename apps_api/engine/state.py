@@ -90,6 +90,11 @@ class ServiceSpec:
         return value if value in UPDATE_STRATEGIES else "download-then-kill"  # type: ignore[return-value]
 
     @property
+    def requires_reboot(self) -> bool:
+        """A new container of it is only created; it starts after the device rebooted."""
+        return self.labels.get("io.balena.update.requires-reboot", "").lower() in ("1", "true", "on", "yes")
+
+    @property
     def handover_timeout_ms(self) -> int:
         value = self.labels.get("io.balena.update.handover-timeout", "")
         timeout = ascii_int(value, maximum=2**53)

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from apps_api.engine.locks import UpdatesLocked
-from apps_api.engine.state import TargetState
+from apps_api.engine.state import ServiceSpec, TargetState
 from apps_api.host_ops.local_mode import enter_local_mode, leave_local_mode
 from apps_api.host_ops.power import run_power_action
 from apps_api.logs.publisher import system_log
@@ -79,14 +79,26 @@ def apply_device_config(target: TargetState) -> bool:
     return True
 
 
+def reboot_pending() -> bool:
+    """Whether a reboot was asked for during this boot and has not happened yet."""
+    import psutil  # lazy: only when a reboot breadcrumb is checked
+
+    return reboot_breadcrumb_pending(Path(settings.SUPERVISOR_HOST_ROOT), boot_time=psutil.boot_time())
+
+
+def ask_reboot_for_service(service: ServiceSpec) -> None:
+    """`service` (labelled io.balena.update.requires-reboot) is installed: the device
+    reboots once the apply settles, through the same locked path, and it starts after."""
+    set_reboot_breadcrumb(Path(settings.SUPERVISOR_HOST_ROOT))
+    system_log(f"Service '{service.service_name}' requires a reboot: rebooting once the apps are applied")
+
+
 def reboot_if_requested() -> None:
     """Reboot when a configuration change asked for it during this boot (the reboot
     breadcrumb), with the app locks honoured like POST /v1/reboot; a lock postpones it to
     the next settled apply."""
-    import psutil  # lazy: only when a reboot breadcrumb is checked
-
     host_root = Path(settings.SUPERVISOR_HOST_ROOT)
-    if not reboot_breadcrumb_pending(host_root, boot_time=psutil.boot_time()):
+    if not reboot_pending():
         return
     try:
         run_power_action("reboot", force=False, accepted=lambda: None)

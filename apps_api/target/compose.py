@@ -155,6 +155,10 @@ def _networks(value: object, path: str, app: AppDeclarations) -> dict[str, dict[
             for address in ("ipv4_address", "ipv6_address"):
                 if settings.get(address) is not None:
                     entry[address] = expect_string(settings[address], join_path(at, address))
+            if settings.get("link_local_ips") is not None:
+                entry["link_local_ips"] = string_list(
+                    settings["link_local_ips"], join_path(at, "link_local_ips")
+                )
         result[_check_network(name, at, app)] = entry
     return result
 
@@ -305,9 +309,14 @@ def _ports(value: object, path: str) -> list[dict[str, Any]]:
 
 def _mount(
     kind: str, source: str | None, target: str, read_only: bool, path: str, app: AppDeclarations
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """The mount as `ServiceSpec.composition` holds it; None for a bind mount, which is
+    left out (the host's files are only reachable through feature labels)."""
     if kind == "bind" or (source is not None and source.startswith(("/", ".", "~"))):
-        raise InvalidTargetState(path, "bind mounts are not supported")
+        logger.warning(
+            "Ignoring bind mount '%s:%s' at %s: bind mounts are not supported", source, target, path
+        )
+        return None
     if kind not in {"volume", "tmpfs"}:
         raise InvalidTargetState(path, f"unsupported volume type '{kind}'")
     if not target.startswith("/"):
@@ -319,7 +328,7 @@ def _mount(
     return {"type": kind, "source": source, "target": target, "read_only": read_only}
 
 
-def _short_mount(entry: str, path: str, app: AppDeclarations) -> dict[str, Any]:
+def _short_mount(entry: str, path: str, app: AppDeclarations) -> dict[str, Any] | None:
     """`name:/path[:mode]` or an anonymous `/path[:mode]`."""
     parts = entry.split(":")
     if len(parts) == 1:
@@ -340,16 +349,19 @@ def _mounts(value: object, path: str, app: AppDeclarations) -> list[dict[str, An
     mounts: list[dict[str, Any]] = []
     for index, entry in enumerate(expect_list(value, path)):
         at = join_path(path, index)
+        mount: dict[str, Any] | None
         if isinstance(entry, str):
-            mounts.append(_short_mount(entry, at, app))
-            continue
-        entry = expect_object(entry, at)
-        kind = expect_string(optional(entry, "type", "volume"), join_path(at, "type"))
-        source = entry.get("source")
-        source = None if source is None else expect_text(source, join_path(at, "source"))
-        target = expect_text(entry.get("target"), join_path(at, "target"))
-        read_only = expect_flag(optional(entry, "read_only", False), join_path(at, "read_only"))
-        mounts.append(_mount(kind, source, target, read_only, at, app))
+            mount = _short_mount(entry, at, app)
+        else:
+            entry = expect_object(entry, at)
+            kind = expect_string(optional(entry, "type", "volume"), join_path(at, "type"))
+            source = entry.get("source")
+            source = None if source is None else expect_text(source, join_path(at, "source"))
+            target = expect_text(entry.get("target"), join_path(at, "target"))
+            read_only = expect_flag(optional(entry, "read_only", False), join_path(at, "read_only"))
+            mount = _mount(kind, source, target, read_only, at, app)
+        if mount is not None:
+            mounts.append(mount)
     return mounts
 
 

@@ -122,6 +122,24 @@ def test_environment_change_with_lock_kills_only_the_changed_service() -> None:
     assert steps[0].reason == "configuration changed"
 
 
+REBOOT_FIRST = {"io.balena.update.requires-reboot": "true"}
+
+
+def test_a_service_that_requires_a_reboot_is_installed_like_any_other() -> None:
+    target = app(svc("driver", labels=REBOOT_FIRST))
+    current = CurrentState(networks=(network(target),), images=with_images("img-driver"))
+    step = only(plan(current, [target], locks_held=(), config=CONFIG))
+    assert (step.kind, step.service_name, step.current) == ("start", "driver", None)
+
+
+def test_an_installed_service_that_requires_a_reboot_waits_for_it() -> None:
+    target = app(svc("driver", labels=REBOOT_FIRST))
+    current = settled(target, services=(container(target, target.services[0], status="created"),))
+    waiting = dataclasses.replace(CONFIG, reboot_pending=True)
+    assert plan(current, [target], locks_held=(), config=waiting) == []
+    assert kinds(plan(current, [target], locks_held={1}, config=CONFIG)) == [("start", "driver")]
+
+
 def test_a_rejected_release_leaves_the_running_one_untouched() -> None:
     old = app(svc("a"), svc("b"))
     new = dataclasses.replace(app(svc("a", image="img-new"), svc("c")), rejected="service 'c' requires …")

@@ -651,10 +651,31 @@ def test_service_volumes_normalisation(volumes: list[Any], expected: list[dict[s
             {"backend": {"aliases": ["db"], "ipv4_address": "10.0.0.5"}},
             id="map with aliases and address",
         ),
+        pytest.param(
+            {"backend": {"ipv6_address": "fd00::5", "link_local_ips": ["169.254.8.8"]}},
+            {"backend": {"aliases": [], "ipv6_address": "fd00::5", "link_local_ips": ["169.254.8.8"]}},
+            id="map with an IPv6 and link-local addresses",
+        ),
     ],
 )
 def test_service_networks_normalisation(networks: Any, expected: dict[str, Any]) -> None:
     assert composition_of(networks=networks)["networks"] == expected
+
+
+@pytest.mark.parametrize(
+    "bind",
+    ["/host:/data", "./src:/src", {"type": "bind", "source": "/etc", "target": "/etc"}],
+    ids=["short syntax", "relative path", "long syntax"],
+)
+def test_a_bind_mount_is_left_out_with_a_warning_and_the_rest_kept(
+    bind: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        composition = composition_of(volumes=[bind, "data:/data"])
+
+    assert composition["volumes"] == [mount("/data", source="data")]
+    assert "Ignoring bind mount" in caplog.text
+    assert f"{S}.volumes.0" in caplog.text
 
 
 @pytest.mark.parametrize("mode", ["host", "bridge", "none", "backend", "default"])
@@ -912,24 +933,6 @@ INVALID_DOCUMENTS = [
         id="undeclared volume",
     ),
     pytest.param(
-        local_document(service(volumes=["/host:/data"])),
-        f"{S}.volumes.0",
-        "bind mounts",
-        id="bind mount short syntax",
-    ),
-    pytest.param(
-        local_document(service(volumes=["./src:/src"])),
-        f"{S}.volumes.0",
-        "bind mounts",
-        id="relative bind mount",
-    ),
-    pytest.param(
-        local_document(service(volumes=[{"type": "bind", "source": "/etc", "target": "/etc"}])),
-        f"{S}.volumes.0",
-        "bind mounts",
-        id="bind mount long syntax",
-    ),
-    pytest.param(
         local_document(service(volumes=["data"])), f"{S}.volumes.0", "target", id="volume without target"
     ),
     pytest.param(
@@ -1055,12 +1058,6 @@ INVALID_DOCUMENTS = [
         f"{V3}.services.main.composition.environment.0",
         "invalid variable name",
         id="v3 composition environment in list form",
-    ),
-    pytest.param(
-        cloud_service(composition={"volumes": ["/etc:/etc:ro"]}),
-        f"{V3}.services.main.composition.volumes.0",
-        "bind mounts",
-        id="v3 bind mount",
     ),
     pytest.param(
         cloud_document({"_main": {"id": 1}}),
