@@ -119,3 +119,20 @@ def test_a_release_whose_contract_does_not_fit_is_rejected_and_the_running_one_s
     report = last_report(fake_cloud)
     assert report["apps"]["useruuid"]["releases"]["beef01"]["update_status"] == "rejected"
     assert report["apps"]["otheruuid"]["releases"]["c0ffee"]["update_status"] == "done"
+
+
+def test_a_bind_mount_in_a_cloud_release_is_left_out_and_the_release_runs(
+    fake_cloud: FakeCloud, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud.provision()
+    caplog.set_level(logging.WARNING)
+    binding = service(3, engine, composition={"volumes": ["/etc:/host-etc:ro", "/data"]})
+
+    poll(fake_cloud, {"useruuid": app(3, "userapp", {"main": binding})})
+
+    container = supervised_containers()["main"]
+    assert container.status == "running"
+    assert [
+        m["Destination"] for m in container.attrs["Mounts"] if m["Destination"] in ("/host-etc", "/data")
+    ] == ["/data"]
+    assert any("Ignoring bind mount '/etc:/host-etc'" in r.getMessage() for r in caplog.records)
