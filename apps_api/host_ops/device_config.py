@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 APPLIED_CONFIG_FILE = "applied-device-config.json"
 VPN_UNIT = "openvpn.service"
+# Deltas are made for balenaEngine's delta images and rsync layers; a plain Docker engine
+# cannot apply them, so every image is pulled whole instead.
+DELTAS_UNSUPPORTED = (
+    "Delta updates are not supported on this engine (they need balenaEngine): images are pulled whole"
+)
 
 
 def apply_device_config(target: TargetState) -> bool:
@@ -64,6 +69,8 @@ def apply_device_config(target: TargetState) -> bool:
             reboot_needed = True
     except (BootConfigError, OSError) as exc:
         system_log(f"Could not write the boot configuration due to '{exc}'", is_stderr=True)
+    if config.delta and not before.delta:
+        system_log(DELTAS_UNSUPPORTED)
     if config.vpn_control != before.vpn_control:
         _switch_vpn(on=config.vpn_control)
     # An unmanaged device is always in local mode; a managed one follows its config.

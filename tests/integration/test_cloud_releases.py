@@ -4,6 +4,7 @@ judged against this device. Real engine, real worker, the fake cloud over HTTP."
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -136,3 +137,29 @@ def test_a_bind_mount_in_a_cloud_release_is_left_out_and_the_release_runs(
         m["Destination"] for m in container.attrs["Mounts"] if m["Destination"] in ("/host-etc", "/data")
     ] == ["/data"]
     assert any("Ignoring bind mount '/etc:/host-etc'" in r.getMessage() for r in caplog.records)
+
+
+def test_with_deltas_asked_for_it_is_said_once_and_images_are_pulled_whole(
+    engine: str, registry: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apps_api.host_ops.device_config import DELTAS_UNSUPPORTED, apply_device_config
+    from apps_api.target.documents import parse_local_target
+    from tests.integration.engine_helpers import apply, local_target
+
+    (Path(settings.SUPERVISOR_DATA_DIR) / "applied-device-config.json").unlink(missing_ok=True)
+    image = f"{registry}/delta-test:v1"
+    client = docker.DockerClient(base_url=settings.DOCKER_HOST)
+    client.images.get(engine).tag(image)
+    client.images.push(image)
+    client.images.remove(image)
+    caplog.set_level(logging.INFO)
+    with_deltas = {"RESIN_SUPERVISOR_DELTA": "1", "SUPERVISOR_DELTA_VERSION": "3"}
+
+    for config in (with_deltas, {**with_deltas, "SUPERVISOR_POLL_INTERVAL": "600000"}):
+        document = local_target({"main": {}}, image=image, config=config)
+        apply_device_config(parse_local_target(document))
+        apply(document)
+
+    assert [r.getMessage() for r in caplog.records].count(DELTAS_UNSUPPORTED) == 1
+    assert supervised_containers()["main"].status == "running"
+    assert client.images.get(image).id == client.images.get(engine).id
