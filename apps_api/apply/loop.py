@@ -23,6 +23,7 @@ from apps_api.apply.single_flight import (
 )
 from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
+from apps_api.engine.adoption import adopt_matching
 from apps_api.engine.current import read_current_state
 from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdatesLocked, apps_with_supervisor_lock_files, update_locks
@@ -143,6 +144,7 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         managed_images=Image.objects.values_list("reference", flat=True),
         app_uuids={app.app_id: app.app_uuid for app in target.apps},
     )
+    current = adopt_matching(current, target.apps, device)
     steps = plan(
         current,
         target.apps,

@@ -438,6 +438,16 @@ def image_id(ref: str) -> str | None:
         raise
 
 
+def image_config(ref: str) -> dict[str, Any]:
+    """The image's own `Config` (Env, Cmd, Entrypoint, Labels); {} when it is absent."""
+    try:
+        return dict(docker_client().api.inspect_image(ref).get("Config") or {})
+    except Exception as exc:
+        if _not_found(exc):
+            return {}
+        raise
+
+
 def remove_image(ref: str) -> None:
     with _gone_is_fine():
         docker_client().api.remove_image(ref)

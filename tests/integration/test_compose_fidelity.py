@@ -56,3 +56,39 @@ def test_a_service_that_requires_a_reboot_is_installed_then_the_device_reboots_t
     apply(local_target(services, image=engine))
     assert supervised_containers()["driver"].status == "running"
     assert host_bus.services.members().count("Reboot") == 1
+
+
+def made_by_the_original_supervisor(image: str, name: str, service_id: int, env: dict[str, str]) -> str:
+    """A container as the original supervisor leaves it: balena labels and names, its own
+    variables, but no configuration hash of ours."""
+    client = docker.DockerClient(base_url=settings.DOCKER_HOST)
+    labels = {"io.balena.supervised": "true", "io.balena.app-id": "1", "io.balena.app-uuid": "1",
+              "io.balena.service-id": str(service_id), "io.balena.service-name": name}  # fmt: skip
+    container = client.containers.run(
+        image, ["sleep", "100000"], name=f"{name}_{service_id}_1_c1", labels=labels, detach=True,
+        environment={**env, "BALENA_SUPERVISOR_API_KEY": "theirs", "BALENA_APP_ID": "1", "RESIN": "1"},
+        restart_policy={"Name": "always"}, network="1_default", tty=True,
+    )  # fmt: skip
+    return str(container.id)
+
+
+def test_containers_and_network_taken_over_from_the_original_supervisor_are_kept_when_they_match(
+    engine: str,
+) -> None:
+    client = docker.DockerClient(base_url=settings.DOCKER_HOST)
+    network = client.networks.create(
+        "1_default", labels={"io.balena.supervised": "true", "io.balena.app-id": "1"}
+    )
+    same = made_by_the_original_supervisor(engine, "main", 1, {"MODE": "prod"})
+    changed = made_by_the_original_supervisor(engine, "worker", 2, {"MODE": "dev"})
+    prod = {"environment": {"MODE": "prod"}}
+    target = local_target({"main": prod, "worker": prod}, image=engine)
+
+    apply(target)
+
+    containers = supervised_containers()
+    assert containers["main"].id == same  # adopted: not recreated
+    assert containers["worker"].id != changed  # its environment differs: replaced as any update
+    assert "MODE=prod" in containers["worker"].attrs["Config"]["Env"]
+    assert client.networks.get("1_default").id == network.id
+    assert {c.status for c in containers.values()} == {"running"}
