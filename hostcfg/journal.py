@@ -4,8 +4,11 @@ followed for the host units whose lines are the device's system logs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -108,16 +111,32 @@ def unit_follow_argv(units: Sequence[str], *, after_cursor: str | None) -> list[
     return argv + [f"_SYSTEMD_UNIT={unit}" for unit in units]
 
 
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
+
+
+def _die_with_starting_thread() -> None:
+    # A supervisor killed outright must not leave a journalctl behind for each restart:
+    # the kernel kills it when the thread that started it ends.
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class JournalEntries:
     """The entries journalctl prints as JSON, one per line, until it exits or `close()`
-    (from another thread) ends it. Its other output (warnings, "No journal files were
-    found.") is kept, the last lines of it, in `complaints`."""
+    (from another thread) ends it; it also ends with the thread that made this. Its other
+    output (warnings, "No journal files were found.") is kept, the last lines of it, in
+    `complaints`."""
 
     COMPLAINTS_KEPT = 5
 
     def __init__(self, argv: list[str]) -> None:
         self._process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_starting_thread,  # one C call: takes no Python lock after the fork
         )
         self.complaints: deque[str] = deque(maxlen=self.COMPLAINTS_KEPT)
 
