@@ -1,10 +1,20 @@
-"""The host journal, streamed from journalctl for POST /v2/journal-logs."""
+"""The host journal, read through journalctl: streamed for POST /v2/journal-logs, and
+followed for the host units whose lines are the device's system logs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import json
 import shutil
-from collections.abc import AsyncIterator
+import signal
+import subprocess
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from django.conf import settings
 
 
 class JournalRequestInvalid(ValueError):
@@ -21,15 +31,21 @@ OUTPUT_FORMATS = frozenset(
 )  # fmt: skip
 
 
+def journalctl_path() -> str:
+    """The journalctl to run (SUPERVISOR_JOURNALCTL: a name looked up on PATH, or a path).
+    Raises JournalUnavailable when there is none."""
+    journalctl = shutil.which(settings.SUPERVISOR_JOURNALCTL)
+    if journalctl is None:
+        raise JournalUnavailable(f"{settings.SUPERVISOR_JOURNALCTL} is not available on this host")
+    return journalctl
+
+
 def journalctl_argv(options: object) -> list[str]:
     """journalctl's arguments for the request body; values go in `--opt=value` form so that
     none can be read as another option."""
     if not isinstance(options, dict):
         raise JournalRequestInvalid("Invalid journal options: expected an object")
-    journalctl = shutil.which("journalctl")
-    if journalctl is None:
-        raise JournalUnavailable("journalctl is not available on this host")
-    argv = [journalctl, "--no-pager"]
+    argv = [journalctl_path(), "--no-pager"]
     for flag, option in (("all", "--all"), ("follow", "--follow")):
         value = options.get(flag, False)
         if not isinstance(value, bool):
@@ -72,3 +88,77 @@ async def stream_journal(argv: list[str]) -> AsyncIterator[bytes]:
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+# The host units whose lines a balena user sees among the device's logs: power mode and
+# fan profile (applied from config.json), Jetson's power daemon and QSPI check, host OS
+# updates.
+HOST_UNITS = (
+    "os-power-mode.service",
+    "os-fan-profile.service",
+    "nvpmodel.service",
+    "jetson-qspi-manager.service",
+    "os-update.service",
+)
+
+
+def unit_follow_argv(units: Sequence[str], *, after_cursor: str | None) -> list[str]:
+    """journalctl following what `units` themselves print (their `_SYSTEMD_UNIT`, not
+    systemd's lines about them) as JSON: after `after_cursor`, or from this boot's start.
+    Raises JournalUnavailable."""
+    argv = [journalctl_path(), "--no-pager", "--all", "--follow", "--output=json"]
+    argv.append(f"--after-cursor={after_cursor}" if after_cursor else "--boot")
+    return argv + [f"_SYSTEMD_UNIT={unit}" for unit in units]
+
+
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
+
+
+def _die_with_starting_thread() -> None:
+    # A supervisor killed outright must not leave a journalctl behind for each restart:
+    # the kernel kills it when the thread that started it ends.
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class JournalEntries:
+    """The entries journalctl prints as JSON, one per line, until it exits or `close()`
+    (from another thread) ends it; it also ends with the thread that made this. Its other
+    output (warnings, "No journal files were found.") is kept, the last lines of it, in
+    `complaints`."""
+
+    COMPLAINTS_KEPT = 5
+
+    def __init__(self, argv: list[str]) -> None:
+        self._process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_starting_thread,  # one C call: takes no Python lock after the fork
+        )
+        self.complaints: deque[str] = deque(maxlen=self.COMPLAINTS_KEPT)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict):
+                yield entry
+            elif text := line.decode("utf-8", errors="replace").strip():
+                self.complaints.append(text)
+
+    def wait(self) -> int:
+        """journalctl's exit status, once it has exited."""
+        code = self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        return code
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()

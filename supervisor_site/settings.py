@@ -30,6 +30,8 @@ SUPERVISOR_DATABASE = _path(
     env.str("SUPERVISOR_DATABASE", default=str(SUPERVISOR_DATA_DIR / "supervisor.sqlite3"))
 )
 SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=/run/dbus/system_bus_socket")
+# journalctl, for /v2/journal-logs and the host units' logs.
+SUPERVISOR_JOURNALCTL = env.str("SUPERVISOR_JOURNALCTL", default="journalctl")
 SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)

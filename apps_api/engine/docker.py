@@ -68,20 +68,24 @@ def inspect_container(container_id: str) -> dict[str, Any] | None:
         raise
 
 
-class ContainerStartEvents:
-    """`(container id, labels)` of every container as it starts, from now on (supervised or
-    not: the engine's label filter cannot match the legacy label as an alternative);
-    `close()` ends the iteration from another thread."""
+class ContainerEvents:
+    """`(action, container id, attributes)` of every container as it starts, is sent a
+    signal (`kill`, which `docker stop` and a forced removal also send), dies or is
+    removed (`destroy`), from now on. Supervised or not: the engine's label filter cannot
+    match the legacy label as an alternative; the attributes hold the labels. `close()`
+    ends the iteration from another thread."""
+
+    ACTIONS = ("start", "kill", "die", "destroy")
 
     def __init__(self) -> None:
         self._stream = docker_client().api.events(
-            decode=True, filters={"type": "container", "event": "start"}
+            decode=True, filters={"type": "container", "event": list(self.ACTIONS)}
         )
 
-    def __iter__(self) -> Iterator[tuple[str, dict[str, str]]]:
+    def __iter__(self) -> Iterator[tuple[str, str, dict[str, str]]]:
         for event in self._stream:
             actor = event.get("Actor") or {}
-            yield actor.get("ID", ""), actor.get("Attributes") or {}
+            yield str(event.get("Action") or ""), actor.get("ID", ""), actor.get("Attributes") or {}
 
     def close(self) -> None:
         self._stream.close()

@@ -15,14 +15,14 @@ from typing import Any
 from apps_api.engine.current import balena_labels
 from apps_api.engine.docker import (
     SUPERVISED_LABEL,
+    ContainerEvents,
     ContainerOutput,
-    ContainerStartEvents,
     EngineUnavailable,
     inspect_container,
     list_supervised_containers,
     ping_engine,
 )
-from apps_api.logs.publisher import LogPublisher
+from apps_api.logs.publisher import LogPublisher, system_log
 from apps_api.logs.records import (
     LOGS_GROUP,
     ContainerLineEncoder,
@@ -31,6 +31,7 @@ from apps_api.logs.records import (
     parse_docker_time,
     parse_timestamped_line,
 )
+from apps_api.logs.service_exits import ServiceExits
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,19 @@ def _run_began_ns(state: dict[str, Any]) -> int:
     # Stopped already: FinishedAt is this run's end.
     started = parse_docker_time(state.get("StartedAt") or "") or 0
     return max(0, started - STARTED_AT_MARGIN_NS)
+
+
+def _describe_service(container_id: str, attributes: dict[str, str]) -> str:
+    """`<service name> <image id>`, as the supervisor's own lines name a service."""
+    image = attributes.get("image", "")
+    try:
+        details = inspect_container(container_id)
+    except Exception as exc:
+        logger.warning("log collector: could not inspect container %s (%s)", container_id[:12], exc)
+        details = None
+    if details is not None:
+        image = str(details.get("Image") or image)
+    return f"{balena_labels(attributes).get('io.balena.service-name', '')} {image}"
 
 
 class CollectorPositions:
@@ -176,7 +190,8 @@ class LogCollector:
     attached when the container starts and resumed after the last line read when it
     starts again. Docker stamps the first lines of a run before the start event, so "from
     the event" would lose them; a container first seen is followed from the end of its
-    previous run.
+    previous run. The same events tell the user when a service exits or is restarted
+    without the supervisor asking (service_exits.py).
 
     Records are published with `wait`: when Redis is slow the followers stop reading, and
     Docker keeps the lines, rather than the collector dropping them.
@@ -188,10 +203,11 @@ class LogCollector:
         positions_path: Path | None = None,
         group: str = LOGS_GROUP,
         publish: Callable[[EncodedRecord], None] | None = None,
+        announce: Callable[[str], None] = system_log,
     ) -> None:
         """`positions_path`: where positions survive the process (none: they do not);
         `group`: the channel layer group to publish to; `publish`: a stand-in for the
-        publisher, for tests."""
+        publisher, for tests; `announce`: where system lines (`Service exited …`) go."""
         self.positions = CollectorPositions(positions_path)
         self._publisher = LogPublisher(on_sent=self.positions.published, group=group)
         self._publish = publish or (lambda record: self._publisher.publish_encoded(record, wait=True))
@@ -200,7 +216,8 @@ class LogCollector:
         self._outputs: dict[str, ContainerOutput] = {}
         self._again: set[str] = set()
         self._stopping = threading.Event()
-        self._events: ContainerStartEvents | None = None
+        self._events: ContainerEvents | None = None
+        self._exits = ServiceExits(announce=announce, describe=_describe_service)
         self.ready = threading.Event()
         """Set once the collector follows the existing containers and listens for new ones."""
 
@@ -210,11 +227,14 @@ class LogCollector:
         while not self._stopping.is_set():
             try:
                 ping_engine()
-                self._events = ContainerStartEvents()
+                self._events = ContainerEvents()
                 self._follow_existing()
                 self.ready.set()
-                for container_id, labels in self._events:
-                    if is_supervised(labels):
+                for action, container_id, attributes in self._events:
+                    if not is_supervised(attributes):
+                        continue
+                    self._exits.observe(action, container_id, attributes)
+                    if action == "start":
                         self.follow(container_id)
             except EngineUnavailable as exc:
                 logger.warning("log collector: engine unavailable (%s); retrying", exc)

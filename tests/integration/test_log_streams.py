@@ -20,6 +20,7 @@ import docker
 import pytest
 import requests
 
+from apps_api.engine import docker as engine
 from tests.integration.conftest import PROJECT_DIR, StartWeb, WebProcess, manage
 from tests.integration.log_stream_clients import NdjsonClient, WebSocketClient
 
@@ -40,8 +41,8 @@ def service_labels(name: str, service_id: int) -> dict[str, str]:
 class CollectorProcess:
     """`manage.py collect_logs`, as the log collection the agent's worker runs."""
 
-    def __init__(self, web: WebProcess, log_dir: Path) -> None:
-        self._env = web.env
+    def __init__(self, web: WebProcess, log_dir: Path, **overrides: str) -> None:
+        self._env = {**web.env, **overrides}
         self._log_path = log_dir / "collector.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +94,8 @@ def containers(docker_engine: None) -> Iterator[Callable[..., Any]]:
 
     yield run
     for container in started:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):  # a test may remove it itself
+            container.remove(force=True)
 
 
 @pytest.fixture
@@ -219,6 +221,106 @@ def test_a_counting_container_is_streamed_exactly_once_across_a_collector_crash(
     client.wait_for(lambda records: "5999" in [r["message"] for r in records[-50:]], 60)
 
     assert client.messages("counter") == [str(n) for n in range(6000)]
+
+
+def system_messages(records: list[dict[str, Any]], prefix: str | tuple[str, ...]) -> list[str]:
+    return [r["message"] for r in records if r.get("isSystem") and r["message"].startswith(prefix)]
+
+
+def test_a_service_that_exits_on_its_own_is_announced_and_so_is_its_restart(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    client = open_ndjson(web, streams)
+    wait_until_followed(collector, client, containers)
+    crasher = containers(
+        "exit 3",
+        service="crasher",
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 1},
+    )
+    about_crasher = "Service exited 'crasher", "Restarting service 'crasher"
+    records = client.wait_for(lambda rs: len(system_messages(rs, about_crasher)) >= 3, 60)
+
+    image = docker.from_env().containers.get(crasher.id).image.id
+    assert system_messages(records, about_crasher) == [
+        f"Service exited 'crasher {image}'",
+        f"Restarting service 'crasher {image}'",
+        f"Service exited 'crasher {image}'",
+    ]
+    assert image.startswith("sha256:")
+
+
+def test_a_service_the_supervisor_stops_or_kills_is_not_announced_as_exited(
+    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+) -> None:
+    client = open_ndjson(web, streams)
+    wait_until_followed(collector, client, containers)
+    stopped = containers("echo up; sleep 600", service="stopped", restart_policy={"Name": "always"})
+    killed = containers("echo up; sleep 600", service="killed", restart_policy={"Name": "always"})
+    client.wait_for(lambda rs: len([r for r in rs if r.get("serviceName") in ("stopped", "killed")]) >= 2)
+
+    # The gateway calls behind the kill and stop steps, stop-service and reboot.
+    engine.stop_container(stopped.id)
+    engine.kill_container(killed.id)
+    # The engine's events come in order: once a later exit is announced, any for these was.
+    containers("exit 0", service="marker")
+    records = client.wait_for(lambda rs: bool(system_messages(rs, "Service exited 'marker")), 60)
+
+    assert system_messages(records, "Service exited") == system_messages(records, "Service exited 'marker")
+    assert system_messages(records, "Restarting service") == []
+
+
+def test_host_unit_journal_lines_reach_the_streams_and_journalctl_exiting_is_survived(
+    web: WebProcess, containers: Callable[..., Any], streams: list[Any], tmp_path: Path
+) -> None:
+    # journalctl is tests/fake_journalctl.py: no systemd-journald runs in CI. Its first run
+    # prints two entries and exits as journalctl does when it loses the journal; the second
+    # prints one more and follows.
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    now_us = int(time.time() * 1_000_000)
+
+    def entry(message: str, priority: int, cursor: str) -> dict[str, str]:
+        return {"MESSAGE": message, "PRIORITY": str(priority), "__REALTIME_TIMESTAMP": str(now_us),
+                "__CURSOR": cursor, "_SYSTEMD_UNIT": "os-power-mode.service"}  # fmt: skip
+
+    runs = [
+        {
+            "entries": [entry("power mode set to high", 6, "s=1"), entry("fan profile failed", 3, "s=2")],
+            "exit": 1,
+        },
+        {"entries": [entry("update applied", 5, "s=3")], "exit": None},
+    ]
+    (journal / "plan.json").write_text(json.dumps(runs))
+    collector = CollectorProcess(
+        web, tmp_path, SUPERVISOR_JOURNALCTL=str(PROJECT_DIR / "tests" / "fake_journalctl.py"),
+        FAKE_JOURNAL_DIR=str(journal),
+    )  # fmt: skip
+    collector.start()
+    try:
+        client = open_ndjson(web, streams)
+        records = client.wait_for(lambda rs: any(r["message"] == "update applied" for r in rs), 60)
+        wait_until_followed(collector, client, containers)
+    finally:
+        collector.stop()
+
+    host = [
+        r
+        for r in records
+        if r["message"] in ("power mode set to high", "fan profile failed", "update applied")
+    ]
+    assert host == [
+        {
+            "message": "power mode set to high",
+            "timestamp": now_us // 1000,
+            "isSystem": True,
+            "isStdErr": False,
+        },
+        {"message": "fan profile failed", "timestamp": now_us // 1000, "isSystem": True, "isStdErr": True},
+        {"message": "update applied", "timestamp": now_us // 1000, "isSystem": True, "isStdErr": False},
+    ]
+    calls = [json.loads(line) for line in (journal / "argv").read_text().splitlines()]
+    assert len(calls) == 2
+    assert "--after-cursor=s=2" in calls[1]
 
 
 def store_target_config(web: WebProcess, config: dict[str, str]) -> None:
