@@ -61,7 +61,10 @@ def read_snapshot() -> DeviceSnapshot:
 
 
 def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
-    """Release update status, by precedence (engine.md "Status/report derivation")."""
+    """Release update status, by precedence (engine.md "Status/report derivation"):
+    aborted > downloading > downloaded > applying changes > done. The API's updateStatus
+    and the state report's update_status both come from here; a release rejected for its
+    contract is to answer "rejected" here, first (the report then lists no services)."""
     statuses = [snapshot.status_of(app.app_id, s.service_name) for s in app.services]
     words = {s.status for s in statuses if s is not None}
     if snapshot.flags.get("update_failed") and snapshot.applying:
