@@ -74,7 +74,7 @@ def _snapshot(
         "handing-over",
         "failed-while-applying",
         "failed-earlier",
-    ],  # fmt: skip
+    ],
 )
 def test_each_release_reports_its_update_status(snapshot: DeviceSnapshot, expected: str) -> None:
     release = apps_report(snapshot)["appuuid"]["releases"]["c2"]
