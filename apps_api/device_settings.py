@@ -67,3 +67,19 @@ def persistent_logging_enabled() -> bool:
     except Exception as exc:
         logger.info("persistent logging off: could not read the target (%s)", exc)
         return False
+
+
+def hardware_metrics_enabled() -> bool:
+    """SUPERVISOR_HARDWARE_METRICS of the stored target (on by default)."""
+    return stored_device_config().hardware_metrics
+
+
+DEFAULT_API_REQUEST_TIMEOUT_SECONDS = 59.0
+
+
+def api_request_timeout_seconds() -> float:
+    """SUPERVISOR_API_REQUEST_TIMEOUT of the stored target, in seconds (the variable is in
+    milliseconds, 59000 by default). 0 cannot bound a request (the HTTP client refuses it):
+    it counts as the default."""
+    milliseconds = stored_device_config().api_request_timeout_ms
+    return milliseconds / 1000 if milliseconds > 0 else DEFAULT_API_REQUEST_TIMEOUT_SECONDS

@@ -61,7 +61,10 @@ def read_snapshot() -> DeviceSnapshot:
 
 
 def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
-    """Release update status, by precedence (engine.md "Status/report derivation")."""
+    """Release update status, by precedence (engine.md "Status/report derivation"):
+    rejected > aborted > downloading > downloaded > applying changes > done. The API's
+    updateStatus and the state report's update_status both come from here (a rejected
+    release is reported without services)."""
     if app.rejected:
         return "rejected"
     statuses = [snapshot.status_of(app.app_id, s.service_name) for s in app.services]

@@ -33,12 +33,14 @@ class Received:
 
 @dataclass
 class Scripted:
-    """One canned answer: status, headers, raw body, and a delay before it."""
+    """One canned answer: status, headers, raw body, and a delay before it (or, with
+    `stall`, no answer until the test sets that event)."""
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    stall: threading.Event | None = None
 
 
 @dataclass
@@ -163,6 +165,8 @@ class FakeCloud:
             scripted = self._take_script(method, path)
         if scripted is not None:
             time.sleep(scripted.delay)
+            if scripted.stall is not None:
+                scripted.stall.wait()
             self._answer(handler, scripted.status, scripted.body, scripted.headers)
             return
         status, payload, headers = self._route(method, path, dict(handler.headers.items()), body)

@@ -2,7 +2,8 @@
 (spec/cloud.md): provisioning, the target-state poll, the state and tag reports, and the
 log stream.
 
-Every call is synchronous and bounded by the API request timeout; the worker runs them
+Every call is synchronous and bounded by the API request timeout (SUPERVISOR_API_REQUEST_TIMEOUT
+of the stored target, read at each request); the worker runs them
 from the cloud tick (apps_api/tasks.py), so the device API never waits on the cloud.
 """
 
@@ -25,13 +26,13 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 from apps_api.backoff import backoff_delay
+from apps_api.device_settings import api_request_timeout_seconds
 from hostcfg.host_info import os_version
 from hostcfg.identity import load_device_identity, new_device_secret, read_config_json, update_config_json
 
 logger = logging.getLogger(__name__)
 
 MAX_TARGET_BYTES = 10 * 1024 * 1024
-REQUEST_TIMEOUT_SECONDS = 59.0
 
 
 class CloudError(Exception):
@@ -113,10 +114,9 @@ def _request(
     all_headers = {"User-Agent": user_agent(), **(headers or {})}
     if key:
         all_headers["Authorization"] = f"Bearer {key}"
+    timeout = api_request_timeout_seconds()
     try:
-        return requests.request(
-            method, url, json=body, headers=all_headers, timeout=REQUEST_TIMEOUT_SECONDS, stream=stream
-        )
+        return requests.request(method, url, json=body, headers=all_headers, timeout=timeout, stream=stream)
     except requests.RequestException as exc:
         raise CloudError(f"{method} {url}: {exc}") from exc
 
@@ -374,10 +374,11 @@ class LogStream:
     body when the stream has been idle. Raises CloudError on any failure."""
 
     def __init__(self, device: CloudDevice) -> None:
+        self._timeout = api_request_timeout_seconds()
         url = urlsplit(f"{device.logs_endpoint or device.api_endpoint}/device/v2/{device.uuid}/log-stream")
         secure = url.scheme == "https"
         connection_class = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-        self._connection = connection_class(url.netloc, timeout=REQUEST_TIMEOUT_SECONDS)
+        self._connection = connection_class(url.netloc, timeout=self._timeout)
         self._gzip = zlib.compressobj(wbits=31)  # 31: a gzip header and trailer
         self._sync_flush = zlib.Z_SYNC_FLUSH
         try:
@@ -418,7 +419,7 @@ class LogStream:
         except OSError:
             return True
         finally:
-            sock.settimeout(REQUEST_TIMEOUT_SECONDS)
+            sock.settimeout(self._timeout)
 
     def finish(self) -> None:
         """End the body (the stream was idle) and read the cloud's answer."""

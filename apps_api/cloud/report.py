@@ -4,6 +4,11 @@ Only what changed since the last report the cloud accepted is sent (a two-level 
 at most once per 10 s, with metric-only changes at most every 5 minutes; a refused report
 is retried with backoff, honouring `Retry-After`. The update_* flags are never sent, and
 in local mode neither are `apps` and `logs_channel`.
+
+The last accepted report is kept in Redis with the pacing, and on the host
+(hostcfg/report_cache.py), from where it is taken when Redis has none (a flushed Redis):
+a restart then sends only the differences. SUPERVISOR_HARDWARE_METRICS=false sends the
+metrics as null; `is_undervolted` is a health check, sent whatever that setting.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ from apps_api.cloud.client import (
     send_device_tags,
     send_state_report,
 )
-from apps_api.device_settings import local_mode_active, poll_interval_seconds
+from apps_api.device_settings import hardware_metrics_enabled, local_mode_active, poll_interval_seconds
 from apps_api.host_ops.device_config import applied_device_config
 from apps_api.redis_store import CLOUD_REPORT_KEY, CLOUD_TAGS_REPORT_KEY, get_json, set_json
-from apps_api.snapshot import current_commit, read_snapshot, update_status
+from apps_api.snapshot import DeviceSnapshot, current_commit, read_snapshot, update_status
 from hostcfg.atomic_file import write_file_atomically
 from hostcfg.device_config import initial_config_variables
+from hostcfg.hardware import read_hardware_metrics, undervoltage_detected
 from hostcfg.host_info import host_addresses, os_version
+from hostcfg.report_cache import load_report_cache, save_report_cache
 from hostcfg.tags import mark_reported, unreported_tags
 
 if TYPE_CHECKING:
@@ -43,8 +50,10 @@ logger = logging.getLogger(__name__)
 
 MIN_REPORT_SECONDS = 10.0
 METRICS_EVERY_SECONDS = 300.0
-METRIC_FIELDS = frozenset({"cpu_usage", "cpu_temp", "memory_usage", "memory_total", "storage_usage",
-                           "storage_total"})  # fmt: skip
+METRIC_FIELDS = frozenset({"cpu_usage", "cpu_temp", "cpu_id", "memory_usage", "memory_total",
+                           "storage_usage", "storage_total", "storage_block_device"})  # fmt: skip
+"""The fields held back for 5 minutes when nothing else changed, and sent as null when
+SUPERVISOR_HARDWARE_METRICS is off."""
 
 
 @dataclass
@@ -64,6 +73,14 @@ def read_report_state(key: str = CLOUD_REPORT_KEY) -> ReportState:
         return ReportState(**stored) if isinstance(stored, dict) else ReportState()
     except TypeError:
         return ReportState()
+
+
+def _state_report_pacing(device: CloudDevice) -> ReportState:
+    """The state report's pacing from Redis; without any there (a first start, or Redis
+    lost its data), the last accepted report is the one cached on the host."""
+    if get_json(CLOUD_REPORT_KEY) is None:
+        return ReportState(last_reported=load_report_cache(Path(settings.SUPERVISOR_HOST_ROOT), device.uuid))
+    return read_report_state()
 
 
 def _write_report_state(state: ReportState, key: str = CLOUD_REPORT_KEY) -> None:
@@ -103,14 +120,17 @@ def current_report(*, local_mode: bool) -> dict[str, Any]:
         "provisioning_state": "",
         "status": "Updating" if snapshot.applying else "Idle",
         **_metrics(),
+        "is_undervolted": undervoltage_detected(Path(settings.SUPERVISOR_HOST_ROOT)),
     }
     if not local_mode:
         report["logs_channel"] = None
-        report["apps"] = _apps(snapshot)
+        report["apps"] = apps_report(snapshot)
     return report
 
 
-def _apps(snapshot: Any) -> dict[str, Any]:
+def apps_report(snapshot: DeviceSnapshot) -> dict[str, Any]:
+    """The report's `apps`: each app of the target by uuid, its target release's update_status
+    and services, and `release_uuid` when its containers agree on the commit they run."""
     apps: dict[str, Any] = {}
     for app in snapshot.target_apps():
         services = {}
@@ -123,30 +143,28 @@ def _apps(snapshot: Any) -> dict[str, Any]:
             if status is not None and status.download_progress is not None:
                 entry["download_progress"] = status.download_progress
             services[service.service_name] = entry
-        release = {"update_status": update_status(snapshot, app), "services": services}
+        release = release_report(update_status(snapshot, app), services)
         apps[app.app_uuid] = {"releases": {app.commit: release} if app.commit else {}}
         if commit := current_commit(snapshot, app.app_id):
             apps[app.app_uuid]["release_uuid"] = commit
     return apps
 
 
-def _metrics() -> dict[str, Any]:
-    import psutil  # lazy: only the metrics of a managed device
+def release_report(status: str, services: dict[str, Any]) -> dict[str, Any]:
+    """One release of the report's `apps`: its update_status (snapshot.update_status, the
+    one place that names it) and its services; a rejected release reports none."""
+    return {"update_status": status, "services": {} if status == "rejected" else services}
 
-    memory = psutil.virtual_memory()
-    disk = psutil.disk_usage("/")
-    metrics: dict[str, Any] = {
-        "cpu_usage": round(psutil.cpu_percent(interval=None)),
-        "memory_usage": (memory.total - memory.available) // (1024 * 1024),
-        "memory_total": memory.total // (1024 * 1024),
-        "storage_usage": disk.used // (1024 * 1024),
-        "storage_total": disk.total // (1024 * 1024),
-    }
-    temperatures: dict[str, list[Any]] = getattr(psutil, "sensors_temperatures", dict)()
-    readings = [t.current for sensors in temperatures.values() for t in sensors if t.current]
-    if readings:
-        metrics["cpu_temp"] = round(max(readings))
-    return metrics
+
+def _metrics() -> dict[str, Any]:
+    """The metric fields now; all null when SUPERVISOR_HARDWARE_METRICS is off. cpu_temp
+    and cpu_id are left out when the board does not give them."""
+    if not hardware_metrics_enabled():
+        return dict.fromkeys(METRIC_FIELDS)
+    metrics = asdict(
+        read_hardware_metrics(Path(settings.SUPERVISOR_HOST_ROOT), Path(settings.SUPERVISOR_DATA_DIR))
+    )
+    return {name: value for name, value in metrics.items() if value is not None}
 
 
 def report_diff(current: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +189,7 @@ def report_state_if_due(*, now: float | None = None) -> bool:
     if device is None or not device.provisioned:
         return False
     now = time.time() if now is None else now
-    state = read_report_state()
+    state = _state_report_pacing(device)
     if not _due(state, now):
         return False
     current = current_report(local_mode=local_mode_active())
@@ -189,6 +207,7 @@ def report_state_if_due(*, now: float | None = None) -> bool:
     if set(diff) & METRIC_FIELDS:
         state.last_metrics_at = now
     _accepted(state, now, CLOUD_REPORT_KEY)
+    save_report_cache(Path(settings.SUPERVISOR_HOST_ROOT), device.uuid, current)
     return True
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +16,18 @@ from django.conf import settings
 from django.test import Client
 
 from apps_api import redis_store
-from apps_api.apikeys import get_or_create_global_key
+from apps_api.apikeys import get_or_create_global_key, regenerate_api_key
 from apps_api.cloud import client as cloud
 from apps_api.cloud import poll as cloud_poll
 from apps_api.cloud import report as cloud_report
+from apps_api.device_settings import api_request_timeout_seconds
+from apps_api.engine.state import TargetState
 from apps_api.models import TargetRecord
 from apps_api.redis_store import redis_client
+from apps_api.target.store import store_target
 from hostcfg.blink import no_connectivity_shown
 from hostcfg.identity import load_device_identity, read_config_json
+from hostcfg.report_cache import report_cache_path
 from supervisor_site.system_services import wait_until
 from tests.conftest import WorkerProcess
 from tests.fake_cloud import FakeCloud, Scripted
@@ -29,6 +36,8 @@ from tests.integration.engine_helpers import supervised_containers, wait_applied
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIG_JSON = Path(settings.SUPERVISOR_CONFIG_JSON)
+HOST_ROOT = Path(settings.SUPERVISOR_HOST_ROOT)
+REPORT_CACHE = report_cache_path(HOST_ROOT)
 
 
 def fleet_document(uuid: str, image: str, *, commit: str = "c0ffee", release: int = 5) -> dict[str, Any]:
@@ -258,11 +267,14 @@ def reports(fake_cloud: FakeCloud) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def reporting(fake_cloud: FakeCloud) -> Iterator[FakeCloud]:
+def reporting(fake_cloud: FakeCloud, docker_engine: None) -> Iterator[FakeCloud]:
+    """A provisioned device that reported nothing yet (the report reads the engine's state)."""
     cloud.provision()
     redis_client().delete(redis_store.CLOUD_REPORT_KEY)
+    REPORT_CACHE.unlink(missing_ok=True)
     yield fake_cloud
     redis_client().delete(redis_store.CLOUD_REPORT_KEY)
+    REPORT_CACHE.unlink(missing_ok=True)
 
 
 def test_the_first_report_says_everything_and_never_the_update_flags(reporting: FakeCloud) -> None:
@@ -283,8 +295,6 @@ def test_then_only_what_changed_at_most_every_10_s(reporting: FakeCloud) -> None
     assert not cloud_report.report_state_if_due(now=now + 1)  # throttled
     assert not cloud_report.report_state_if_due(now=now + 20)  # at most the metrics changed: not yet
     old_key = get_or_create_global_key().key
-    from apps_api.apikeys import regenerate_api_key
-
     new_key = regenerate_api_key(old_key)
     assert cloud_report.report_state_if_due(now=now + 40)
     second = reports(reporting)[-1]
@@ -316,6 +326,128 @@ def test_a_refused_report_waits_for_retry_after(reporting: FakeCloud) -> None:
     assert not cloud_report.report_state_if_due(now=now + 60)
     assert cloud_report.report_state_if_due(now=now + 121)
     assert set(reports(reporting)[-1]) >= FIRST_REPORT_FIELDS  # nothing was accepted before
+
+
+METRICS_NULLED_BY_OPT_OUT = {"cpu_usage", "cpu_temp", "cpu_id", "memory_usage", "memory_total",
+                             "storage_usage", "storage_total", "storage_block_device"}  # fmt: skip
+
+
+def store_device_config(**config: str) -> None:
+    """A stored target of no apps with these device configuration variables."""
+    store_target(TargetState(name="fleet-device", config=config, apps=()))
+
+
+@pytest.fixture
+def board() -> Iterator[Path]:
+    """Kernel and sysfs files under the host root, as a Raspberry Pi exposes them, the
+    data dir on its SD card's data partition."""
+    files = {
+        HOST_ROOT / "proc/device-tree/serial-number": b"10000000e3c2d5f1\0",
+        HOST_ROOT
+        / "dev/kmsg": b"6,1,1,-;Booting Linux\n4,2,58611126,-;Under-voltage detected! (0x00050005)\n",
+    }
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    data_device = os.stat(settings.SUPERVISOR_DATA_DIR).st_dev
+    block = HOST_ROOT / "sys/dev/block" / f"{os.major(data_device)}:{os.minor(data_device)}"
+    block.parent.mkdir(parents=True, exist_ok=True)
+    block.symlink_to("../../devices/platform/emmc2bus/mmc_host/mmc0/mmc0:0001/block/mmcblk0/mmcblk0p6")
+    yield HOST_ROOT
+    for path in (*files, block):
+        path.unlink()
+
+
+def test_the_report_names_the_cpu_the_data_partition_and_an_undervoltage(
+    reporting: FakeCloud, board: Path
+) -> None:
+    assert cloud_report.report_state_if_due()
+    (first,) = reports(reporting)
+    assert first["cpu_id"] == "10000000e3c2d5f1"
+    assert first["is_undervolted"] is True
+    assert first["storage_block_device"] == "/dev/mmcblk0p6"  # where the data dir is
+    assert {"cpu_usage", "memory_usage", "memory_total", "storage_usage", "storage_total"} <= set(first)
+
+
+def test_without_undervoltage_in_the_kernel_log_none_is_reported(reporting: FakeCloud) -> None:
+    assert cloud_report.report_state_if_due()
+    assert reports(reporting)[0]["is_undervolted"] is False
+
+
+def test_opting_out_of_hardware_metrics_sends_them_as_null(reporting: FakeCloud, board: Path) -> None:
+    now = cloud_poll.time.time()
+    assert cloud_report.report_state_if_due(now=now)
+    store_device_config(SUPERVISOR_HARDWARE_METRICS="false")
+    assert not cloud_report.report_state_if_due(now=now + 20)  # metrics only: they wait their turn
+    assert cloud_report.report_state_if_due(now=now + 301)
+    assert reports(reporting)[-1] == dict.fromkeys(METRICS_NULLED_BY_OPT_OUT)  # is_undervolted unchanged
+    assert not cloud_report.report_state_if_due(now=now + 602)  # null stays null
+
+
+def test_a_device_that_opted_out_reports_null_metrics_but_its_undervoltage(
+    reporting: FakeCloud, board: Path
+) -> None:
+    store_device_config(RESIN_SUPERVISOR_HARDWARE_METRICS="0")
+    assert cloud_report.report_state_if_due()
+    (first,) = reports(reporting)
+    assert {key: first[key] for key in METRICS_NULLED_BY_OPT_OUT} == dict.fromkeys(METRICS_NULLED_BY_OPT_OUT)
+    assert first["is_undervolted"] is True
+
+
+def test_a_restart_with_redis_flushed_sends_only_what_changed_since_the_cached_report(
+    reporting: FakeCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cloud_report, "_metrics", lambda: {"cpu_usage": 10, "memory_usage": 100})
+    assert cloud_report.report_state_if_due()
+    assert set(reports(reporting)[0]) >= FIRST_REPORT_FIELDS
+    assert stat.S_IMODE(REPORT_CACHE.stat().st_mode) == 0o600  # it holds the API secret
+    new_key = regenerate_api_key(get_or_create_global_key().key)
+    redis_client().flushdb()  # the agent restarts, and Redis lost its data
+    assert cloud_report.report_state_if_due()
+    assert reports(reporting)[-1] == {"api_secret": new_key}
+
+
+ROTTEN_CACHES = [b'{"truncated', b"\xff\xfe", b'{"another-device-uuid": {"status": "Idle"}}']
+
+
+@pytest.mark.parametrize("cache", ROTTEN_CACHES, ids=["truncated", "not-utf8", "another-device"])
+def test_a_rotten_report_cache_is_ignored_and_everything_is_sent(reporting: FakeCloud, cache: bytes) -> None:
+    REPORT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    REPORT_CACHE.write_bytes(cache)
+    assert cloud_report.report_state_if_due()
+    assert set(reports(reporting)[0]) >= FIRST_REPORT_FIELDS
+    assert json.loads(REPORT_CACHE.read_text())[load_device_identity().uuid]["api_secret"]
+
+
+def test_the_api_request_timeout_setting_bounds_cloud_requests(reporting: FakeCloud) -> None:
+    store_device_config(SUPERVISOR_API_REQUEST_TIMEOUT="300")  # milliseconds
+    stall = threading.Event()
+    reporting.script("PATCH /device/v3/state", Scripted(200, b"OK", stall=stall))
+    outcome: list[BaseException | None] = []
+
+    def report() -> None:
+        try:
+            cloud_report.report_state_if_due()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=report, daemon=True)
+    try:
+        thread.start()
+        # Well before the default 59 s would give up: the setting is what bounds the wait.
+        assert wait_until(lambda: bool(outcome), 30), "the report waited for the stalled cloud"
+    finally:
+        stall.set()
+    assert isinstance(outcome[0], cloud.CloudError)
+    assert "timed out" in str(outcome[0])
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("300", 0.3), ("120000", 120.0), ("0", 59.0), ("soon", 59.0)])
+def test_the_api_request_timeout_is_in_milliseconds_with_59_s_by_default(value: str, seconds: float) -> None:
+    assert api_request_timeout_seconds() == 59.0  # no target yet
+    store_device_config(SUPERVISOR_API_REQUEST_TIMEOUT=value)
+    assert api_request_timeout_seconds() == seconds
 
 
 def test_health_fails_when_no_target_was_fetched_for_two_intervals(fake_cloud: FakeCloud) -> None:
