@@ -1,9 +1,9 @@
 """Device configuration variables (`SUPERVISOR_*`, `HOST_*`) and the boot config.txt.
 
-Pure functions over the target's `config` mapping plus two file writers that take their
-paths as parameters; no Django. Canonical names are the unprefixed ones of
-target-state.md ("Device configuration variables"): `BALENA_`/`RESIN_` are stripped on
-the way in and never reported back.
+Pure functions over the target's `config` mapping (what is applied where, what is
+refused and why) plus two file writers that take their paths as parameters; no Django.
+Canonical names are the unprefixed ones of target-state.md ("Device configuration
+variables"): `BALENA_`/`RESIN_` are stripped on the way in and never reported back.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ WARNING_TEMPLATE = "Warning: Ignoring invalid device configuration value for {ke
 BOOT_WARNING_TEMPLATE = "Warning: Ignoring invalid device configuration value for {key}, not applied"
 
 BOOT_CONFIG_PREFIX = "HOST_CONFIG_"
-_BOOT_KEY_PREFIXES = ("HOST_CONFIG_", "HOST_EXTLINUX_", "HOST_CONFIGFS_", "HOST_ODMDATA_")
+# The boot keys besides HOST_CONFIG_ (extlinux.conf, extra_uEnv.txt, ACPI tables, Jetson
+# ODMDATA, the boot splash) are kept so they are never dropped silently, but this
+# supervisor has no writer for them: they are refused with a log line.
+_BOOT_KEY_PREFIXES = (BOOT_CONFIG_PREFIX, "HOST_EXTLINUX_", "HOST_CONFIGFS_", "HOST_ODMDATA_")
 _BOOT_KEY_NAMES = frozenset({"HOST_SPLASH_IMAGE"})
 # Stripped in this order of precedence: BALENA_ beats RESIN_ beats the bare name, so the
 # cloud's current spelling wins over both the legacy one and a hand-written one.
@@ -49,6 +52,34 @@ _CONFIG_TXT_KEY = re.compile(r"[A-Za-z0-9_.\-]+", re.ASCII)
 _QUOTED_LIST = re.compile(r'\s*"[^"]*"(?:\s*,\s*"[^"]*")*\s*')
 
 REBOOT_BREADCRUMB = Path("tmp/balena-supervisor/reboot-after-apply")
+
+OS_SETTINGS = {"power_mode": ("power", "mode"), "fan_profile": ("fan", "profile")}
+"""`HOST_CONFIG_<name>` entries that are not config.txt lines: the OS reads them from
+config.json (`os.power.mode`, `os.fan.profile`; Jetson power and fan profiles)."""
+
+RASPBERRY_PI_PREFIXES = ("raspberry", "rpi", "revpi-")
+RASPBERRY_PI_DEVICE_TYPES = frozenset({"fincm3", "npe-x500-m3", "rt-rpi-300", "243390-rpi3", "nebra-hnt"})
+"""Device type slugs that boot from a Raspberry Pi config.txt: every `raspberry*`/`rpi*`
+slug, the Revolution Pi boards (`revpi-*`), and these Pi-based boards (balena's list)."""
+
+FORBIDDEN_CONFIG_TXT_KEYS = frozenset(
+    {
+        "disable_commandline_tags",
+        "cmdline",
+        "kernel",
+        "kernel_address",
+        "kernel_old",
+        "ramfsfile",
+        "ramfsaddr",
+        "initramfs",
+        "device_tree_address",
+        "init_emmc_clock",
+        "avoid_safe_mode",
+    }
+)
+"""config.txt keys that choose what boots (kernel, initramfs, command line, load
+addresses): balenaOS sets them itself and a wrong value leaves the device unbootable, so
+they are never written (balena's forbidden list)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +105,12 @@ class DeviceConfig:
     firewall_mode: FirewallMode
     discoverability: bool
     boot_config: dict[str, str] = field(default_factory=dict)
-    """The `HOST_CONFIG_*` entries for config.txt, keyed without the prefix ({"gpu_mem": "16"})."""
+    """The `HOST_CONFIG_*` entries meant for config.txt, keyed without the prefix
+    ({"gpu_mem": "16"}); whether they are written depends on the device (`plan_boot_config`)."""
+    os_settings: dict[str, str] = field(default_factory=dict)
+    """`HOST_CONFIG_power_mode`/`fan_profile`, keyed without the prefix: config.json `os` values."""
+    unsupported_boot_keys: tuple[str, ...] = ()
+    """`HOST_EXTLINUX_*`, `HOST_CONFIGFS_*`, `HOST_ODMDATA_*`, `HOST_SPLASH_IMAGE` given (sorted)."""
 
 
 # --- values ----------------------------------------------------------------------------
@@ -201,15 +237,110 @@ def device_config_from(raw: Mapping[str, str], *, managed: bool) -> tuple[Device
             parsed = setting.parse(default)
         values[setting.attribute] = parsed
     boot_config: dict[str, str] = {}
+    os_settings: dict[str, str] = {}
     for key, value in config.items():
         if not key.startswith(BOOT_CONFIG_PREFIX):
             continue
         name = key[len(BOOT_CONFIG_PREFIX) :]
-        if _fits_config_txt(name, value):
+        if name in OS_SETTINGS:
+            os_settings[name] = value
+        elif _fits_config_txt(name, value):
             boot_config[name] = value
         else:
             warnings.append(BOOT_WARNING_TEMPLATE.format(key=key))
-    return DeviceConfig(**values, boot_config=boot_config), warnings
+    unsupported = tuple(
+        sorted(key for key in config if is_boot_config_key(key) and not key.startswith(BOOT_CONFIG_PREFIX))
+    )
+    return (
+        DeviceConfig(
+            **values, boot_config=boot_config, os_settings=os_settings, unsupported_boot_keys=unsupported
+        ),
+        warnings,
+    )
+
+
+# --- what is applied where ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Configuration variables this device does not apply, and why (one system log line)."""
+
+    keys: tuple[str, ...]
+    reason: str
+
+    def message(self, keys: Iterable[str] | None = None) -> str:
+        """`Not applying <keys>: <reason>`, naming `keys` (default: all of them)."""
+        return f"Not applying {', '.join(self.keys if keys is None else keys)}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class BootConfigPlan:
+    config_txt: dict[str, str]
+    """The entries to write into config.txt (keys without `HOST_CONFIG_`)."""
+    refusals: tuple[Refusal, ...]
+
+
+def is_raspberry_pi(device_type: str) -> bool:
+    """Whether the device type boots from a Raspberry Pi config.txt (see RASPBERRY_PI_DEVICE_TYPES)."""
+    return device_type.startswith(RASPBERRY_PI_PREFIXES) or device_type in RASPBERRY_PI_DEVICE_TYPES
+
+
+def plan_boot_config(config: DeviceConfig, *, device_type: str) -> BootConfigPlan:
+    """Which boot entries this device writes, and the ones it refuses.
+
+    config.txt is written only on Raspberry Pi device types, and never with a key of
+    FORBIDDEN_CONFIG_TXT_KEYS; the boot keys of other device families are not supported.
+    (`os_settings` go to config.json on any device type and are not part of this plan.)
+    """
+    refusals: list[Refusal] = []
+    entries = dict(config.boot_config)
+    if entries and not is_raspberry_pi(device_type):
+        keys = tuple(BOOT_CONFIG_PREFIX + name for name in sorted(entries))
+        reason = f"config.txt is only written on Raspberry Pi device types, and this device is {device_type}"
+        refusals.append(Refusal(keys, reason))
+        entries = {}
+    forbidden = sorted(set(entries) & FORBIDDEN_CONFIG_TXT_KEYS)
+    if forbidden:
+        keys = tuple(BOOT_CONFIG_PREFIX + name for name in forbidden)
+        refusals.append(
+            Refusal(keys, "these config.txt keys choose what boots and could make the device unbootable")
+        )
+        entries = {name: value for name, value in entries.items() if name not in FORBIDDEN_CONFIG_TXT_KEYS}
+    if config.unsupported_boot_keys:
+        refusals.append(Refusal(config.unsupported_boot_keys, "not supported on this device"))
+    return BootConfigPlan(config_txt=entries, refusals=tuple(refusals))
+
+
+def merge_os_settings(
+    config_json: dict[str, Any], settings: Mapping[str, str], *, previous: Iterable[str] = ()
+) -> None:
+    """Put `settings` (OS_SETTINGS names: {"power_mode": "low"}) into a config.json object
+    as `os.power.mode`/`os.fan.profile`, in place, keeping every other key of `os`; the
+    names of `previous` (applied last time) that `settings` no longer has are removed,
+    with the objects they leave empty. Values the supervisor never set are not touched.
+    """
+    names = sorted((set(settings) | set(previous)) & set(OS_SETTINGS))
+    if not names:
+        return
+    os_object = config_json.get("os")
+    os_object = dict(os_object) if isinstance(os_object, dict) else {}
+    for name in names:
+        section, field_name = OS_SETTINGS[name]
+        part = os_object.get(section)
+        part = dict(part) if isinstance(part, dict) else {}
+        if name in settings:
+            part[field_name] = settings[name]
+        else:
+            part.pop(field_name, None)
+        if part:
+            os_object[section] = part
+        else:
+            os_object.pop(section, None)
+    if os_object:
+        config_json["os"] = os_object
+    else:
+        config_json.pop("os", None)
 
 
 def filled_target_config(raw: Mapping[str, str], *, managed: bool) -> dict[str, str]:

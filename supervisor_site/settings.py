@@ -31,6 +31,9 @@ SUPERVISOR_DATABASE = _path(
 )
 SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=/run/dbus/system_bus_socket")
 SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
+# The network namespace (`ip netns` name) whose iptables HOST_FIREWALL_MODE drives; empty: the
+# supervisor's own, i.e. the host's. The tests point it at a namespace of their own.
+SUPERVISOR_FIREWALL_NETNS = env.str("SUPERVISOR_FIREWALL_NETNS", default="")
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
