@@ -60,11 +60,12 @@ def apply_device_config(target: TargetState) -> bool:
 
     wanted = normalise_config(target.config)
     applied = _read_applied()
-    config, warnings = device_config_from(wanted, managed=current_device_identity().managed)
+    managed = current_device_identity().managed
+    config, warnings = device_config_from(wanted, managed=managed)
     record = dict(applied)
     if wanted != applied.get("config", {}):
         record.update(_apply_config_change(wanted, config, warnings, applied=applied))
-    record["firewall"] = follow_firewall_mode(target, config, applied.get("firewall"))
+    record["firewall"] = follow_firewall_mode(target, config, applied.get("firewall"), managed=managed)
     if record == applied:
         return False
     _write_applied(record)

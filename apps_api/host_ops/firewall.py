@@ -34,14 +34,16 @@ def uses_host_networking(target: TargetState) -> bool:
     )
 
 
-def follow_firewall_mode(target: TargetState, config: DeviceConfig, applied: Any) -> dict[str, str]:
+def follow_firewall_mode(
+    target: TargetState, config: DeviceConfig, applied: Any, *, managed: bool
+) -> dict[str, str]:
     """Rebuild the firewall if `applied` (what this returned last time) is out of date;
     returns what to keep for next time. A failure is logged and not retried until
-    something changes or the device reboots."""
+    something changes or the device reboots. An unmanaged device is always in local mode."""
     host_networking = uses_host_networking(target)
     policy = FirewallPolicy(
         enforcing=is_enforcing(config.firewall_mode, host_networking=host_networking),
-        local_mode=config.local_mode,
+        local_mode=config.local_mode or not managed,
         discoverable=config.discoverability,
         api_port=int(settings.SUPERVISOR_PORT),
     )
