@@ -12,9 +12,8 @@ from django.test import Client
 
 from hostcfg.identity import read_config_json, write_config_json
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
 from tests.host_bus import HostBus
-from tests.integration.conftest import lock_dir
+from tests.integration.conftest import WorkerLog, lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,25 +35,6 @@ def device(engine: str, host_bus: HostBus) -> Iterator[str]:
     DEVICE_TYPE_JSON.write_text(json.dumps({"slug": "raspberrypi4-64", "arch": "aarch64"}))
     yield engine
     DEVICE_TYPE_JSON.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def worker_log(celery_worker: WorkerProcess) -> WorkerLog:
-    return WorkerLog(celery_worker)
-
-
-class WorkerLog:
-    """The worker's own log from now on, where its system messages are written too."""
-
-    def __init__(self, worker: WorkerProcess) -> None:
-        self.path = worker.log_path
-        self.start = self.path.stat().st_size
-
-    def lines(self) -> list[str]:
-        return self.path.read_bytes()[self.start :].decode(errors="replace").splitlines()
-
-    def lines_with(self, text: str) -> list[str]:
-        return [line for line in self.lines() if text in line]
 
 
 def test_host_config_variable_lands_in_config_txt_and_the_device_reboots(
