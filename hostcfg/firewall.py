@@ -4,7 +4,8 @@ The rules live in a chain of our own, BALENA-FIREWALL in the `filter` table (IPv
 IPv6), jumped to once from the top of INPUT; nothing else of the host's firewall is
 changed. `firewall_rules` is the rule table as plain data; `apply_firewall` replaces the
 chain with it in one `iptables-restore --noflush` per family, so re-applying is
-idempotent and the chain is never seen half-built.
+idempotent and the chain is never seen half-built. When the firewall is off the chain
+and its jump are removed, and a host that never had them is only read, never written.
 """
 
 from __future__ import annotations
@@ -61,13 +62,15 @@ def is_enforcing(mode: str, *, host_networking: bool) -> bool:
 
 
 def firewall_rules(policy: FirewallPolicy) -> list[Rule]:
-    """The BALENA-FIREWALL chain, first match wins.
+    """The BALENA-FIREWALL chain, first match wins; empty (no chain) when not enforcing.
 
-    Always: replies and loopback, the trusted interfaces, and the supervisor API port only
-    from those (from anywhere in local mode). Then balena's own services: SSH, the engine,
-    ICMP, the DHCP client, DNS for containers on balena0, mDNS while discoverable. Then
-    everything else is rejected when enforcing, or handed back to INPUT (RETURN) when not.
+    Replies and the device's own traffic, the trusted interfaces, and the supervisor API
+    port only from those (from anywhere in local mode); then balena's own services: SSH,
+    the engine, ICMP, the DHCP client, DNS for containers on balena0, mDNS while
+    discoverable; everything else is rejected.
     """
+    if not policy.enforcing:
+        return []
     port = str(policy.api_port)
     rules = [
         Rule(("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"), "replies"),
@@ -90,10 +93,7 @@ def firewall_rules(policy: FirewallPolicy) -> list[Rule]:
     if policy.discoverable:
         mdns = ("-p", "udp", "--dport", str(MDNS_PORT), "-m", "addrtype", "--dst-type", "MULTICAST")
         rules.append(Rule((*mdns, "-j", "ACCEPT"), "mDNS"))
-    if policy.enforcing:
-        rules.append(Rule(("-j", "REJECT"), "everything else"))
-    else:
-        rules.append(Rule(("-j", "RETURN"), "firewall off: the rest of INPUT decides"))
+    rules.append(Rule(("-j", "REJECT"), "everything else"))
     return rules
 
 
@@ -105,19 +105,42 @@ def restore_input(rules: Sequence[Rule], family: Family) -> str:
     return "\n".join([*lines, "COMMIT", ""])
 
 
-def apply_firewall(rules: Sequence[Rule], *, netns: str = "") -> None:
+def apply_firewall(rules: Sequence[Rule], *, netns: str = "") -> bool:
     """Replace BALENA-FIREWALL with `rules`, for IPv4 and IPv6, and make INPUT jump to it
-    exactly once, first. `netns` names a network namespace to do it in (`ip netns exec`;
-    the tests' own), "" the supervisor's. Raises FirewallError."""
+    exactly once, first; with no rules, remove the chain and its jumps where they exist.
+    Returns whether iptables was changed. `netns` names a network namespace to do it in
+    (`ip netns exec`; the tests' own), "" the supervisor's. Raises FirewallError."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
+    changed = False
     for family, tool in _TOOLS:
+        iptables = [*prefix, tool, "-w"]
+        if not rules:
+            changed |= _remove_chain(iptables, family)
+            continue
         _run([*prefix, f"{tool}-restore", "-w", "--noflush"], family, stdin=restore_input(rules, family))
-        listing = _run([*prefix, tool, "-w", "-S", "INPUT"], family)
-        jumps = listing.splitlines().count(f"-A INPUT -j {CHAIN}")
+        jumps = _run([*iptables, "-S", "INPUT"], family).splitlines().count(f"-A INPUT -j {CHAIN}")
         for _ in range(jumps - 1):
-            _run([*prefix, tool, "-w", "-D", "INPUT", "-j", CHAIN], family)
+            _run([*iptables, "-D", "INPUT", "-j", CHAIN], family)
         if jumps == 0:
-            _run([*prefix, tool, "-w", "-I", "INPUT", "1", "-j", CHAIN], family)
+            _run([*iptables, "-I", "INPUT", "1", "-j", CHAIN], family)
+        changed = True
+    return changed
+
+
+def _remove_chain(iptables: list[str], family: Family) -> bool:
+    try:
+        listing = _run([*iptables, "-S"], family).splitlines()
+    except FirewallError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return False  # no iptables: no chain of ours either
+        raise
+    for _ in range(listing.count(f"-A INPUT -j {CHAIN}")):
+        _run([*iptables, "-D", "INPUT", "-j", CHAIN], family)
+    if f"-N {CHAIN}" not in listing:
+        return False
+    _run([*iptables, "-F", CHAIN], family)
+    _run([*iptables, "-X", CHAIN], family)
+    return True
 
 
 def _run(argv: list[str], family: Family, *, stdin: str = "") -> str:

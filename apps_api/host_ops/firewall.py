@@ -3,7 +3,8 @@ and the target's services (spec: target-state.md; balena's docs/firewall.md).
 
 The chain is rebuilt when what it should hold changes (mode, local mode, discoverability,
 in `auto` whether a service uses host networking) and once per boot, since iptables rules
-do not survive a reboot. Each rebuild is announced in one system log line, applied or not.
+do not survive a reboot; with the firewall off it is removed. Each change of the host's
+firewall is announced in one system log line, and so is a failure.
 """
 
 from __future__ import annotations
@@ -48,27 +49,26 @@ def follow_firewall_mode(
         api_port=int(settings.SUPERVISOR_PORT),
     )
     rules = firewall_rules(policy)
-    wanted = {"boot_id": boot_id(), "rules": restore_input(rules, 4) + restore_input(rules, 6)}
+    text = restore_input(rules, 4) + restore_input(rules, 6) if rules else ""
+    wanted = {"boot_id": boot_id(), "rules": text}
     if applied == wanted:
         return wanted
     mode = config.firewall_mode
     try:
-        apply_firewall(rules, netns=settings.SUPERVISOR_FIREWALL_NETNS)
+        changed = apply_firewall(rules, netns=settings.SUPERVISOR_FIREWALL_NETNS)
     except FirewallError as exc:
         system_log(f"Firewall mode {mode} not applied due to '{exc}'", is_stderr=True)
         return wanted
-    system_log(f"Firewall mode {mode} applied: {_effect(policy, mode)}")
+    if changed:
+        system_log(f"Firewall mode {mode} applied: {_effect(policy, mode)}")
     return wanted
 
 
 def _effect(policy: FirewallPolicy, mode: str) -> str:
-    trusted = ", ".join(TRUSTED_INTERFACES)
-    if policy.enforcing:
-        reason = "a service uses host networking: " if mode == "auto" else ""
-        effect = f"{reason}only balena's host services and traffic from {trusted} are let in"
-    else:
+    if not policy.enforcing:
         reason = "no service uses host networking: " if mode == "auto" else ""
-        effect = f"{reason}all traffic is let in"
-    if policy.local_mode:
-        return effect
-    return f"{effect}, but the supervisor API only from {trusted}"
+        return f"{reason}the balena firewall is removed, all traffic is let in"
+    reason = "a service uses host networking: " if mode == "auto" else ""
+    api = " and the supervisor API from anywhere (local mode)" if policy.local_mode else ""
+    trusted = ", ".join(TRUSTED_INTERFACES)
+    return f"{reason}only balena's host services{api} and traffic from {trusted} are let in"
