@@ -29,16 +29,14 @@ from apps_api.host_ops.power import run_power_action
 from apps_api.logs.publisher import system_log
 from hostcfg import dbus
 from hostcfg.atomic_file import write_file_atomically
+from hostcfg.boot_config import BootConfigPlan, merge_os_settings, plan_boot_config
 from hostcfg.device_config import (
     BOOT_CONFIG_PREFIX,
     REBOOT_BREADCRUMB,
     BootConfigError,
-    BootConfigPlan,
     DeviceConfig,
     device_config_from,
-    merge_os_settings,
     normalise_config,
-    plan_boot_config,
     reboot_breadcrumb_pending,
     set_reboot_breadcrumb,
     write_boot_config,

@@ -6,14 +6,8 @@ from typing import Any
 
 import pytest
 
-from hostcfg.device_config import (
-    BootConfigPlan,
-    Refusal,
-    device_config_from,
-    is_raspberry_pi,
-    merge_os_settings,
-    plan_boot_config,
-)
+from hostcfg.boot_config import BootConfigPlan, Refusal, is_raspberry_pi, merge_os_settings, plan_boot_config
+from hostcfg.device_config import device_config_from
 
 
 def plan(config: dict[str, str], device_type: str) -> BootConfigPlan:
