@@ -62,7 +62,7 @@ def apply_device_config(target: TargetState) -> bool:
     config, warnings = device_config_from(wanted, managed=managed)
     record = dict(applied)
     if wanted != applied.get("config", {}):
-        record.update(_apply_config_change(wanted, config, warnings, applied=applied))
+        record.update(_apply_config_change(wanted, config, warnings, applied=applied, managed=managed))
     record["firewall"] = follow_firewall_mode(target, config, applied.get("firewall"), managed=managed)
     if record == applied:
         return False
@@ -71,12 +71,16 @@ def apply_device_config(target: TargetState) -> bool:
 
 
 def _apply_config_change(
-    wanted: dict[str, str], config: DeviceConfig, warnings: list[str], *, applied: dict[str, Any]
+    wanted: dict[str, str],
+    config: DeviceConfig,
+    warnings: list[str],
+    *,
+    applied: dict[str, Any],
+    managed: bool,
 ) -> dict[str, Any]:
     """Apply what changed since `applied` (the record of last time); returns the new
     record's config part."""
     previous = applied.get("config", {})
-    managed = current_device_identity().managed
     before, _ = device_config_from(previous, managed=managed)
     device_type, _arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
     plan = plan_boot_config(config, device_type=device_type)
