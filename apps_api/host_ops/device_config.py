@@ -5,10 +5,11 @@ partition's config.txt on Raspberry Pi device types (effective after a reboot, a
 with the reboot breadcrumb), `HOST_CONFIG_power_mode`/`fan_profile` in config.json's
 `os` object, openvpn.service started or stopped with SUPERVISOR_VPN_CONTROL, avahi
 stopped and masked (or unmasked and started) with HOST_DISCOVERABILITY, the firewall of
-HOST_FIREWALL_MODE (`host_ops.firewall`), and the reboot that a persistent-logging change
-needs. Boot keys this device cannot apply are refused with a system log line naming
-them. The rest of the settings are read where they are used (`device_config`). What was
-applied last is kept in the data dir, so each change is made and announced once.
+HOST_FIREWALL_MODE (`host_ops.firewall`), and config.json `persistentLogging` (the host
+journal kept across boots) with the reboot that a persistent-logging change needs. Boot
+keys this device cannot apply are refused with a system log line naming them. The rest
+of the settings are read where they are used (`device_config`). What was applied last is
+kept in the data dir, so each change is made and announced once.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def _apply_config_change(
     except (BootConfigError, OSError) as exc:
         system_log(f"Could not write the boot configuration due to '{exc}'", is_stderr=True)
     _write_os_settings(config.os_settings, previous=applied.get("os_keys", []))
+    if config.persistent_logging != before.persistent_logging:
+        _write_persistent_logging(config.persistent_logging)
     if config.vpn_control != before.vpn_control:
         _switch_vpn(on=config.vpn_control)
     if config.discoverability != before.discoverability:
@@ -162,6 +165,18 @@ def reboot_if_requested() -> None:
     # On a real device the reboot has begun (and /tmp goes with it); where logind only
     # records the call, this keeps the device from asking again after every apply.
     (host_root / REBOOT_BREADCRUMB).unlink(missing_ok=True)
+
+
+def _write_persistent_logging(on: bool) -> None:
+    """config.json `persistentLogging`: balenaOS keeps the host journal on disk from the next boot."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["persistentLogging"] = on
+
+    try:
+        update_config_json(Path(settings.SUPERVISOR_CONFIG_JSON), change)
+    except (DeviceConfigError, OSError) as exc:
+        system_log(f"Could not write persistentLogging to config.json due to '{exc}'", is_stderr=True)
 
 
 def _switch_vpn(*, on: bool) -> None:

@@ -197,3 +197,11 @@ def test_discoverability_off_stops_and_masks_avahi_and_on_brings_it_back(
     ]
     assert host_bus.services.masked_units == set()
     assert [host_bus.services.unit_states[unit] for unit in AVAHI] == ["active", "active"]
+
+
+def test_persistent_logging_is_written_to_config_json_for_the_host_journal(
+    device: str, config_json_kept: dict[str, object]
+) -> None:
+    apply(local_target({"main": {}}, image=device, config={"SUPERVISOR_PERSISTENT_LOGGING": "true"}))
+    assert read_config_json(CONFIG_JSON)["persistentLogging"] is True
+    assert read_config_json(CONFIG_JSON)["os"] == {"sshKeys": ["ssh-ed25519 AAAA user"]}
