@@ -32,6 +32,7 @@ system-packages:
 	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	command -v iptables-restore >/dev/null 2>&1 || missing="$$missing iptables"; \
 	case "$$SUPERVISOR_EXPOSE_DOCKER_TCP" in 1|true|TRUE|True) \
 		command -v socat >/dev/null 2>&1 || missing="$$missing socat";; esac; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
@@ -43,9 +44,10 @@ system-packages:
 # What only the tests use: a registry for real pulls, a private D-Bus for logind/systemd stand-ins,
 # socat to expose the engine on 127.0.0.1:2375 to the balena CLI (which the tests get from npm),
 # openssl to make the certificate of the fake cloud served over TLS, systemd-analyze to check
-# the unit in supervisor_site/deploy.
+# the unit in supervisor_site/deploy, ip (iproute2) for the firewall tests' network namespaces.
 test-packages:
 	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \

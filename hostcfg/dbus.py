@@ -72,6 +72,23 @@ def stop_unit(name: str, *, bus_address: str | None = None) -> None:
     _call(new_method_call(SYSTEMD, "StopUnit", "ss", (name, "fail")), bus_address)
 
 
+def mask_unit_files(names: list[str], *, bus_address: str | None = None) -> None:
+    """Mask units persistently (`MaskUnitFiles(names, runtime=false, force=true)`): they
+    cannot be started, by hand or by socket activation, until unmasked; call
+    `reload_systemd` after."""
+    _call(new_method_call(SYSTEMD, "MaskUnitFiles", "asbb", (names, False, True)), bus_address)
+
+
+def unmask_unit_files(names: list[str], *, bus_address: str | None = None) -> None:
+    """Undo `mask_unit_files` (`UnmaskUnitFiles(names, runtime=false)`); call `reload_systemd` after."""
+    _call(new_method_call(SYSTEMD, "UnmaskUnitFiles", "asb", (names, False)), bus_address)
+
+
+def reload_systemd(*, bus_address: str | None = None) -> None:
+    """`systemctl daemon-reload`: systemd reads the unit files again (after a mask or unmask)."""
+    _call(new_method_call(SYSTEMD, "Reload"), bus_address)
+
+
 def unit_active_state(name: str, *, bus_address: str | None = None) -> str | None:
     """The unit's ActiveState (`active`, `inactive`, `failed`, …); None when it is not loaded."""
     try:

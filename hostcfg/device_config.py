@@ -1,9 +1,9 @@
 """Device configuration variables (`SUPERVISOR_*`, `HOST_*`) and the boot config.txt.
 
 Pure functions over the target's `config` mapping plus two file writers that take their
-paths as parameters; no Django. Canonical names are the unprefixed ones of
-target-state.md ("Device configuration variables"): `BALENA_`/`RESIN_` are stripped on
-the way in and never reported back.
+paths as parameters; no Django. Which boot keys a device applies is `hostcfg.boot_config`.
+Canonical names are the unprefixed ones of target-state.md ("Device configuration
+variables"): `BALENA_`/`RESIN_` are stripped on the way in and never reported back.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ WARNING_TEMPLATE = "Warning: Ignoring invalid device configuration value for {ke
 BOOT_WARNING_TEMPLATE = "Warning: Ignoring invalid device configuration value for {key}, not applied"
 
 BOOT_CONFIG_PREFIX = "HOST_CONFIG_"
-_BOOT_KEY_PREFIXES = ("HOST_CONFIG_", "HOST_EXTLINUX_", "HOST_CONFIGFS_", "HOST_ODMDATA_")
+# The boot keys besides HOST_CONFIG_ (extlinux.conf, extra_uEnv.txt, ACPI tables, Jetson
+# ODMDATA, the boot splash) are kept so they are never dropped silently, but this
+# supervisor has no writer for them: they are refused with a log line.
+_BOOT_KEY_PREFIXES = (BOOT_CONFIG_PREFIX, "HOST_EXTLINUX_", "HOST_CONFIGFS_", "HOST_ODMDATA_")
 _BOOT_KEY_NAMES = frozenset({"HOST_SPLASH_IMAGE"})
 # Stripped in this order of precedence: BALENA_ beats RESIN_ beats the bare name, so the
 # cloud's current spelling wins over both the legacy one and a hand-written one.
@@ -49,6 +52,10 @@ _CONFIG_TXT_KEY = re.compile(r"[A-Za-z0-9_.\-]+", re.ASCII)
 _QUOTED_LIST = re.compile(r'\s*"[^"]*"(?:\s*,\s*"[^"]*")*\s*')
 
 REBOOT_BREADCRUMB = Path("tmp/balena-supervisor/reboot-after-apply")
+
+OS_SETTINGS = {"power_mode": ("power", "mode"), "fan_profile": ("fan", "profile")}
+"""`HOST_CONFIG_<name>` entries that are not config.txt lines: the OS reads them from
+config.json (`os.power.mode`, `os.fan.profile`; Jetson power and fan profiles)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,12 @@ class DeviceConfig:
     firewall_mode: FirewallMode
     discoverability: bool
     boot_config: dict[str, str] = field(default_factory=dict)
-    """The `HOST_CONFIG_*` entries for config.txt, keyed without the prefix ({"gpu_mem": "16"})."""
+    """The `HOST_CONFIG_*` entries meant for config.txt, keyed without the prefix
+    ({"gpu_mem": "16"}); whether they are written depends on the device (`boot_config`)."""
+    os_settings: dict[str, str] = field(default_factory=dict)
+    """`HOST_CONFIG_power_mode`/`fan_profile`, keyed without the prefix: config.json `os` values."""
+    unsupported_boot_keys: tuple[str, ...] = ()
+    """`HOST_EXTLINUX_*`, `HOST_CONFIGFS_*`, `HOST_ODMDATA_*`, `HOST_SPLASH_IMAGE` given (sorted)."""
 
 
 # --- values ----------------------------------------------------------------------------
@@ -201,15 +213,26 @@ def device_config_from(raw: Mapping[str, str], *, managed: bool) -> tuple[Device
             parsed = setting.parse(default)
         values[setting.attribute] = parsed
     boot_config: dict[str, str] = {}
+    os_settings: dict[str, str] = {}
     for key, value in config.items():
         if not key.startswith(BOOT_CONFIG_PREFIX):
             continue
         name = key[len(BOOT_CONFIG_PREFIX) :]
-        if _fits_config_txt(name, value):
+        if name in OS_SETTINGS:
+            os_settings[name] = value
+        elif _fits_config_txt(name, value):
             boot_config[name] = value
         else:
             warnings.append(BOOT_WARNING_TEMPLATE.format(key=key))
-    return DeviceConfig(**values, boot_config=boot_config), warnings
+    unsupported = tuple(
+        sorted(key for key in config if is_boot_config_key(key) and not key.startswith(BOOT_CONFIG_PREFIX))
+    )
+    return (
+        DeviceConfig(
+            **values, boot_config=boot_config, os_settings=os_settings, unsupported_boot_keys=unsupported
+        ),
+        warnings,
+    )
 
 
 def filled_target_config(raw: Mapping[str, str], *, managed: bool) -> dict[str, str]:

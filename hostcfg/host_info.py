@@ -54,3 +54,14 @@ VPN_CONNECTED_FLAG = Path("run/openvpn/vpn_status/active")
 def vpn_connected() -> bool:
     """Whether the VPN tunnel is up: the flag file openvpn writes on the host."""
     return (Path(settings.SUPERVISOR_HOST_ROOT) / VPN_CONNECTED_FLAG).exists()
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    """The kernel's id of this boot (a new one at every boot); "" where it cannot be read."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""

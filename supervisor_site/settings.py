@@ -33,6 +33,9 @@ SUPERVISOR_DBUS_ADDRESS = env.str("SUPERVISOR_DBUS_ADDRESS", default="unix:path=
 # journalctl, for /v2/journal-logs and the host units' logs.
 SUPERVISOR_JOURNALCTL = env.str("SUPERVISOR_JOURNALCTL", default="journalctl")
 SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/leds/led0/brightness"))
+# The network namespace (`ip netns` name) whose iptables HOST_FIREWALL_MODE drives; empty: the
+# supervisor's own, i.e. the host's. The tests point it at a namespace of their own.
+SUPERVISOR_FIREWALL_NETNS = env.str("SUPERVISOR_FIREWALL_NETNS", default="")
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 

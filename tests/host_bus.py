@@ -3,7 +3,8 @@
 A real `dbus-daemon` listens on a socket in the test data dir; one thread owns
 `org.freedesktop.login1` and `org.freedesktop.systemd1` on it and answers the methods the
 supervisor uses (Reboot, PowerOff, RestartUnit, StartUnit, StopUnit, GetUnit, LoadUnit,
-Properties.Get of ActiveState and PartOf). Nothing here reboots anything.
+MaskUnitFiles, UnmaskUnitFiles, Reload, Properties.Get of ActiveState and PartOf).
+Nothing here reboots anything.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BUS_CONFIG = """<busconfig>
 """
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+UNIT_MASKED = "org.freedesktop.systemd1.UnitMasked"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class HostServices:
     unit_part_of: dict[str, list[str]] = field(default_factory=dict)
     missing_units: set[str] = field(default_factory=set)
     """Units this host does not have: systemd answers NoSuchUnit to a job on them."""
+    masked_units: set[str] = field(default_factory=set)
+    """Masked unit files: systemd refuses to start them (UnitMasked)."""
     calls: list[BusCall] = field(default_factory=list)
 
     def members(self) -> list[str]:
@@ -61,8 +65,21 @@ class HostServices:
             unit = str(args[0])
             if unit in self.missing_units:
                 return new_error(message, NO_SUCH_UNIT, "s", (f"Unit {unit} not found.",))
+            if unit in self.masked_units and member != "StopUnit":
+                return new_error(message, UNIT_MASKED, "s", (f"Unit {unit} is masked.",))
             self.unit_states[unit] = "inactive" if member == "StopUnit" else "active"
             return new_method_return(message, "o", (f"/org/freedesktop/systemd1/job/{len(self.calls)}",))
+        if member in ("MaskUnitFiles", "UnmaskUnitFiles"):
+            units = [str(unit) for unit in args[0]]
+            if member == "MaskUnitFiles":
+                self.masked_units.update(units)
+                changes = [("symlink", f"/etc/systemd/system/{unit}", "/dev/null") for unit in units]
+                return new_method_return(message, "a(sss)", (changes,))
+            self.masked_units.difference_update(units)
+            changes = [("unlink", f"/etc/systemd/system/{unit}", "") for unit in units]
+            return new_method_return(message, "a(sss)", (changes,))
+        if member == "Reload":
+            return new_method_return(message)
         if member in ("GetUnit", "LoadUnit"):
             unit = str(args[0])
             if member == "GetUnit" and unit not in self.unit_states:
@@ -117,6 +134,7 @@ class HostBus:
         self.services.unit_states.clear()
         self.services.unit_part_of.clear()
         self.services.missing_units.clear()
+        self.services.masked_units.clear()
 
     def _serve(self) -> None:
         with open_dbus_connection(bus=self.address) as connection:

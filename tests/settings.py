@@ -16,6 +16,9 @@ os.environ["SUPERVISOR_HOST_ROOT"] = str(_data_dir / "host")
 os.environ["SUPERVISOR_LED_FILE"] = str(_data_dir / "led0")
 # The private bus of tests/host_bus.py (started by the `host_bus` fixture).
 os.environ["SUPERVISOR_DBUS_ADDRESS"] = f"unix:path={_data_dir / 'dbus' / 'bus.sock'}"
+# HOST_FIREWALL_MODE's iptables run in this network namespace, never the host's: the
+# `firewall_netns` fixture creates it; without it the firewall is logged as not applied.
+os.environ["SUPERVISOR_FIREWALL_NETNS"] = f"supervisor-test-{_data_dir.name.rsplit('-', 1)[-1]}"
 os.environ["SUPERVISOR_DATABASE"] = str(_data_dir / "test.sqlite3")
 for _name in ("SUPERVISOR_BOOT_ROOT", "SUPERVISOR_CONFIG_JSON"):
     os.environ.pop(_name, None)

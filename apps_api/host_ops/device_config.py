@@ -1,17 +1,22 @@
 """Device configuration, applied before any app step (spec: target-state.md).
 
 What a target's `config` changes on the host: `HOST_CONFIG_*` lines in the boot
-partition's config.txt (effective after a reboot, asked for with the reboot breadcrumb),
-openvpn.service started or stopped with SUPERVISOR_VPN_CONTROL, and the reboot that a
-persistent-logging change needs. The rest of the settings are read where they are used
-(`device_config`). What was applied last is kept in the data dir, so each change is made
-and announced once.
+partition's config.txt on Raspberry Pi device types (effective after a reboot, asked for
+with the reboot breadcrumb), `HOST_CONFIG_power_mode`/`fan_profile` in config.json's
+`os` object, openvpn.service started or stopped with SUPERVISOR_VPN_CONTROL, avahi
+stopped and masked (or unmasked and started) with HOST_DISCOVERABILITY, the firewall of
+HOST_FIREWALL_MODE (`host_ops.firewall`), and config.json `persistentLogging` (the host
+journal kept across boots) with the reboot that a persistent-logging change needs. Boot
+keys this device cannot apply are refused with a system log line naming them. The rest
+of the settings are read where they are used (`device_config`). What was applied last is
+kept in the data dir, so each change is made and announced once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +24,36 @@ from django.conf import settings
 
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.engine.state import ServiceSpec, TargetState
+from apps_api.host_ops.firewall import follow_firewall_mode
 from apps_api.host_ops.local_mode import enter_local_mode, leave_local_mode
 from apps_api.host_ops.power import run_power_action
 from apps_api.logs.publisher import system_log
 from hostcfg import dbus
 from hostcfg.atomic_file import write_file_atomically
+from hostcfg.boot_config import BootConfigPlan, merge_os_settings, plan_boot_config
 from hostcfg.device_config import (
+    BOOT_CONFIG_PREFIX,
     REBOOT_BREADCRUMB,
     BootConfigError,
+    DeviceConfig,
     device_config_from,
     normalise_config,
     reboot_breadcrumb_pending,
     set_reboot_breadcrumb,
     write_boot_config,
 )
-from hostcfg.identity import current_device_identity
+from hostcfg.device_type import read_device_type
+from hostcfg.identity import DeviceConfigError, current_device_identity, update_config_json
 
 logger = logging.getLogger(__name__)
 
 APPLIED_CONFIG_FILE = "applied-device-config.json"
 VPN_UNIT = "openvpn.service"
+# The socket first: stopped while the service stops, it would start the service again.
+AVAHI_UNITS = ["avahi-daemon.socket", "avahi-daemon.service"]
 # Deltas are made for balenaEngine's delta images and rsync layers; a plain Docker engine
 # cannot apply them, so every image is pulled whole instead.
+DELTA_PREFIX = "SUPERVISOR_DELTA"
 DELTAS_UNSUPPORTED = (
     "Delta updates are not supported on this engine (they need balenaEngine): images are pulled whole"
 )
@@ -52,29 +65,64 @@ def apply_device_config(target: TargetState) -> bool:
 
     wanted = normalise_config(target.config)
     applied = _read_applied()
-    previous = applied.get("config", {})
-    if wanted == previous:
+    managed = current_device_identity().managed
+    config, warnings = device_config_from(wanted, managed=managed)
+    record = dict(applied)
+    if wanted != applied.get("config", {}):
+        record.update(_apply_config_change(wanted, config, warnings, applied=applied, managed=managed))
+    record["firewall"] = follow_firewall_mode(target, config, applied.get("firewall"), managed=managed)
+    if record == applied:
         return False
+    _write_applied(record)
+    return True
+
+
+def _apply_config_change(
+    wanted: dict[str, str],
+    config: DeviceConfig,
+    warnings: list[str],
+    *,
+    applied: dict[str, Any],
+    managed: bool,
+) -> dict[str, Any]:
+    """Apply what changed since `applied` (the record of last time); returns the new
+    record's config part."""
+    previous = applied.get("config", {})
+    before, _ = device_config_from(previous, managed=managed)
+    device_type, _arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
+    plan = plan_boot_config(config, device_type=device_type)
     changed = {key: wanted.get(key, "") for key in sorted(set(wanted) | set(previous))
                if wanted.get(key) != previous.get(key)}  # fmt: skip
-    system_log(f"Applying configuration change {json.dumps(changed)}")
-    config, warnings = device_config_from(wanted, managed=current_device_identity().managed)
-    before, _ = device_config_from(previous, managed=current_device_identity().managed)
+    unapplied_now = _unapplied_keys(wanted, config, plan)
+    unapplied_before = _unapplied_keys(previous, before, plan_boot_config(before, device_type=device_type))
+    applying = {key: value for key, value in changed.items()
+                if key not in (unapplied_now if key in wanted else unapplied_before)}  # fmt: skip
+    if applying:
+        system_log(f"Applying configuration change {json.dumps(applying)}")
     for warning in warnings:
         system_log(warning, is_stderr=True)
+    for refusal in plan.refusals:
+        keys = [key for key in refusal.keys if key in changed]
+        if keys:
+            system_log(refusal.message(keys), is_stderr=True)
     reboot_needed = config.persistent_logging != before.persistent_logging and "config" in applied
     try:
         boot_keys = applied.get("boot_keys", [])
-        if write_boot_config(Path(settings.SUPERVISOR_BOOT_ROOT), config.boot_config, previous=boot_keys):
+        if write_boot_config(Path(settings.SUPERVISOR_BOOT_ROOT), plan.config_txt, previous=boot_keys):
             reboot_needed = True
     except (BootConfigError, OSError) as exc:
         system_log(f"Could not write the boot configuration due to '{exc}'", is_stderr=True)
     if config.delta and not before.delta:
         system_log(DELTAS_UNSUPPORTED)
+    _write_os_settings(config.os_settings, previous=applied.get("os_keys", []))
+    if config.persistent_logging != before.persistent_logging:
+        _write_persistent_logging(config.persistent_logging)
     if config.vpn_control != before.vpn_control:
         _switch_vpn(on=config.vpn_control)
+    if config.discoverability != before.discoverability:
+        _switch_discoverability(on=config.discoverability)
     # An unmanaged device is always in local mode; a managed one follows its config.
-    if current_device_identity().managed and "config" in applied and config.local_mode != before.local_mode:
+    if managed and "config" in applied and config.local_mode != before.local_mode:
         if config.local_mode:
             enter_local_mode()
         else:
@@ -82,8 +130,32 @@ def apply_device_config(target: TargetState) -> bool:
     if reboot_needed:
         set_reboot_breadcrumb(Path(settings.SUPERVISOR_HOST_ROOT))
         system_log("Configuration change needs a reboot: rebooting once the apps are applied")
-    _write_applied({"config": wanted, "boot_keys": sorted(config.boot_config)})
-    return True
+    return {"config": wanted, "boot_keys": sorted(plan.config_txt), "os_keys": sorted(config.os_settings)}
+
+
+def _unapplied_keys(config: Mapping[str, str], typed: DeviceConfig, plan: BootConfigPlan) -> set[str]:
+    """The keys of `config` that are not applied: refused boot keys, `HOST_CONFIG_*`
+    entries left out as invalid (those have their own warning), and the delta settings
+    (this engine pulls whole images; DELTAS_UNSUPPORTED says so)."""
+    kept = {BOOT_CONFIG_PREFIX + name for name in [*plan.config_txt, *typed.os_settings]}
+    invalid = {key for key in config if key.startswith(BOOT_CONFIG_PREFIX) and key not in kept}
+    deltas = {key for key in config if key.startswith(DELTA_PREFIX)}
+    return invalid | deltas | {key for refusal in plan.refusals for key in refusal.keys}
+
+
+def _write_os_settings(values: dict[str, str], *, previous: list[str]) -> None:
+    """config.json `os.power.mode`/`os.fan.profile` (read by the OS; no reboot asked for)."""
+    if not values and not previous:
+        return
+    try:
+        update_config_json(
+            Path(settings.SUPERVISOR_CONFIG_JSON),
+            lambda data: merge_os_settings(data, values, previous=previous),
+        )
+    except (DeviceConfigError, OSError) as exc:
+        system_log(
+            f"Could not write the power and fan settings to config.json due to '{exc}'", is_stderr=True
+        )
 
 
 def reboot_pending() -> bool:
@@ -117,6 +189,18 @@ def reboot_if_requested() -> None:
     (host_root / REBOOT_BREADCRUMB).unlink(missing_ok=True)
 
 
+def _write_persistent_logging(on: bool) -> None:
+    """config.json `persistentLogging`: balenaOS keeps the host journal on disk from the next boot."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["persistentLogging"] = on
+
+    try:
+        update_config_json(Path(settings.SUPERVISOR_CONFIG_JSON), change)
+    except (DeviceConfigError, OSError) as exc:
+        system_log(f"Could not write persistentLogging to config.json due to '{exc}'", is_stderr=True)
+
+
 def _switch_vpn(*, on: bool) -> None:
     try:
         if on:
@@ -125,6 +209,25 @@ def _switch_vpn(*, on: bool) -> None:
             dbus.stop_unit(VPN_UNIT)
     except dbus.HostBusError as exc:
         system_log(f"Could not {'start' if on else 'stop'} the VPN due to '{exc}'", is_stderr=True)
+
+
+def _switch_discoverability(*, on: bool) -> None:
+    """avahi (mDNS: `<hostname>.local`) unmasked and started, or stopped and masked, so that
+    neither socket activation nor a reboot brings it back."""
+    try:
+        if on:
+            dbus.unmask_unit_files(AVAHI_UNITS)
+            dbus.reload_systemd()
+            for unit in AVAHI_UNITS:
+                dbus.start_unit(unit)
+        else:
+            for unit in AVAHI_UNITS:
+                dbus.stop_unit(unit)
+            dbus.mask_unit_files(AVAHI_UNITS)
+            dbus.reload_systemd()
+    except dbus.HostBusError as exc:
+        action = "make the host discoverable" if on else "make the host undiscoverable"
+        system_log(f"Could not {action} due to '{exc}'", is_stderr=True)
 
 
 def applied_device_config() -> dict[str, str]:

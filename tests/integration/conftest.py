@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from supervisor_site.system_services import wait_until
+from tests.conftest import WorkerProcess
 from tests.fake_cloud import FakeCloud
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -158,6 +159,23 @@ def shared_web(engine: str, tmp_path: Path) -> Iterator[WebProcess]:
     )
     yield web
     stop_web(web)
+
+
+class WorkerLog:
+    """The test worker's own log from now on, where its system messages are written too."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.path = worker.log_path
+        self.start = self.path.stat().st_size
+
+    def lines_with(self, text: str) -> list[str]:
+        return [line for line in self.path.read_bytes()[self.start :].decode(errors="replace").splitlines()
+                if text in line]  # fmt: skip
+
+
+@pytest.fixture
+def worker_log(celery_worker: WorkerProcess) -> WorkerLog:
+    return WorkerLog(celery_worker)
 
 
 def lock_dir(service: str, app_id: int = 1) -> Path:

@@ -193,7 +193,10 @@ def test_valid_values_are_typed() -> None:
         "HOST_DISCOVERABILITY": "false",
         "BALENA_HOST_CONFIG_gpu_mem": "16",
         "HOST_CONFIG_gpio": '"2=op","3=op"',
+        "HOST_CONFIG_power_mode": "low",
+        "HOST_CONFIG_fan_profile": "quiet",
         "HOST_EXTLINUX_isolcpus": "1",
+        "HOST_SPLASH_IMAGE": "data:image/png;base64,AAAA",
     }
 
     assert device_config_from(raw, managed=True) == (
@@ -217,6 +220,8 @@ def test_valid_values_are_typed() -> None:
             firewall_mode="auto",
             discoverability=False,
             boot_config={"gpu_mem": "16", "gpio": '"2=op","3=op"'},
+            os_settings={"power_mode": "low", "fan_profile": "quiet"},
+            unsupported_boot_keys=("HOST_EXTLINUX_isolcpus", "HOST_SPLASH_IMAGE"),
         ),
         [],
     )
