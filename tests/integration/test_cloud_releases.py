@@ -168,3 +168,4 @@ def test_with_deltas_asked_for_it_is_said_once_and_images_are_pulled_whole(
     ]
     assert supervised_containers()["main"].status == "running"
     assert client.images.get(image).id == client.images.get(engine).id
+    (Path(settings.SUPERVISOR_DATA_DIR) / "applied-device-config.json").unlink()

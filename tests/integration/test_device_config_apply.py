@@ -35,6 +35,8 @@ def device(engine: str, host_bus: HostBus) -> Iterator[str]:
     DEVICE_TYPE_JSON.write_text(json.dumps({"slug": "raspberrypi4-64", "arch": "aarch64"}))
     yield engine
     DEVICE_TYPE_JSON.unlink(missing_ok=True)
+    # What a test applied must not become a change (and a reboot) for the tests after it.
+    (Path(settings.SUPERVISOR_DATA_DIR) / "applied-device-config.json").unlink(missing_ok=True)
 
 
 def test_host_config_variable_lands_in_config_txt_and_the_device_reboots(
