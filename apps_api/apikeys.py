@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import itertools
+import threading
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from apps_api.errors import NotInScope
 from apps_api.models import ApiKey
@@ -28,14 +32,47 @@ def get_or_create_global_key() -> ApiKey:
 
 
 def find_api_key(presented: str) -> ApiKey | None:
-    """The stored key equal to `presented`, compared in constant time."""
+    """The stored key equal to `presented`, compared in constant time against every key."""
     if not presented:
         return None
     found = None
-    for candidate in ApiKey.objects.only("id", "app_id", "service_name", "key", "scopes"):
+    for candidate in _stored_keys():
         if hmac.compare_digest(candidate.key.encode(), presented.encode()):
             found = candidate
     return found
+
+
+class _KeyCache(threading.local):
+    """The keys as this thread's database connection last read them. Every request
+    checks them, so they are read again only when the database changed: SQLite's
+    `data_version` moves when another connection (another process) commits, and this
+    process's own changes bump `_changes` (signals below)."""
+
+    version: tuple[int, int, int] | None = None
+    keys: list[ApiKey] = []
+
+
+_key_cache = _KeyCache()
+_changes = itertools.count(1)
+_generation = 0
+
+
+def _stored_keys() -> list[ApiKey]:
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA data_version")
+        (data_version,) = cursor.fetchone()
+    version = (id(connection.connection), data_version, _generation)
+    if _key_cache.version != version:
+        _key_cache.keys = list(ApiKey.objects.only("id", "app_id", "service_name", "key", "scopes"))
+        _key_cache.version = version
+    return _key_cache.keys
+
+
+@receiver(post_save, sender=ApiKey)
+@receiver(post_delete, sender=ApiKey)
+def _forget_cached_keys(**_: object) -> None:
+    global _generation
+    _generation = next(_changes)
 
 
 def get_or_create_service_key(app_id: int, service_name: str) -> str:

@@ -84,17 +84,37 @@ class ApplyProgress:
 
 def read_progress() -> ApplyProgress:
     """The apply loop's progress; `applying` while an apply is requested or running."""
+    return progress_from(read_raw_progress())
+
+
+RawProgress = tuple[Any, ...]
+"""What Redis answered, hashable: equal readings mean equal progress."""
+
+
+def read_raw_progress() -> RawProgress:
+    """The progress as Redis holds it, in one round trip."""
     pipe = redis_client().pipeline(transaction=False)
     pipe.hgetall(APPLY_FLAGS_KEY)
     pipe.hgetall(SERVICE_STATUS_KEY)
     pipe.hgetall(IMAGE_PROGRESS_KEY)
     pipe.exists(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
     pipe.get(TARGET_VERSION_KEY)
-    stored_flags, statuses, progress, applying, version = pipe.execute()
+    flags, statuses, progress, applying, version = pipe.execute()
+    return (
+        frozenset(flags.items()),
+        frozenset(statuses.items()),
+        frozenset(progress.items()),
+        applying,
+        version,
+    )
+
+
+def progress_from(raw: RawProgress) -> ApplyProgress:
+    stored_flags, statuses, progress, applying, version = raw
     return ApplyProgress(
-        flags=_flags(decode_hash(stored_flags)),
-        service_statuses=decode_hash(statuses),
-        image_progress={k: int(v) for k, v in decode_hash(progress).items()},
+        flags=_flags(decode_hash(dict(stored_flags))),
+        service_statuses=decode_hash(dict(statuses)),
+        image_progress={k: int(v) for k, v in decode_hash(dict(progress)).items()},
         applying=bool(applying),
         target_version=int(version or 0),
     )

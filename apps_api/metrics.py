@@ -73,9 +73,13 @@ class RequestMetricsMiddleware:
     def _record(request: HttpRequest, response: HttpResponse, began: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None else "unmatched"
-        method = request.method if request.method in COUNTED_METHODS else "other"
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - began)
+        record_request(route, request.method or "", response.status_code, time.perf_counter() - began)
+
+
+def record_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one API request under its route pattern."""
+    HTTP_REQUESTS.labels(route, method if method in COUNTED_METHODS else "other", str(status)).inc()
+    HTTP_LATENCY.labels(route).observe(seconds)
 
 
 def record_step(kind: str, succeeded: bool, seconds: float) -> None:

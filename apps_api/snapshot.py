@@ -40,10 +40,25 @@ class DeviceSnapshot:
 
 
 def read_snapshot() -> DeviceSnapshot:
-    """What the device runs and is doing now, from the caches (no Docker call when warm)."""
-    progress = apply_status.read_progress()
-    target = load_target_cached(progress.target_version)
+    """What the device runs and is doing now, from the caches (no Docker call when warm):
+    one Redis round trip, and when neither it nor the engine's state changed since the
+    last read, that read's snapshot again (the same object: prepared answers key on it)."""
+    global _last_read
+    raw = apply_status.read_raw_progress()
     current = cached_current_state()
+    last = _last_read
+    if last is not None and last[0] == raw and last[1] is current:
+        return last[2]
+    snapshot = _snapshot(apply_status.progress_from(raw), current)
+    _last_read = (raw, current, snapshot)
+    return snapshot
+
+
+_last_read: tuple[apply_status.RawProgress, CurrentState, DeviceSnapshot] | None = None
+
+
+def _snapshot(progress: apply_status.ApplyProgress, current: CurrentState) -> DeviceSnapshot:
+    target = load_target_cached(progress.target_version)
     statuses = service_statuses(
         current,
         target.apps if target else (),

@@ -15,12 +15,15 @@ from django.urls import get_resolver  # noqa: E402
 
 from apps_api.apikeys import prepare_device_identity  # noqa: E402
 from localmode.consumers import websocket_urlpatterns  # noqa: E402
+from supervisor_site.liveness import answering_ping  # noqa: E402
 
 # Fails start-up (with the file named) when config.json cannot be read.
 prepare_device_identity()
 
-application = ProtocolTypeRouter(
-    {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+application = answering_ping(
+    ProtocolTypeRouter(
+        {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+    )
 )
 
 # The URLconf imports every view now rather than on the first request. Then everything

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.exceptions import ParseError
@@ -13,6 +15,7 @@ from rest_framework.views import APIView
 from apps_api import actions
 from apps_api.api import answers, parsing
 from apps_api.api.auth import access_of
+from apps_api.api.prepared import prepared_json
 from apps_api.api.renderers import PlainTextRenderer
 from apps_api.api.schemas import (
     APP_ID,
@@ -42,6 +45,8 @@ from apps_api.health import failed_health_checks
 from apps_api.metrics import REGISTRY
 from apps_api.snapshot import read_snapshot
 from hostcfg.host_config import INVALID_INPUT_PREFIX as HOST_CONFIG_INVALID
+
+HOST_FACTS_SECONDS = 10
 
 
 class PlainTextView(APIView):
@@ -97,8 +102,12 @@ class DeviceView(APIView):
         summary="The device, and the first app's first service",
         responses=answer(200, "The device's state.", json=V1DeviceSerializer) | UNAUTHORIZED | unexpected(),
     )
-    def get(self, request: Request) -> Response:
-        return Response(answers.v1_device(read_snapshot()))
+    def get(self, request: Request) -> HttpResponse:
+        snapshot = read_snapshot()
+        # Addresses and the OS version come from the host, not the snapshot: read again
+        # at least every HOST_FACTS_SECONDS.
+        key = ("v1/device", int(time.monotonic() // HOST_FACTS_SECONDS))
+        return prepared_json(snapshot, key, lambda: answers.v1_device(snapshot))
 
 
 class AppView(APIView):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.request import Request
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from apps_api import actions
 from apps_api.api import answers, parsing
 from apps_api.api.auth import access_of
+from apps_api.api.prepared import prepared_json, rendered_json
 from apps_api.api.schemas import (
     APP_ID,
     CONTAINER_IDS,
@@ -58,8 +59,10 @@ class ApplicationsStateView(APIView):
         | UNAUTHORIZED
         | unexpected(),
     )
-    def get(self, request: Request) -> Response:
-        return Response(answers.applications_state(read_snapshot(), access_of(request)))
+    def get(self, request: Request) -> HttpResponse:
+        snapshot, access = read_snapshot(), access_of(request)
+        key = ("v2/applications/state", access.all_apps, access.app_ids)
+        return prepared_json(snapshot, key, lambda: answers.applications_state(snapshot, access))
 
 
 class ApplicationStateView(APIView):
@@ -141,8 +144,10 @@ class StateStatusView(APIView):
         | UNAUTHORIZED
         | unexpected(),
     )
-    def get(self, request: Request) -> Response:
-        return Response(answers.state_status(read_snapshot(), access_of(request)))
+    def get(self, request: Request) -> HttpResponse:
+        snapshot, access = read_snapshot(), access_of(request)
+        key = ("v2/state/status", access.all_apps, access.app_ids)
+        return prepared_json(snapshot, key, lambda: answers.state_status(snapshot, access))
 
 
 class ContainerIdView(APIView):
@@ -169,6 +174,9 @@ class ContainerIdView(APIView):
         return Response(answers.container_ids(read_snapshot(), access_of(request), name))
 
 
+VERSION_BODY = rendered_json({"status": "success", "version": settings.SUPERVISOR_VERSION})
+
+
 class VersionView(APIView):
     """GET /v2/version."""
 
@@ -178,8 +186,8 @@ class VersionView(APIView):
         | UNAUTHORIZED
         | unexpected(),
     )
-    def get(self, request: Request) -> Response:
-        return Response({"status": "success", "version": settings.SUPERVISOR_VERSION})
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(VERSION_BODY, content_type="application/json")
 
 
 class DeviceNameView(APIView):
