@@ -39,7 +39,14 @@ use_bench_environment(DATA_DIR)
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
 
 IMAGE = "local/bench-busybox:latest"
-ORIGINAL = "original supervisor: ~290 req/s, p99 78 ms at 16 clients (GET /v2/applications/state)"
+# The original supervisor (v19) on this machine kind, wrk, 10 s, 16 clients, 5 services:
+# (req/s, p99 ms). The ratio columns divide ours by these (issue 16's table).
+ORIGINAL_AT_16 = {
+    "/ping": (5224, 8.1),
+    "/v1/device": (546, 47.9),
+    "/v2/applications/state": (288, 78.5),
+    "/v2/state/status": None,
+}
 
 
 def free_port() -> int:
@@ -142,7 +149,7 @@ def main() -> None:
         shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
-ENDPOINTS = ("/ping", "/v2/applications/state", "/v1/device")
+ENDPOINTS = ("/ping", "/v2/applications/state", "/v1/device", "/v2/state/status")
 
 
 def bench_target(*, services: int) -> dict[str, Any]:
@@ -167,13 +174,19 @@ def apply_target(env: dict[str, str], document: dict[str, Any], *, check: bool =
 
 def print_table(port: int, measure: Callable[[int, str, int, float], tuple[float, float, float]],
                 seconds: float) -> None:  # fmt: skip
-    print(f"{'endpoint':<28} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs /ping':>9}")
+    print(f"{'endpoint':<24} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs /ping':>8}"
+          f" {'original req/s':>14} {'orig p99':>8} {'ratio':>6}")  # fmt: skip
     for clients in (1, 16):
         ping_rate, _, _ = measure(port, "/ping", clients, seconds)
         for path in ENDPOINTS:
             rate, p50, p99 = measure(port, path, clients, seconds)
-            print(f"{path:<28} {clients:>7} {rate:8.0f} {p50:8.1f} {p99:8.1f} {rate / ping_rate:9.2f}")
-    print(ORIGINAL)
+            original = ORIGINAL_AT_16.get(path) if clients == 16 else None
+            compared = (
+                f" {original[0]:>14} {original[1]:>8.1f} {rate / original[0]:5.2f}x" if original else ""
+            )
+            print(
+                f"{path:<24} {clients:>7} {rate:8.0f} {p50:7.1f} {p99:7.1f} {rate / ping_rate:8.2f}{compared}"
+            )
 
 
 if __name__ == "__main__":
