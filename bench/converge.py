@@ -55,6 +55,8 @@ BASELINE_LABEL = "io.balena.bench-baseline"
 # The original supervisor's time ÷ the 4-thread script's, N = 20 (issue #16).
 ORIGINAL_RATIO = {"fresh": 0.96, "change": 1.43}
 GOAL_RATIO = 0.8
+# Not 1, which the integration tests use: their networks are not the benchmark's.
+APP_ID = 16
 EMPTY_TARGET = {"local": {"name": "bench", "config": {}, "apps": {}}}
 
 
@@ -73,11 +75,11 @@ def target_document(n: int, generation: int) -> dict:
         for i in range(1, n + 1)
     }
     app = {"name": "bench", "commit": f"c{generation}", "releaseId": generation, "services": services}
-    return {"local": {"name": "bench", "config": {}, "apps": {"1": app}}}
+    return {"local": {"name": "bench", "config": {}, "apps": {str(APP_ID): app}}}
 
 
 def running_generation(api: docker.APIClient, n: int, generation: int) -> bool:
-    containers = api.containers(filters={"label": "io.balena.app-id=1", "status": "running"})
+    containers = api.containers(filters={"label": f"io.balena.app-id={APP_ID}", "status": "running"})
     fresh = [c for c in containers if c["Names"][0].endswith(f"_c{generation}")]
     return len(fresh) == n and len(containers) == n
 
@@ -87,7 +89,7 @@ def time_agent(api: docker.APIClient, n: int, generation: int) -> float:
     events = api.events(
         decode=True,
         until=int(time.time()) + 60,
-        filters={"type": "container", "event": "start", "label": "io.balena.app-id=1"},
+        filters={"type": "container", "event": "start", "label": f"io.balena.app-id={APP_ID}"},
     )
     began = time.perf_counter()
     actions.set_target_state(target)
@@ -114,7 +116,7 @@ def remove_all(client: docker.DockerClient) -> None:
     for label in ("io.balena.supervised", BASELINE_LABEL):
         for container in client.containers.list(all=True, filters={"label": label}):
             container.remove(force=True, v=True)
-    for network in client.networks.list(filters={"label": "io.balena.supervised"}):
+    for network in client.networks.list(filters={"label": f"io.balena.app-id={APP_ID}"}):
         network.remove()
     if not client.networks.list(names=[BASELINE_NETWORK]):
         client.networks.create(BASELINE_NETWORK, labels={BASELINE_LABEL: "1"})
