@@ -3,13 +3,23 @@ service statuses shown while a step runs, and the images the supervisor fetched.
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from django.db import connection
+
 from apps_api import apply_status
+from apps_api.engine.executor import StepObserver
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.engine.state import Step
 from apps_api.logs.publisher import system_log
 from apps_api.metrics import record_step
 from apps_api.models import Image, StepRecord
 from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, redis_client
+
+logger = logging.getLogger(__name__)
 
 JOURNAL_ROWS_KEPT = 10_000
 
@@ -106,3 +116,42 @@ class JournalObserver:
     def progress(self, step: Step, percent: int) -> None:
         if step.image:
             apply_status.set_image_progress(step.image, percent)
+
+
+class BackgroundJournal:
+    """A StepObserver that hands every call on to `observer` in one thread of its own, in
+    order, so that the journal's Redis and SQLite writes never sit between two engine calls
+    of a round's steps. `close()` waits for them all and returns the errors of those that
+    failed (a step is never lost silently: the round counts them as failures)."""
+
+    def __init__(self, observer: StepObserver) -> None:
+        self._observer = observer
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._write, name="apply-journal", daemon=True)
+        self._thread.start()
+
+    def started(self, step: Step) -> None:
+        self._calls.put(lambda: self._observer.started(step))
+
+    def finished(self, step: Step, error: BaseException | None, seconds: float) -> None:
+        self._calls.put(lambda: self._observer.finished(step, error, seconds))
+
+    def progress(self, step: Step, percent: int) -> None:
+        self._calls.put(lambda: self._observer.progress(step, percent))
+
+    def close(self) -> list[BaseException]:
+        self._calls.put(None)
+        self._thread.join()
+        return self._errors
+
+    def _write(self) -> None:
+        try:
+            while (call := self._calls.get()) is not None:
+                try:
+                    call()
+                except Exception as exc:
+                    logger.exception("could not record a step")
+                    self._errors.append(exc)
+        finally:
+            connection.close()  # this thread's own SQLite connection

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from apps_api import apply_status
 from apps_api.apply.device_context import device_context
-from apps_api.apply.journal import JournalObserver, forget_image, prune_journal, record_image
+from apps_api.apply.journal import (
+    BackgroundJournal,
+    JournalObserver,
+    forget_image,
+    prune_journal,
+    record_image,
+)
 from apps_api.apply.single_flight import (
     holding_apply_lock,
     preemption_waiting,
@@ -155,18 +161,22 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
     if not steps:
         return [], []
     apply_status.set_flags(applying=True, update_pending=True)
+    journal = BackgroundJournal(JournalObserver())
     executor = Executor(
-        device=device, locks=locks, observer=JournalObserver(), force=force or lock_override(target),
+        device=device, locks=locks, observer=journal, force=force or lock_override(target),
         on_image_fetched=record_image, on_image_removed=forget_image, cancelled=request_waiting,
         on_reboot_needed=ask_reboot_for_service,
     )  # fmt: skip
     planned = time.monotonic()
-    outcomes = executor.run_round(steps)
+    try:
+        outcomes = executor.run_round(steps)
+    finally:
+        journal_errors = journal.close()
     logger.info(
         "round %d: %d steps planned in %.0f ms, ran in %.0f ms",
         number, len(steps), (planned - began) * 1000, (time.monotonic() - planned) * 1000,
     )  # fmt: skip
-    return steps, [o.error for o in outcomes if o.error is not None]
+    return steps, [o.error for o in outcomes if o.error is not None] + journal_errors
 
 
 def _report_failure(number: int, errors: list[BaseException], delay: float) -> None:
