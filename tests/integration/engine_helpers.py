@@ -76,8 +76,15 @@ def apply(document: dict[str, Any], *, force: bool = False, timeout: float = 60)
 
 def supervised_containers() -> dict[str, Any]:
     """Service name → container, for every supervised container (stopped ones too)."""
-    containers = docker.from_env().containers.list(all=True, filters=SUPERVISED)
-    return {c.labels["io.balena.service-name"]: c for c in containers}
+    client = docker.from_env()
+    found = {}
+    for summary in client.api.containers(all=True, filters=SUPERVISED):
+        try:
+            container = client.containers.get(summary["Id"])
+        except docker.errors.NotFound:  # removed since the listing: the engine is live
+            continue
+        found[container.labels["io.balena.service-name"]] = container
+    return found
 
 
 def supervised_container_names() -> list[str]:
