@@ -23,30 +23,30 @@ def put(root: Path, relative: str, content: bytes | str) -> Path:
 # --- cpu_id ----------------------------------------------------------------------------------
 
 
-def test_a_raspberry_pi_serial_number_loses_its_trailing_nul(tmp_path: Path) -> None:
-    put(tmp_path, "proc/device-tree/serial-number", b"10000000e3c2d5f1\0")
-    assert cpu_id(tmp_path) == "10000000e3c2d5f1"
-
-
-def test_a_jetson_product_serial_is_used_without_a_serial_number(tmp_path: Path) -> None:
-    put(tmp_path, "proc/device-tree/product-sn", b"1421019012345\0")
-    assert cpu_id(tmp_path) == "1421019012345"
-
-
-def test_a_soc_serial_number_from_sysfs_loses_its_newline(tmp_path: Path) -> None:
-    put(tmp_path, "sys/devices/soc0/serial_number", "0x12345678\n")
-    assert cpu_id(tmp_path) == "0x12345678"
+@pytest.mark.parametrize(
+    ("source", "content", "serial"),
+    [
+        pytest.param("proc/device-tree/serial-number", b"10000000e3c2d5f1\0", "10000000e3c2d5f1",
+                     id="raspberry pi serial loses its trailing nul"),
+        pytest.param("proc/device-tree/product-sn", b"1421019012345\0", "1421019012345",
+                     id="jetson product serial without a serial number"),
+        pytest.param("sys/devices/soc0/serial_number", b"0x12345678\n", "0x12345678",
+                     id="soc serial from sysfs loses its newline"),
+        pytest.param("sys/class/dmi/id/board_serial", b"PF2ABCDE\n", "PF2ABCDE",
+                     id="x86 board gives its baseboard serial"),
+    ],
+)  # fmt: skip
+def test_each_serial_source_alone_gives_the_cpu_id(
+    tmp_path: Path, source: str, content: bytes, serial: str
+) -> None:
+    put(tmp_path, source, content)
+    assert cpu_id(tmp_path) == serial
 
 
 def test_the_device_tree_comes_before_sysfs(tmp_path: Path) -> None:
     put(tmp_path, "proc/device-tree/serial-number", b"from-device-tree\0")
     put(tmp_path, "sys/devices/soc0/serial_number", "from-sysfs\n")
     assert cpu_id(tmp_path) == "from-device-tree"
-
-
-def test_an_x86_board_gives_its_baseboard_serial(tmp_path: Path) -> None:
-    put(tmp_path, "sys/class/dmi/id/board_serial", "PF2ABCDE\n")
-    assert cpu_id(tmp_path) == "PF2ABCDE"
 
 
 def test_an_empty_serial_is_skipped_and_none_found_is_none(tmp_path: Path) -> None:

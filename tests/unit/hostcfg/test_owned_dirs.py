@@ -17,14 +17,6 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def host_root(tmp_path: Path) -> Path:
-    root = tmp_path / "host"
-    (root / "tmp").mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    return root
-
-
-@pytest.fixture
 def victim(tmp_path: Path) -> Path:
     directory = tmp_path / "victim"
     directory.mkdir(mode=0o755)

@@ -16,14 +16,6 @@ NOBODY = 65534
 REPORT = {"api_secret": "secret", "api_port": 48484, "apps": {"a": {"releases": {}}}}
 
 
-@pytest.fixture
-def host_root(tmp_path: Path) -> Path:
-    root = tmp_path / "host"
-    (root / "tmp").mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    return root
-
-
 def test_a_saved_report_is_read_back_by_its_device_and_only_the_agent_can_read_it(host_root: Path) -> None:
     save_report_cache(host_root, "uuid-1", REPORT)
     path = report_cache_path(host_root)
