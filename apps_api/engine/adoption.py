@@ -51,7 +51,10 @@ def adopt_matching(current: CurrentState, apps: Sequence[AppSpec], device: Devic
             logger.info("adopting container %s: it already matches the target", service.container_name)
             service = dataclasses.replace(service, config_hash=config.labels[CONFIG_HASH_LABEL])
         services.append(service)
-    networks = [_adopted_network(n, targets.get(n.app_id)) for n in current.networks]
+    networks = list(current.networks)
+    if any(not n.config_hash for n in networks):
+        summaries = {n.get("Name"): n for n in engine.list_supervised_networks()}
+        networks = [_adopted_network(n, targets.get(n.app_id), summaries) for n in networks]
     return dataclasses.replace(current, services=tuple(services), networks=tuple(networks))
 
 
@@ -114,16 +117,16 @@ def container_matches(details: dict[str, Any], image: dict[str, Any], config: Co
     return wanted_volumes <= volumes and _ports(host) == _wanted_ports(wanted_host)
 
 
-def _adopted_network(network: CurrentNetwork, app: AppSpec | None) -> CurrentNetwork:
-    spec = next((n for n in app.networks if n.name == network.name), None) if app else None
+def _adopted_network(
+    network: CurrentNetwork, app: AppSpec | None, summaries: dict[Any, dict[str, Any]]
+) -> CurrentNetwork:
     if network.config_hash or app is None:
         return network
+    spec = next((n for n in app.networks if n.name == network.name), None)
     spec = spec or (NetworkSpec(name=network.name) if network.name == "default" else None)
     if spec is None or network.docker_name != network_docker_name(app, spec.name):
         return network
-    summary = next(
-        (n for n in engine.list_supervised_networks() if n.get("Name") == network.docker_name), None
-    )
+    summary = summaries.get(network.docker_name)
     if summary is None or not network_matches(summary, spec):
         return network
     logger.info("adopting network %s: it already matches the target", network.docker_name)

@@ -178,9 +178,9 @@ def _cloud_app(uuid: str, doc: object, path: str, unmanaged: list[str]) -> AppSp
     services_doc = expect_object(optional(release, "services", {}), services_path)
     for service_name in services_doc:
         expect_name(service_name, join_path(services_path, service_name), "service name")
-    for service_name in [n for n, d in services_doc.items() if unmanaged_service_reason(n, d) is not None]:
-        unmanaged.append(f"{uuid}/{service_name}")
-        services_doc = {n: d for n, d in services_doc.items() if n != service_name}
+    skipped = [name for name, doc in services_doc.items() if unmanaged_service_reason(name, doc) is not None]
+    unmanaged += [f"{uuid}/{name}" for name in skipped]
+    services_doc = {name: doc for name, doc in services_doc.items() if name not in skipped}
     volumes, networks = _volumes_and_networks(release, release_path)
     declared = _declarations(services_doc, volumes, networks)
     services = []
