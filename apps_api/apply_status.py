@@ -4,6 +4,7 @@ download progress. It is a cache of what the apply loop is doing, not state to k
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,10 @@ from apps_api.redis_store import (
     APPLY_LOCK_KEY,
     APPLY_REQUEST_KEY,
     IMAGE_PROGRESS_KEY,
+    PROGRESS_VERSION_KEY,
     SERVICE_STATUS_KEY,
     TARGET_VERSION_KEY,
+    Pipeline,
     decode_hash,
     read_hash,
     redis_client,
@@ -22,8 +25,31 @@ from apps_api.redis_store import (
 FLAG_NAMES = ("applying", "update_pending", "update_failed", "update_downloaded")
 
 
+def changing_progress(write: Callable[[Pipeline], object]) -> None:
+    """Run `write`'s commands and bump the progress version in one transaction: every
+    write of what read_raw_progress reads goes through here (or note_progress_changed)."""
+    pipe = redis_client().pipeline(transaction=True)
+    write(pipe)
+    pipe.incr(PROGRESS_VERSION_KEY)
+    pipe.execute()
+
+
+def note_progress_changed() -> None:
+    """For writers whose command cannot join a transaction (a redis-py lock)."""
+    redis_client().incr(PROGRESS_VERSION_KEY)
+
+
+def read_progress_stamp() -> tuple[Any, Any]:
+    """(progress version, apply lock token), in one round trip: while it reads the same,
+    so does read_raw_progress (the lock's token also changes when the lock expires)."""
+    values: Any = redis_client().mget(PROGRESS_VERSION_KEY, APPLY_LOCK_KEY)
+    return values[0], values[1]
+
+
 def set_flags(**flags: bool | str) -> None:
-    redis_client().hset(APPLY_FLAGS_KEY, mapping={k: json.dumps(v) for k, v in flags.items()})
+    changing_progress(
+        lambda pipe: pipe.hset(APPLY_FLAGS_KEY, mapping={k: json.dumps(v) for k, v in flags.items()})
+    )
 
 
 def read_flags() -> dict[str, Any]:
@@ -41,7 +67,7 @@ def forget_progress() -> None:
     """At worker start: what a killed worker was doing (Installing, Stopping, a download at
     40 %) is not happening any more, and flags kept in Redis may be another installation's.
     Statuses come from Docker and the target until the next apply says otherwise."""
-    redis_client().delete(SERVICE_STATUS_KEY, IMAGE_PROGRESS_KEY, APPLY_FLAGS_KEY)
+    changing_progress(lambda pipe: pipe.delete(SERVICE_STATUS_KEY, IMAGE_PROGRESS_KEY, APPLY_FLAGS_KEY))
 
 
 def service_key(app_id: int, service_name: str) -> str:
@@ -50,10 +76,11 @@ def service_key(app_id: int, service_name: str) -> str:
 
 def set_service_status(app_id: int, service_name: str, status: str | None) -> None:
     """A volatile status (Downloading, Installing, Stopping…); None clears it."""
+    key = service_key(app_id, service_name)
     if status is None:
-        redis_client().hdel(SERVICE_STATUS_KEY, service_key(app_id, service_name))
+        changing_progress(lambda pipe: pipe.hdel(SERVICE_STATUS_KEY, key))
     else:
-        redis_client().hset(SERVICE_STATUS_KEY, service_key(app_id, service_name), status)
+        changing_progress(lambda pipe: pipe.hset(SERVICE_STATUS_KEY, key, status))
 
 
 def read_service_statuses() -> dict[str, str]:
@@ -62,9 +89,9 @@ def read_service_statuses() -> dict[str, str]:
 
 def set_image_progress(reference: str, percent: int | None) -> None:
     if percent is None:
-        redis_client().hdel(IMAGE_PROGRESS_KEY, reference)
+        changing_progress(lambda pipe: pipe.hdel(IMAGE_PROGRESS_KEY, reference))
     else:
-        redis_client().hset(IMAGE_PROGRESS_KEY, reference, str(percent))
+        changing_progress(lambda pipe: pipe.hset(IMAGE_PROGRESS_KEY, reference, str(percent)))
 
 
 def read_image_progress() -> dict[str, int]:
@@ -122,4 +149,4 @@ def progress_from(raw: RawProgress) -> ApplyProgress:
 
 def bump_target_version() -> None:
     """A new target was stored: readers re-read it."""
-    redis_client().incr(TARGET_VERSION_KEY)
+    changing_progress(lambda pipe: pipe.incr(TARGET_VERSION_KEY))

@@ -16,10 +16,11 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from redis.client import Pipeline
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-__all__ = ["Lock", "LockError"]
+__all__ = ["Lock", "LockError", "Pipeline"]
 
 # --- Every key ----------------------------------------------------------------------------
 # Single-flight apply lock. Held by the running apply (apply/single_flight.py) or an action that
@@ -45,6 +46,11 @@ APPLY_FLAGS_KEY = "supervisor:apply:flags"
 SERVICE_STATUS_KEY = "supervisor:apply:service-status"
 # Hash image reference → download percent. Written by the journal; read by the state answers.
 IMAGE_PROGRESS_KEY = "supervisor:apply:image-progress"
+# Counter bumped with every write of the progress above, of the apply request and of the apply
+# lock, in the same transaction (apply_status.py, apply/single_flight.py): with the lock's token
+# it stamps what the state answers show, so a reader that saw the stamp unchanged knows the rest
+# is too (snapshot.py); no expiry.
+PROGRESS_VERSION_KEY = "supervisor:apply:progress-version"
 # Counter bumped when a new target is committed (target/store.py); readers key their parsed copy
 # of the target by it; no expiry.
 TARGET_VERSION_KEY = "supervisor:target:version"

@@ -40,21 +40,35 @@ class DeviceSnapshot:
 
 
 def read_snapshot() -> DeviceSnapshot:
-    """What the device runs and is doing now, from the caches (no Docker call when warm):
-    one Redis round trip, and when neither it nor the engine's state changed since the
-    last read, that read's snapshot again (the same object: prepared answers key on it)."""
+    """What the device runs and is doing now, from the caches (no Docker call when warm).
+    While the apply progress's stamp and the engine's state are unchanged since the last
+    read, that read's snapshot again (the same object: prepared answers key on it), for one
+    small Redis round trip; otherwise the progress is read whole."""
     global _last_read
-    raw = apply_status.read_raw_progress()
+    stamp = apply_status.read_progress_stamp()
     current = cached_current_state()
     last = _last_read
-    if last is not None and last[0] == raw and last[1] is current:
-        return last[2]
-    snapshot = _snapshot(apply_status.progress_from(raw), current)
-    _last_read = (raw, current, snapshot)
+    if last is not None and last.stamp == stamp and last.current is current:
+        return last.snapshot
+    raw = apply_status.read_raw_progress()
+    if last is not None and last.raw == raw and last.current is current:
+        snapshot = last.snapshot
+    else:
+        snapshot = _snapshot(apply_status.progress_from(raw), current)
+    _last_read = _Reading(stamp, raw, current, snapshot)
     return snapshot
 
 
-_last_read: tuple[apply_status.RawProgress, CurrentState, DeviceSnapshot] | None = None
+@dataclass(frozen=True)
+class _Reading:
+    stamp: tuple[Any, Any]
+    """Read before `raw`: a write between the two only makes the next read re-read."""
+    raw: apply_status.RawProgress
+    current: CurrentState
+    snapshot: DeviceSnapshot
+
+
+_last_read: _Reading | None = None
 
 
 def _snapshot(progress: apply_status.ApplyProgress, current: CurrentState) -> DeviceSnapshot:

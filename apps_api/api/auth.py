@@ -21,7 +21,7 @@ def presented_key(request: Request) -> str:
     """The `apikey` query parameter, else the key of `Authorization: Bearer|ApiKey <key>`."""
     if key := request.query_params.get("apikey"):
         return key
-    match = AUTHORIZATION_HEADER.fullmatch(request.headers.get("Authorization", ""))
+    match = AUTHORIZATION_HEADER.fullmatch(request.META.get("HTTP_AUTHORIZATION", ""))
     return match.group(1) if match else ""
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from celery import current_app
 
+from apps_api.apply_status import changing_progress, note_progress_changed
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.redis_store import (
     APPLY_DOWNLOAD_SECONDS_KEY,
@@ -52,12 +53,15 @@ def request_apply(*, force: bool = False) -> None:
     previous: bytes | None = client.getset(APPLY_REQUEST_KEY, json.dumps({"force": force}))  # type: ignore[assignment]
     if previous is not None and json.loads(previous).get("force") and not force:
         client.set(APPLY_REQUEST_KEY, json.dumps({"force": True}))
+    note_progress_changed()
 
 
 def take_request() -> bool | None:
     """Consume a waiting apply request: None when there was none, else whether it asked to
     override locks."""
     request = take(APPLY_REQUEST_KEY)
+    if request is not None:
+        note_progress_changed()
     return None if request is None else bool(json.loads(request).get("force"))
 
 
@@ -94,6 +98,7 @@ def holding_apply_lock() -> Iterator[bool]:
     if not apply_lock.acquire():
         yield False
         return
+    note_progress_changed()
     renewing = threading.Event()
     renewer = threading.Thread(target=_keep_lock, args=(apply_lock, renewing), daemon=True, name="apply-lock")
     renewer.start()
@@ -106,6 +111,7 @@ def holding_apply_lock() -> Iterator[bool]:
             apply_lock.release()
         except LockError:
             logger.warning("the apply lock expired before the apply ended")
+        note_progress_changed()
 
 
 @contextmanager
@@ -116,6 +122,7 @@ def exclusive_apply(wait_seconds: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[No
     apply_lock = lock(APPLY_LOCK_KEY, timeout=APPLY_LOCK_SECONDS, blocking_timeout=wait_seconds)
     if not apply_lock.acquire():
         raise UpdatesLocked("Locks for the apply are being held by another supervisor operation")
+    note_progress_changed()
     try:
         redis_client().delete(APPLY_PREEMPT_KEY)
         yield
@@ -124,6 +131,7 @@ def exclusive_apply(wait_seconds: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[No
             apply_lock.release()
         except LockError:
             logger.warning("the apply lock expired during an exclusive action")
+        note_progress_changed()
         schedule_apply()
 
 
@@ -139,4 +147,4 @@ def _keep_lock(apply_lock: Lock, stop: threading.Event) -> None:
 def forget_the_dead_workers_apply() -> None:
     """At worker start (one worker drives the device): the apply lock a killed worker held
     would block applies for minutes, and its start time would make the engine look stuck."""
-    redis_client().delete(APPLY_LOCK_KEY, APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY)
+    changing_progress(lambda pipe: pipe.delete(APPLY_LOCK_KEY, APPLY_STARTED_KEY, APPLY_DOWNLOAD_SECONDS_KEY))

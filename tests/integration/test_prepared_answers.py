@@ -3,6 +3,7 @@ from scratch, for every route and key scope, and follow every change of the stat
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from apps_api import apply_status, snapshot
 from apps_api.api import answers
 from apps_api.apikeys import ApiAccess, get_or_create_global_key, get_or_create_service_key
 from apps_api.engine.current import read_current_state
+from apps_api.redis_store import APPLY_LOCK_KEY, redis_client
 from tests.integration.conftest import StartWeb
 from tests.integration.engine_helpers import apply, local_target
 
@@ -77,6 +79,20 @@ def test_a_change_of_state_is_answered_at_once(engine: str) -> None:
         apply_status.set_service_status(1, "main", None)
     apply(local_target({"main": {}, "side": {}}, image=engine))
     assert sorted(Client().get("/v2/applications/state").json()["testapp"]["services"]) == ["main", "side"]
+
+
+def test_an_apply_lock_that_expires_is_answered_at_once(engine: str) -> None:
+    """A worker killed mid-apply leaves its lock to expire: nothing writes then, yet the
+    answers must stop saying `applying` as soon as it is gone."""
+    apply(local_target({"main": {}}, image=engine))
+    assert Client().get("/v2/state/status").json()["appState"] == "applied"
+    redis_client().set(APPLY_LOCK_KEY, "a dead worker's token", px=300)
+    assert Client().get("/v2/state/status").json()["appState"] == "applying"
+    deadline = time.monotonic() + 10
+    while redis_client().exists(APPLY_LOCK_KEY) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Client().get("/v2/state/status").json()["appState"] == "applied"
+    assert Client().get("/v2/state/status").content == computed_now("/v2/state/status", ApiAccess(all_apps=True))
 
 
 def test_a_regenerated_key_is_refused_at_once(engine: str, managed_device: None) -> None:
