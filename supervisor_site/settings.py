@@ -36,6 +36,8 @@ SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/l
 # The network namespace (`ip netns` name) whose iptables HOST_FIREWALL_MODE drives; empty: the
 # supervisor's own, i.e. the host's. The tests point it at a namespace of their own.
 SUPERVISOR_FIREWALL_NETNS = env.str("SUPERVISOR_FIREWALL_NETNS", default="")
+# MB (10^6 bytes) a download must leave free on the engine's data root (apps_api/engine/disk_preflight.py).
+SUPERVISOR_DISK_RESERVE_MB = env.int("SUPERVISOR_DISK_RESERVE_MB", default=256)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
