@@ -72,6 +72,13 @@ MACHINE_PLATFORMS = {
 }
 
 
+# Layers of a manifest named by digest never change, so they are kept for the process's
+# life: retries and later checks do not read them again (Docker Hub counts every manifest
+# read against its pull limit). Content-addressed, hence never stale, whatever the order.
+_LAYERS_BY_DIGEST: dict[tuple[str, str, str, Platform], list[Layer]] = {}
+MAX_CACHED_MANIFESTS = 256
+
+
 class InsufficientStorage(Exception):
     """A download does not fit in the free space of the engine's data root."""
 
@@ -182,11 +189,11 @@ class DiskPreflight:
         platform = engine_platform(self.device_arch, storage.os, storage.machine)
         plain_http = uses_plain_http(name.registry, storage.insecure_registries)
         client = RegistryClient(name.registry, auth, plain_http)
-        layers = client.image_layers(name, platform)
+        layers = _image_layers(client, name, platform)
         present: set[str] = set()
         for local in _local_images_of(name, engine.image_repo_digests())[:MAX_LOCAL_MANIFESTS]:
             try:
-                present.update(layer.digest for layer in client.image_layers(local, platform))
+                present.update(layer.digest for layer in _image_layers(client, local, platform))
             except ManifestUnavailable as exc:  # its layers count as missing: the safe side
                 logger.info("layers of %s/%s unknown: %s", local.repository, local.reference, exc)
         return download_bytes(layers, present)
@@ -207,6 +214,17 @@ class DiskPreflight:
             self.on_image_removed(reference)
             self.log(f"Deleted image '{reference}' to make room for '{image}'")
         return removed_any
+
+
+def _image_layers(client: RegistryClient, name: ImageName, platform: Platform) -> list[Layer]:
+    if not name.reference.startswith("sha256:"):
+        return client.image_layers(name, platform)
+    key = (name.registry, name.repository, name.reference, platform)
+    if key not in _LAYERS_BY_DIGEST:
+        if len(_LAYERS_BY_DIGEST) >= MAX_CACHED_MANIFESTS:
+            _LAYERS_BY_DIGEST.pop(next(iter(_LAYERS_BY_DIGEST)), None)
+        _LAYERS_BY_DIGEST[key] = client.image_layers(name, platform)
+    return _LAYERS_BY_DIGEST[key]
 
 
 def _local_images_of(name: ImageName, repo_digests: Iterable[str]) -> list[ImageName]:
