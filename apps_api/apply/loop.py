@@ -33,7 +33,7 @@ from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
 from apps_api.engine.adoption import adopt_matching
 from apps_api.engine.current import read_current_state
-from apps_api.engine.disk_preflight import MB, DiskPreflight
+from apps_api.engine.disk_preflight import INSUFFICIENT_STORAGE, MB, DiskPreflight
 from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdatesLocked, apps_with_supervisor_lock_files, update_locks
 from apps_api.engine.planner import PlanConfig, plan, unused_images
@@ -122,6 +122,8 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             apply_status.set_flags(
                 applying=False, update_pending=False, update_failed=False, update_downloaded=False
             )
+            # A target changed back to images on disk leaves no fetch to clear the refusal.
+            apply_status.forget_service_statuses(INSUFFICIENT_STORAGE)
             if rounds > 1:
                 record_apply(True, time.monotonic() - began)
                 prune_journal()

@@ -46,6 +46,7 @@ from apps_api.engine.registry import (
 logger = logging.getLogger(__name__)
 
 MB = 1_000_000
+INSUFFICIENT_STORAGE = "Insufficient storage"
 DEFAULT_RESERVE_MB = 256
 # Manifests of local images read per check to find layers already on disk; more only costs time.
 MAX_LOCAL_MANIFESTS = 16
@@ -87,7 +88,7 @@ class InsufficientStorage(Exception):
         self.have_bytes = have_bytes
         # Need rounded up and have rounded down: the message never reads as if it fitted.
         super().__init__(
-            f"Insufficient storage: need {math.ceil(need_bytes / MB)} MB, have {have_bytes // MB} MB"
+            f"{INSUFFICIENT_STORAGE}: need {math.ceil(need_bytes / MB)} MB, have {have_bytes // MB} MB"
         )
 
 

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 import docker
 import pytest
 
-from apps_api.engine.state import normalise_image_ref
+from apps_api import apply_status
+from apps_api.apply.journal import JournalObserver
+from apps_api.engine.disk_preflight import INSUFFICIENT_STORAGE, MB, InsufficientStorage
+from apps_api.engine.state import Step, normalise_image_ref
 from apps_api.models import Image, StepRecord
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
@@ -19,6 +22,7 @@ from tests.conftest import WorkerProcess
 from tests.integration.conftest import WebProcess, WorkerLog
 from tests.integration.engine_helpers import apply, set_target, supervised_containers, wait_applied
 from tests.integration.test_image_fetch import cloud_target, push_unique_image
+from tests.unit.engine.state_builders import app, svc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,3 +107,29 @@ def test_a_download_that_does_not_fit_waits_for_room_then_goes_ahead(
     wait_applied(60)
     assert supervised_containers()["main"].image.id == docker.from_env().images.get(new).id
     assert main_service(shared_web)["image"] == new
+
+
+def test_every_service_waiting_for_the_image_shows_the_refusal_until_it_is_fetched(redis_server: str) -> None:
+    shared, other = "registry.example.com/shared:v1", "registry.example.com/other:v1"
+    target = app(svc("main", image=shared), svc("side", image=shared), svc("else", image=other))
+    fetch = Step("fetch", app_id=1, app=target, target=target.services[0], image=normalise_image_ref(shared))
+    refusal = InsufficientStorage(need_bytes=300 * MB, have_bytes=200 * MB)
+
+    JournalObserver().finished(fetch, refusal, 0.01)
+
+    assert apply_status.read_service_statuses() == {
+        "1/main": "Insufficient storage: need 300 MB, have 200 MB",
+        "1/side": "Insufficient storage: need 300 MB, have 200 MB",
+    }
+    JournalObserver().finished(fetch, None, 0.01)
+    assert apply_status.read_service_statuses() == {}
+
+
+def test_a_converged_apply_forgets_refusals_but_not_other_statuses(redis_server: str) -> None:
+    apply_status.set_service_status(1, "main", "Insufficient storage: need 300 MB, have 200 MB")
+    apply_status.set_service_status(1, "side", "Installing")
+
+    apply_status.forget_service_statuses(INSUFFICIENT_STORAGE)
+
+    assert apply_status.read_service_statuses() == {"1/side": "Installing"}
+    apply_status.set_service_status(1, "side", None)
