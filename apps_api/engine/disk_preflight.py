@@ -8,11 +8,12 @@ retries with its backoff (each retry checks again, so freed space is noticed).
 
 Which layers count as present: the registry names layers by their compressed digest, the
 engine's images by uncompressed ones (`RootFS.Layers`), so the two cannot be compared.
-Instead, the manifests of the engine's own images pulled from the same registry (their
-`RepoDigests`) are read too: a layer listed there is on disk. A layer the engine has from
-elsewhere (a build, another registry, a manifest that cannot be read) counts as missing,
-so the estimate errs on the side of needing more space, never less. Compressed sizes
-understate what extraction writes; the reserve is the margin for that.
+Instead, when counting every layer does not fit, the manifests of the engine's own images
+pulled from the same registry (their `RepoDigests`) are read too: a layer listed there is
+on disk. A layer the engine has from elsewhere (a build, another registry, a manifest that
+cannot be read) counts as missing, so the estimate errs on the side of needing more space,
+never less. Compressed sizes understate what extraction writes; the reserve is the margin
+for that.
 
 When the size cannot be known (no v2 API, a timeout, no manifest for this platform) or
 the free space cannot be read, the download goes ahead: the engine's own pull is then the
@@ -168,36 +169,35 @@ class DiskPreflight:
     def _claim(self, image: str, auth: dict[str, str] | None) -> int:
         try:
             storage = engine.engine_storage()
-            download = self._download_bytes(image, auth, storage)
             free = free_bytes(storage.data_root, self.host_root)
+            name = parse_image_name(image)
+            platform = engine_platform(self.device_arch, storage.os, storage.machine)
+            client = RegistryClient(
+                name.registry, auth, uses_plain_http(name.registry, storage.insecure_registries)
+            )
+            layers = _image_layers(client, name, platform)
         except (ManifestUnavailable, OSError) as exc:
             logger.warning("disk pre-flight skipped for %s: %s", image, exc)
             self.log(f"Could not tell the size of image '{image}' ({exc}); downloading it unchecked")
             return 0
+        download = download_bytes(layers, present=())
         with self._lock:
-            claimed = self._claimed
-            check = check_space(download=download, reserve=self.reserve_bytes, free=free, claimed=claimed)
+            check = self._check(download, free)
+            if not check.fits:
+                # Only worth the registry's time when counting every layer does not fit.
+                download = download_bytes(layers, present=_layers_on_disk(client, name, platform))
+                check = self._check(download, free)
             if not check.fits and self._make_room(image):
-                free = free_bytes(storage.data_root, self.host_root)
-                check = check_space(download=download, reserve=self.reserve_bytes, free=free, claimed=claimed)
+                # The images removed may have held layers counted as present.
+                download = download_bytes(layers, present=_layers_on_disk(client, name, platform))
+                check = self._check(download, free_bytes(storage.data_root, self.host_root))
             if not check.fits:
                 raise InsufficientStorage(check.need_bytes, check.have_bytes)
             self._claimed += download
             return download
 
-    def _download_bytes(self, image: str, auth: dict[str, str] | None, storage: engine.EngineStorage) -> int:
-        name = parse_image_name(image)
-        platform = engine_platform(self.device_arch, storage.os, storage.machine)
-        plain_http = uses_plain_http(name.registry, storage.insecure_registries)
-        client = RegistryClient(name.registry, auth, plain_http)
-        layers = _image_layers(client, name, platform)
-        present: set[str] = set()
-        for local in _local_images_of(name, engine.image_repo_digests())[:MAX_LOCAL_MANIFESTS]:
-            try:
-                present.update(layer.digest for layer in _image_layers(client, local, platform))
-            except ManifestUnavailable as exc:  # its layers count as missing: the safe side
-                logger.info("layers of %s/%s unknown: %s", local.repository, local.reference, exc)
-        return download_bytes(layers, present)
+    def _check(self, download: int, free: int) -> SpaceCheck:
+        return check_space(download=download, reserve=self.reserve_bytes, free=free, claimed=self._claimed)
 
     def _make_room(self, image: str) -> bool:
         """Remove the removable images; True when any went."""
@@ -226,6 +226,22 @@ def _image_layers(client: RegistryClient, name: ImageName, platform: Platform) -
             _LAYERS_BY_DIGEST.pop(next(iter(_LAYERS_BY_DIGEST)), None)
         _LAYERS_BY_DIGEST[key] = client.image_layers(name, platform)
     return _LAYERS_BY_DIGEST[key]
+
+
+def _layers_on_disk(client: RegistryClient, name: ImageName, platform: Platform) -> set[str]:
+    """Digests of the layers in the manifests of the engine's images from `name`'s registry."""
+    present: set[str] = set()
+    try:
+        local_images = _local_images_of(name, engine.image_repo_digests())[:MAX_LOCAL_MANIFESTS]
+    except OSError as exc:  # no layer counts as present: the safe side
+        logger.info("local images unknown: %s", exc)
+        return present
+    for local in local_images:
+        try:
+            present.update(layer.digest for layer in _image_layers(client, local, platform))
+        except ManifestUnavailable as exc:  # its layers count as missing: the safe side
+            logger.info("layers of %s/%s unknown: %s", local.repository, local.reference, exc)
+    return present
 
 
 def _local_images_of(name: ImageName, repo_digests: Iterable[str]) -> list[ImageName]:

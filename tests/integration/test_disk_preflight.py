@@ -61,6 +61,21 @@ def images(registry: str, busybox_image: str) -> Iterator[tuple[str, str]]:
             docker.from_env().images.remove(reference, force=True)
 
 
+@pytest.fixture
+def layered(registry: str, busybox_image: str) -> Iterator[tuple[str, str]]:
+    """(base, derived): derived is base plus a 1 MiB layer; both in the registry only."""
+    base, derived = (f"{registry}/test/layered:{tag}-{os.urandom(3).hex()}" for tag in ("base", "derived"))
+    push_unique_image(busybox_image, base)
+    client = docker.from_env()
+    client.images.pull(base)
+    push_unique_image(base, derived, megabytes=1)
+    client.images.remove(base, force=True)
+    yield base, derived
+    for reference in (base, derived):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(reference, force=True)
+
+
 def main_service(web: WebProcess) -> dict:
     return web.get("/v2/applications/state").json()["cloudapp"]["services"]["main"]
 
@@ -107,6 +122,33 @@ def test_a_download_that_does_not_fit_waits_for_room_then_goes_ahead(
     wait_applied(60)
     assert supervised_containers()["main"].image.id == docker.from_env().images.get(new).id
     assert main_service(shared_web)["image"] == new
+
+
+def test_layers_the_engine_already_has_are_not_counted_and_images_in_use_stay(
+    layered: tuple[str, str], shared_web: WebProcess, worker_with_reserve: Callable[[str | None], None]
+) -> None:
+    base, derived = layered
+    uuid = load_device_identity().uuid
+    apply(cloud_target(base, device_uuid=uuid), timeout=120)
+
+    worker_with_reserve(str(RESERVE_LARGER_THAN_THE_DISK_MB))
+    set_target(cloud_target(derived, device_uuid=uuid, commit="c2"))
+
+    assert wait_until(lambda: REFUSAL.match(main_service(shared_web)["status"] or ""), 120), main_service(
+        shared_web
+    )
+    need, _ = map(int, REFUSAL.match(main_service(shared_web)["status"]).groups())  # type: ignore[union-attr]
+    # Only the 1 MiB layer is missing: the base's 8 MiB layer is on disk already.
+    assert 1 <= need - RESERVE_LARGER_THAN_THE_DISK_MB <= 2
+    # The running release's image is in use: not removed to make room.
+    assert docker.from_env().images.get(base) is not None
+    assert supervised_containers()["main"].status == "running"
+
+    worker_with_reserve(None)
+    assert wait_until(lambda: main_service(shared_web)["image"] == derived, 120)
+    assert wait_until(lambda: main_service(shared_web)["status"] == "Running", 120), main_service(shared_web)
+    wait_applied(60)
+    assert supervised_containers()["main"].image.id == docker.from_env().images.get(derived).id
 
 
 def test_every_service_waiting_for_the_image_shows_the_refusal_until_it_is_fetched(redis_server: str) -> None:
