@@ -1,5 +1,6 @@
 """The disk pre-flight's arithmetic: which manifest, which layers, how much room, and the
-decision; plus the manifest reader against a token-protected stand-in registry."""
+decision; the manifest reader against a token-protected stand-in registry; and the refusal
+as the cloud's state report carries it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from apps_api.cloud.report import apps_report
 from apps_api.engine.disk_preflight import (
     MB,
     InsufficientStorage,
@@ -31,6 +33,10 @@ from apps_api.engine.registry import (
     platform_manifest_digest,
     uses_plain_http,
 )
+from apps_api.engine.state import AppSpec, CurrentState, TargetState
+from apps_api.engine.status import ServiceStatus
+from apps_api.snapshot import DeviceSnapshot
+from tests.unit.engine.state_builders import svc
 
 INDEX = {
     "schemaVersion": 2,
@@ -277,3 +283,24 @@ def test_a_registry_that_does_not_answer_is_unavailable() -> None:
     client = RegistryClient("127.0.0.1:9", None, plain_http=True)
     with pytest.raises(ManifestUnavailable):
         client.image_layers(ImageName("127.0.0.1:9", "app", "v1"), Platform("linux", "amd64"))
+
+
+# --- what the cloud is told ------------------------------------------------------------------------------
+
+
+def test_the_state_report_carries_the_refusal_as_the_services_status() -> None:
+    refusal = str(InsufficientStorage(need_bytes=300 * MB, have_bytes=200 * MB))
+    app = AppSpec(app_id=1, app_uuid="appuuid", name="app", services=(svc("main", commit="c2"),), commit="c2")
+    snapshot = DeviceSnapshot(
+        target=TargetState(name="device", config={}, apps=(app,)),
+        current=CurrentState(),
+        statuses=(ServiceStatus(1, "main", refusal),),
+        flags={"update_failed": True},
+        image_progress={},
+        applying=True,
+    )
+
+    release = apps_report(snapshot)["appuuid"]["releases"]["c2"]
+
+    assert release["services"]["main"]["status"] == "Insufficient storage: need 300 MB, have 200 MB"
+    assert release["update_status"] == "aborted", "the apply failed and will be retried"
