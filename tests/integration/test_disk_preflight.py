@@ -110,7 +110,8 @@ def test_a_download_that_does_not_fit_waits_for_room_then_goes_ahead(
     with pytest.raises(docker.errors.ImageNotFound):
         docker.from_env().images.get(old)
     assert not Image.objects.filter(reference=normalise_image_ref(old)).exists()
-    assert worker_log.lines_with(f"Deleted image '{normalise_image_ref(old)}' to make room for")
+    made_room = f"Deleted image '{normalise_image_ref(old)}' to make room for '{normalise_image_ref(new)}'"
+    assert wait_until(lambda: worker_log.lines_with(made_room), 30)
     assert wait_until(lambda: worker_log.lines_with("due to 'Insufficient storage: need "), 30)
     refused = StepRecord.objects.filter(kind="fetch", succeeded=False).last()
     assert refused is not None
