@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from supervisor_site import environment
 from supervisor_site.environment import project_path as _path
@@ -36,6 +37,13 @@ SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/l
 # The network namespace (`ip netns` name) whose iptables HOST_FIREWALL_MODE drives; empty: the
 # supervisor's own, i.e. the host's. The tests point it at a namespace of their own.
 SUPERVISOR_FIREWALL_NETNS = env.str("SUPERVISOR_FIREWALL_NETNS", default="")
+# MB (10^6 bytes) a download must leave free on the engine's data root (apps_api/engine/disk_preflight.py).
+_disk_reserve = env.str("SUPERVISOR_DISK_RESERVE_MB", default="256").strip()
+if not (_disk_reserve.isascii() and _disk_reserve.isdigit()):
+    raise ImproperlyConfigured(
+        f"SUPERVISOR_DISK_RESERVE_MB must be a whole number of MB (10^6 bytes), not {_disk_reserve!r}"
+    )
+SUPERVISOR_DISK_RESERVE_MB = int(_disk_reserve)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from django.db import connection
 
 from apps_api import apply_status
+from apps_api.engine.disk_preflight import InsufficientStorage
 from apps_api.engine.executor import StepObserver
 from apps_api.engine.locks import UpdatesLocked
-from apps_api.engine.state import Step
+from apps_api.engine.state import Step, normalise_image_ref
 from apps_api.logs.publisher import system_log
 from apps_api.metrics import record_step
 from apps_api.models import Image, StepRecord
@@ -98,6 +99,12 @@ class JournalObserver:
                 )
         if step.app_id is not None and step.service_name:
             apply_status.set_service_status(step.app_id, step.service_name, None)
+        if step.kind == "fetch" and step.app is not None:
+            # Every service waiting for this image says why it waits, until a fetch of it ends.
+            waiting = str(error) if isinstance(error, InsufficientStorage) else None
+            for service in step.app.services:
+                if normalise_image_ref(service.image) == step.image:
+                    apply_status.set_service_status(step.app.app_id, service.service_name, waiting)
         if step.image:
             apply_status.set_image_progress(step.image, None)
         if step.kind == "fetch":

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from apps_api import apply_status
 from apps_api.apply.device_context import device_context
 from apps_api.apply.journal import (
@@ -31,9 +33,10 @@ from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
 from apps_api.engine.adoption import adopt_matching
 from apps_api.engine.current import read_current_state
+from apps_api.engine.disk_preflight import INSUFFICIENT_STORAGE, MB, DiskPreflight
 from apps_api.engine.executor import Executor
 from apps_api.engine.locks import UpdatesLocked, apps_with_supervisor_lock_files, update_locks
-from apps_api.engine.planner import PlanConfig, plan
+from apps_api.engine.planner import PlanConfig, plan, unused_images
 from apps_api.engine.state import Step, TargetState
 from apps_api.host_ops.device_config import (
     apply_device_config,
@@ -119,6 +122,8 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             apply_status.set_flags(
                 applying=False, update_pending=False, update_failed=False, update_downloaded=False
             )
+            # A target changed back to images on disk leaves no fetch to clear the refusal.
+            apply_status.forget_service_statuses(INSUFFICIENT_STORAGE)
             if rounds > 1:
                 record_apply(True, time.monotonic() - began)
                 prune_journal()
@@ -162,10 +167,16 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         return [], []
     apply_status.set_flags(applying=True, update_pending=True)
     journal = BackgroundJournal(JournalObserver())
+    preflight = DiskPreflight(
+        reserve_bytes=settings.SUPERVISOR_DISK_RESERVE_MB * MB, device_arch=device.arch,
+        host_root=device.host_root, on_image_removed=forget_image, log=system_log,
+        # Local mode keeps the images it no longer uses, even to make room.
+        removable_images=[] if target.source == "local" else unused_images(current, target.apps),
+    )  # fmt: skip
     executor = Executor(
         device=device, locks=locks, observer=journal, force=force or lock_override(target),
         on_image_fetched=record_image, on_image_removed=forget_image, cancelled=request_waiting,
-        on_reboot_needed=ask_reboot_for_service,
+        on_reboot_needed=ask_reboot_for_service, make_room=preflight.room_for,
     )  # fmt: skip
     planned = time.monotonic()
     try:

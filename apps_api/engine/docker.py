@@ -7,6 +7,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,6 +456,42 @@ def image_config(ref: str) -> dict[str, Any]:
 def remove_image(ref: str) -> None:
     with _gone_is_fine():
         docker_client().api.remove_image(ref)
+
+
+@dataclass(frozen=True)
+class EngineStorage:
+    """What the disk pre-flight asks of the engine (`docker info`)."""
+
+    data_root: str
+    """DockerRootDir: where layers are written."""
+    os: str
+    machine: str
+    """The kernel's name for the CPU (`x86_64`, `aarch64`, `armv7l`)."""
+    insecure_registries: tuple[str, ...]
+    """Registries and CIDRs the engine reaches over plain HTTP."""
+
+
+def engine_storage() -> EngineStorage:
+    info = docker_client().api.info()
+    registries = info.get("RegistryConfig") or {}
+    indexes = registries.get("IndexConfigs") or {}
+    insecure = [name for name, index in indexes.items() if not index.get("Secure")]
+    return EngineStorage(
+        data_root=str(info.get("DockerRootDir") or "/var/lib/docker"),
+        os=str(info.get("OSType") or "linux"),
+        machine=str(info.get("Architecture") or ""),
+        insecure_registries=tuple(insecure + list(registries.get("InsecureRegistryCIDRs") or [])),
+    )
+
+
+def image_repo_digests() -> list[str]:
+    """Every `repository@sha256:…` the engine's images were pulled as."""
+    return [
+        digest
+        for image in docker_client().api.images()
+        for digest in image.get("RepoDigests") or []
+        if not digest.endswith("@<none>")
+    ]
 
 
 def container_environment(container_id: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -73,6 +74,11 @@ class Executor:
     on_image_removed: Callable[[str], None] = lambda ref: None
     on_reboot_needed: Callable[[ServiceSpec], None] = lambda service: None
     """A container of a service that requires a reboot was installed, not started."""
+    make_room: Callable[[str, dict[str, str] | None], AbstractContextManager[None]] = (
+        lambda image, auth: nullcontext()
+    )
+    """Wraps each download (image, registry credentials): raises before it starts when it
+    cannot fit (disk_preflight.DiskPreflight.room_for)."""
     cancelled: Callable[[], bool] = lambda: False
     """True once a new target makes the rest of this round moot: steps not yet begun are
     skipped and a hand-over stops waiting (the next round re-plans)."""
@@ -119,11 +125,11 @@ class Executor:
 
     def _do_fetch(self, step: Step) -> None:
         assert step.image is not None
-        image_id = engine.pull_image(
-            step.image,
-            auth=registry_credentials(self.device, step.image),
-            on_progress=lambda percent: self.observer.progress(step, percent),
-        )
+        auth = registry_credentials(self.device, step.image)
+        with self.make_room(step.image, auth):
+            image_id = engine.pull_image(
+                step.image, auth=auth, on_progress=lambda percent: self.observer.progress(step, percent)
+            )
         self.on_image_fetched(step.image, image_id)
 
     def _do_kill(self, step: Step) -> None:

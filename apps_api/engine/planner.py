@@ -375,11 +375,16 @@ class _AppPlanner:
 
 
 def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Step]:
-    """Images the supervisor fetched that neither the target nor any container uses."""
+    return [Step("removeImage", image=ref, reason="no longer used") for ref in unused_images(current, target)]
+
+
+def unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[str]:
+    """Images the supervisor fetched that neither the target nor any container uses (and
+    not being fetched): the only ones it may remove."""
     wanted = {normalise_image_ref(s.image) for app in target for s in app.services}
     in_use = {s.docker_image_id for s in current.services}
     return [
-        Step("removeImage", image=ref, reason="no longer used")
+        ref
         for ref in sorted(current.managed_images)
         if ref in current.images
         and ref not in wanted
