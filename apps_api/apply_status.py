@@ -86,10 +86,9 @@ def set_service_status(app_id: int, service_name: str, status: str | None) -> No
 def forget_service_statuses(prefix: str) -> None:
     """Clear every service status that begins with `prefix` (a reason a service waited for
     that no longer holds once the apply has converged)."""
-    client = redis_client()
     stale = [key for key, status in read_hash(SERVICE_STATUS_KEY).items() if status.startswith(prefix)]
     if stale:
-        client.hdel(SERVICE_STATUS_KEY, *stale)
+        changing_progress(lambda pipe: pipe.hdel(SERVICE_STATUS_KEY, *stale))
 
 
 def read_service_statuses() -> dict[str, str]:
