@@ -144,7 +144,9 @@ def apps_report(snapshot: DeviceSnapshot) -> dict[str, Any]:
                 entry["download_progress"] = status.download_progress
             services[service.service_name] = entry
         release = release_report(update_status(snapshot, app), services)
-        apps[app.app_uuid] = {"releases": {app.commit: release} if app.commit else {}}
+        # A release that failed its probation is reported as the one the target names.
+        commit = app.failed_commit or app.commit
+        apps[app.app_uuid] = {"releases": {commit: release} if commit else {}}
         if commit := current_commit(snapshot, app.app_id):
             apps[app.app_uuid]["release_uuid"] = commit
     return apps
