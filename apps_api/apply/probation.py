@@ -79,10 +79,10 @@ def trial_pending() -> bool:
 
 
 def images_on_hold() -> frozenset[str]:
-    """The committed releases' images of apps with a release on probation: kept until it
-    commits, so that rolling back needs no download."""
+    """The images of each app's committed release: kept while a newer release is applied
+    and on probation (until it commits), so that rolling back needs no download."""
     held: set[str] = set()
-    for trial in ReleaseTrial.objects.exclude(trial_commit="").exclude(committed_app=None):
+    for trial in ReleaseTrial.objects.exclude(committed_app=None):
         held.update(normalise_image_ref(s["image"]) for s in (trial.committed_app or {})["services"])
     return frozenset(held)
 
