@@ -50,12 +50,14 @@ def review_releases(target: TargetState, *, now: float | None = None) -> Review:
     now = time.time() if now is None else now
     apps = [a for a in target.apps if a.commit and not a.rejected and not a.failed_commit]
     trials = {t.app_id: t for t in ReleaseTrial.objects.filter(app_id__in=[a.app_id for a in apps])}
+    trials = {a.app_id: trials.get(a.app_id) or ReleaseTrial(app_id=a.app_id) for a in apps}
+    apps = [a for a in apps if trials[a.app_id].committed_commit != a.commit]
+    if not apps:
+        return Review()
     containers = _containers_by_app(read_current_state().services)
     rolled_back, waits = False, []
     for app in apps:
-        trial = trials.get(app.app_id) or ReleaseTrial(app_id=app.app_id)
-        if trial.committed_commit == app.commit:
-            continue
+        trial = trials[app.app_id]
         running = containers.get(app.app_id, {})
         if trial.trial_commit != app.commit:
             _start_trial(trial, app, running, now)

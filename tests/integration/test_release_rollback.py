@@ -133,3 +133,22 @@ def test_a_release_failing_its_healthcheck_then_one_crash_looping_both_end_on_th
     assert app_report["release_uuid"] == "c1"
     assert app_report["releases"]["c3"]["update_status"] == "failed"
     assert worker_log.lines_with("Rolling back release c1") == []
+
+
+def test_a_first_release_that_fails_is_left_running_and_reported_failed(
+    fake_cloud: FakeCloud, engine: str, shared_web: WebProcess, worker_log: WorkerLog
+) -> None:
+    cloud.provision()
+    poll(fake_cloud, release("c1", 101, engine, window=2, healthcheck=FAILING_HEALTHCHECK))
+    running = supervised_containers()["main"]
+
+    line = wait_for_line(worker_log, "Release c1 of app 'userapp' failed")
+    assert line.endswith(
+        "Release c1 of app 'userapp' failed: service 'main' is unhealthy after 2 s; "
+        "there is no previous release to roll back to"
+    )
+    wait_applied()
+    assert supervised_containers()["main"].id == running.id
+    state = app_state(shared_web)
+    assert (state["commit"], state["updateStatus"]) == ("c1", "failed")
+    assert state["failedRelease"]["commit"] == "c1"
