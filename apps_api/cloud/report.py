@@ -143,6 +143,8 @@ def apps_report(snapshot: DeviceSnapshot) -> dict[str, Any]:
             if status is not None and status.download_progress is not None:
                 entry["download_progress"] = status.download_progress
             services[service.service_name] = entry
+        if app.failed_commit and app.failed_commit != app.commit:
+            services = {}  # rolled back: none of its services runs
         release = release_report(update_status(snapshot, app), services)
         # A release that failed its probation is reported as the one the target names.
         commit = app.failed_commit or app.commit
