@@ -18,7 +18,7 @@ from apps_api.cloud import client as cloud
 from apps_api.engine import docker as engine_api
 from supervisor_site.system_services import wait_until
 from tests.fake_cloud import FakeCloud
-from tests.integration.conftest import WebProcess, WorkerLog
+from tests.integration.conftest import WebProcess, WorkerLog, lock_dir
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 from tests.integration.test_cloud_releases import last_report, poll
 from tests.integration.test_image_fetch import push_unique_image
@@ -152,3 +152,22 @@ def test_a_first_release_that_fails_is_left_running_and_reported_failed(
     state = app_state(shared_web)
     assert (state["commit"], state["updateStatus"]) == ("c1", "failed")
     assert state["failedRelease"]["commit"] == "c1"
+
+
+def test_a_rollback_waits_for_the_apps_update_lock(
+    fake_cloud: FakeCloud, engine: str, worker_log: WorkerLog
+) -> None:
+    cloud.provision()
+    poll(fake_cloud, release("c1", 101, engine, window=1))
+    wait_for_line(worker_log, "Release c1 of app 'userapp' committed")
+    poll(fake_cloud, release("c2", 102, engine, window=2, healthcheck=FAILING_HEALTHCHECK))
+    failing = supervised_containers()["main"]
+    lock = lock_dir("main", app_id=3) / "updates.lock"
+    lock.write_text("mine")
+
+    wait_for_line(worker_log, "Rolling back release c2 of app 'userapp'")
+    wait_for_line(worker_log, "Updates are locked")
+    assert supervised_containers()["main"].id == failing.id
+
+    lock.unlink()
+    wait_running("c1")
