@@ -2,8 +2,9 @@
 
 A release on probation is committed once its health window has passed with every service
 that has a healthcheck healthy and no service restarted more than its limit. A service
-over its restart limit fails the release at once; health is judged when the window ends
-(a healthcheck may take a while to pass). The clock and the engine are the caller's.
+over its restart limit fails the release whenever it is judged; health only once the
+window has ended (a healthcheck may take a while to pass). The clock and the engine are
+the caller's.
 """
 
 from __future__ import annotations
