@@ -2,7 +2,17 @@
 
 from django.contrib import admin
 
-from apps_api.models import ApiKey, App, Image, Network, Service, StepRecord, TargetRecord, Volume
+from apps_api.models import (
+    ApiKey,
+    App,
+    Image,
+    Network,
+    ReleaseTrial,
+    Service,
+    StepRecord,
+    TargetRecord,
+    Volume,
+)
 
 
 @admin.register(ApiKey)
@@ -107,3 +117,8 @@ class StepRecordAdmin(ReadOnlyAdmin):
         "error",
     )
     list_filter = ("kind", "succeeded")
+
+
+@admin.register(ReleaseTrial)
+class ReleaseTrialAdmin(ReadOnlyAdmin):
+    list_display = ("app_id", "committed_commit", "trial_commit", "failed_commit", "failed_reason")

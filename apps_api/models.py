@@ -139,3 +139,26 @@ class StepRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.service_name or ''}".strip()
+
+
+class ReleaseTrial(models.Model):
+    """Per app: its last committed release, the release on probation and the one that
+    failed (apps_api/target/release_trials.py)."""
+
+    app_id = models.PositiveBigIntegerField(unique=True)
+    committed_commit = models.CharField(max_length=255, blank=True, default="")
+    committed_app = models.JSONField(
+        null=True, blank=True, help_text="the committed release's app, in the target's internal shape"
+    )
+    trial_commit = models.CharField(max_length=255, blank=True, default="", help_text="on probation")
+    trial_started_at = models.FloatField(default=0.0, help_text="Unix time the probation began")
+    trial_restarts = models.JSONField(default=dict, help_text="container id → restart count at the start")
+    failed_commit = models.CharField(max_length=255, blank=True, default="")
+    failed_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["app_id"]
+        verbose_name = "release trial"
+
+    def __str__(self) -> str:
+        return f"app {self.app_id}: committed {self.committed_commit or 'none'}"

@@ -91,11 +91,13 @@ def _snapshot(progress: apply_status.ApplyProgress, current: CurrentState) -> De
 
 def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
     """Release update status, by precedence (engine.md "Status/report derivation"):
-    rejected > aborted > downloading > downloaded > applying changes > done. The API's
+    rejected > failed > aborted > downloading > downloaded > applying changes > done. The API's
     updateStatus and the state report's update_status both come from here (a rejected
-    release is reported without services)."""
+    release is reported without services; a failed one failed its health probation)."""
     if app.rejected:
         return "rejected"
+    if app.failed_commit:
+        return "failed"
     statuses = [snapshot.status_of(app.app_id, s.service_name) for s in app.services]
     words = {s.status for s in statuses if s is not None}
     if snapshot.flags.get("update_failed") and snapshot.applying:

@@ -19,6 +19,7 @@ from apps_api import apply_status
 from apps_api.apply import app_actions
 from apps_api.apply.journal import JournalObserver
 from apps_api.apply.loop import run_requested_applies
+from apps_api.apply.probation import trial_pending
 from apps_api.apply.single_flight import forget_the_dead_workers_apply, schedule_apply
 from apps_api.cloud.poll import cloud_tick as tick
 from apps_api.cloud.poll import reset_at_start
@@ -39,6 +40,13 @@ logger = logging.getLogger(__name__)
 def apply_target_state() -> bool:
     """Run pending applies single-flight; False when another apply already runs them."""
     return run_requested_applies()
+
+
+@shared_task(name="apps_api.review_releases", ignore_result=True)
+def review_releases() -> None:
+    """A release's probation window has ended: apply (which reviews it), if it still is on probation."""
+    if trial_pending():
+        schedule_apply()
 
 
 @worker_ready.connect

@@ -36,6 +36,8 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
             "updateStatus": update_status(snapshot, app),
             "services": services,
         }
+        if app.failed_commit:
+            result[app.name]["failedRelease"] = {"commit": app.failed_commit, "reason": app.failed_reason}
     return result
 
 

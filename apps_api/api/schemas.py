@@ -26,7 +26,7 @@ JSON = JSONRenderer.media_type
 SUCCESS_STATUS = ["success"]
 FAILED_STATUS = ["failed"]
 IMAGE_STATUSES = ["Downloading", "Downloaded"]
-UPDATE_STATUSES = ["done", "downloading", "downloaded", "applying changes", "aborted", "rejected"]
+UPDATE_STATUSES = ["done", "downloading", "downloaded", "applying changes", "aborted", "rejected", "failed"]
 
 Answers = dict[Any, OpenApiResponse]
 
@@ -295,12 +295,22 @@ class ServiceSummarySerializer(serializers.Serializer):
     releaseId = serializers.IntegerField(help_text="The target release.")
 
 
+class FailedReleaseSerializer(serializers.Serializer):
+    commit = serializers.CharField()
+    reason = serializers.CharField(help_text="Why it failed its health probation.")
+
+
 class AppSummarySerializer(serializers.Serializer):
     appId = serializers.IntegerField()
     appUuid = serializers.CharField()
-    commit = serializers.CharField(allow_null=True, help_text="The target commit.")
+    commit = serializers.CharField(
+        allow_null=True, help_text="The target commit (after a rollback, the release rolled back to)."
+    )
     updateStatus = serializers.ChoiceField(choices=UPDATE_STATUSES)
     services = serializers.DictField(child=ServiceSummarySerializer(), help_text="By service name.")
+    failedRelease = FailedReleaseSerializer(
+        required=False, help_text="Only when updateStatus is `failed`: the target release that failed."
+    )
 
 
 class ApplicationsStateSerializer(serializers.Serializer):

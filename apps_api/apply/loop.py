@@ -22,10 +22,12 @@ from apps_api.apply.journal import (
     prune_journal,
     record_image,
 )
+from apps_api.apply.probation import Review, images_on_hold, review_releases
 from apps_api.apply.single_flight import (
     holding_apply_lock,
     preemption_waiting,
     request_waiting,
+    schedule_review,
     take_preemption,
     take_request,
 )
@@ -54,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 0.5
 MAX_IDENTICAL_ROUNDS = 5
+PROBATION_RETRY_SECONDS = 5.0
+PROBATION_MARGIN_SECONDS = 0.5
 
 
 def run_requested_applies() -> bool:
@@ -119,6 +123,8 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
             logger.exception("apply round %d could not run", rounds)
             steps, errors = [], [exc]
         if not steps and not errors:
+            if _review_releases(target):
+                continue  # an app rolls back to its previous release
             apply_status.set_flags(
                 applying=False, update_pending=False, update_failed=False, update_downloaded=False
             )
@@ -156,11 +162,17 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         app_uuids={app.app_id: app.app_uuid for app in target.apps},
     )
     current = adopt_matching(current, target.apps, device)
+    on_hold = images_on_hold()
     steps = plan(
         current,
         target.apps,
         locks_held=locks.held_apps(),
-        config=PlanConfig(device, local_mode=target.source == "local", reboot_pending=reboot_pending()),
+        config=PlanConfig(
+            device,
+            local_mode=target.source == "local",
+            reboot_pending=reboot_pending(),
+            images_on_hold=on_hold,
+        ),
         leftover_locks=apps_with_supervisor_lock_files(Path(device.host_root)),
     )
     if not steps:
@@ -171,7 +183,7 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         reserve_bytes=settings.SUPERVISOR_DISK_RESERVE_MB * MB, device_arch=device.arch,
         host_root=device.host_root, on_image_removed=forget_image, log=system_log,
         # Local mode keeps the images it no longer uses, even to make room.
-        removable_images=[] if target.source == "local" else unused_images(current, target.apps),
+        removable_images=[] if target.source == "local" else unused_images(current, target.apps, on_hold),
     )  # fmt: skip
     executor = Executor(
         device=device, locks=locks, observer=journal, force=force or lock_override(target),
@@ -209,6 +221,20 @@ def _apply_device_config(target: TargetState) -> None:
     except Exception as exc:
         logger.exception("device configuration not applied")
         system_log(f"Could not apply the device configuration due to '{exc}'", is_stderr=True)
+
+
+def _review_releases(target: TargetState) -> bool:
+    """Judge the releases on probation now that the target is reached; returns whether one
+    was rolled back. A review that cannot run (engine restarting) is retried later."""
+    try:
+        review = review_releases(target)
+    except Exception:
+        logger.exception("releases on probation not reviewed")
+        review = Review(recheck_in=PROBATION_RETRY_SECONDS)
+    if review.recheck_in is not None:
+        # A moment past the window's end, so that the review then can give its verdict.
+        schedule_review(review.recheck_in + PROBATION_MARGIN_SECONDS)
+    return review.rolled_back
 
 
 def _reboot_if_requested() -> None:

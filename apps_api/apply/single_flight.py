@@ -35,6 +35,7 @@ from apps_api.redis_store import (
 logger = logging.getLogger(__name__)
 
 APPLY_TASK_NAME = "apps_api.apply_target_state"
+REVIEW_TASK_NAME = "apps_api.review_releases"
 EXCLUSIVE_WAIT_SECONDS = 60
 # Long enough for the longest round (a hand-over waits up to its timeout); renewed each round.
 APPLY_LOCK_SECONDS = 600
@@ -44,6 +45,12 @@ def schedule_apply(*, force: bool = False) -> None:
     """Ask for the stored target to be applied: the running apply (or the next) sees it."""
     request_apply(force=force)
     current_app.send_task(APPLY_TASK_NAME)
+
+
+def schedule_review(seconds: float) -> None:
+    """Have the releases on probation reviewed in `seconds` (apply/probation.py): an apply
+    is asked for then, if one is still on probation."""
+    current_app.send_task(REVIEW_TASK_NAME, countdown=seconds)
 
 
 def request_apply(*, force: bool = False) -> None:

@@ -143,8 +143,15 @@ def apps_report(snapshot: DeviceSnapshot) -> dict[str, Any]:
             if status is not None and status.download_progress is not None:
                 entry["download_progress"] = status.download_progress
             services[service.service_name] = entry
-        release = release_report(update_status(snapshot, app), services)
-        apps[app.app_uuid] = {"releases": {app.commit: release} if app.commit else {}}
+        if app.failed_commit and app.failed_commit != app.commit:
+            services = {}  # rolled back: none of its services runs
+        release_status = update_status(snapshot, app)
+        # The cloud knows rejected, aborted, downloading, downloaded, applying changes and
+        # done: a release that failed its probation was aborted (the API says "failed").
+        release = release_report("aborted" if release_status == "failed" else release_status, services)
+        # A release that failed its probation is reported as the one the target names.
+        commit = app.failed_commit or app.commit
+        apps[app.app_uuid] = {"releases": {commit: release} if commit else {}}
         if commit := current_commit(snapshot, app.app_id):
             apps[app.app_uuid]["release_uuid"] = commit
     return apps

@@ -40,6 +40,8 @@ class PlanConfig:
     """Local mode keeps images: nothing is garbage-collected."""
     reboot_pending: bool = False
     """A reboot was asked for during this boot: services that require one wait for it."""
+    images_on_hold: frozenset[str] = frozenset()
+    """Normalised references kept although unused (a previous release, until the new one commits)."""
 
 
 @dataclass
@@ -91,7 +93,7 @@ def plan(
         steps += app_steps
 
     if not steps and not config.local_mode:
-        steps = _unused_images(current, target)
+        steps = _unused_images(current, target, config.images_on_hold)
     if not steps and current.downloading:
         steps = [Step("noop", reason="downloads in progress")]
     return steps
@@ -374,14 +376,18 @@ class _AppPlanner:
         )  # fmt: skip
 
 
-def _unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[Step]:
-    return [Step("removeImage", image=ref, reason="no longer used") for ref in unused_images(current, target)]
+def _unused_images(current: CurrentState, target: Sequence[AppSpec], on_hold: frozenset[str]) -> list[Step]:
+    unused = unused_images(current, target, on_hold)
+    return [Step("removeImage", image=ref, reason="no longer used") for ref in unused]
 
 
-def unused_images(current: CurrentState, target: Sequence[AppSpec]) -> list[str]:
-    """Images the supervisor fetched that neither the target nor any container uses (and
-    not being fetched): the only ones it may remove."""
-    wanted = {normalise_image_ref(s.image) for app in target for s in app.services}
+def unused_images(
+    current: CurrentState, target: Sequence[AppSpec], on_hold: frozenset[str] = frozenset()
+) -> list[str]:
+    """Images the supervisor fetched that neither the target nor any container uses, that
+    are not on hold (a committed release's, while the new one is on probation) and not
+    being fetched: the only ones it may remove."""
+    wanted = {normalise_image_ref(s.image) for app in target for s in app.services} | on_hold
     in_use = {s.docker_image_id for s in current.services}
     return [
         ref

@@ -134,6 +134,10 @@ class AppSpec:
     is_host: bool = False
     rejected: str = ""
     """Why the release's contracts reject it; a rejected app gets no steps at all."""
+    failed_commit: str = ""
+    """The target release that failed its health probation (engine/release_health.py); the
+    app then runs its last committed release, or, having none, the failed one as it is."""
+    failed_reason: str = ""
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.service_name == name), None)

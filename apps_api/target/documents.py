@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps_api.engine.container_config import network_docker_name, volume_docker_name
+from apps_api.engine.release_health import label_problem
 from apps_api.engine.state import (
     AppSpec,
     InvalidTargetState,
@@ -236,6 +237,8 @@ def _service(
     if doc.get("contract") is not None:
         contract = expect_object(doc["contract"], join_path(path, "contract"))
     compose = normalise_compose_fields(compose_fields, path=compose_path, app=declared)
+    _check_labels(labels, join_path(path, "labels"))
+    _check_labels(compose.labels, join_path(compose_path, "labels"))
     spec = ServiceSpec(
         service_name=name,
         service_id=service_id,
@@ -251,6 +254,13 @@ def _service(
         contract=contract,
     )
     return _ParsedService(spec, compose_path)
+
+
+def _check_labels(labels: dict[str, str], path: str) -> None:
+    """Labels the supervisor reads as numbers must be numbers."""
+    for label, value in labels.items():
+        if problem := label_problem(label, value):
+            raise InvalidTargetState(join_path(path, label), problem)
 
 
 def _app(

@@ -6,7 +6,7 @@ document for the admin; the engine reads only `TargetRecord.document`.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from django.db import transaction
@@ -17,7 +17,7 @@ from apps_api.apply.single_flight import schedule_apply
 from apps_api.apply_status import bump_target_version
 from apps_api.engine.container_config import feature_enabled
 from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
-from apps_api.models import App, Network, Service, TargetRecord, Volume
+from apps_api.models import App, Network, ReleaseTrial, Service, TargetRecord, Volume
 
 KEPT_TARGET_RECORDS = 20
 
@@ -26,27 +26,26 @@ def target_to_document(target: TargetState) -> dict[str, Any]:
     return asdict(target)
 
 
+def app_from_document(app: dict[str, Any]) -> AppSpec:
+    services = tuple(
+        ServiceSpec(**{**service, "depends_on": tuple(service.get("depends_on", ()))})
+        for service in app["services"]
+    )
+    return AppSpec(
+        **{
+            **app,
+            "services": services,
+            "networks": tuple(NetworkSpec(**n) for n in app["networks"]),
+            "volumes": tuple(VolumeSpec(**v) for v in app["volumes"]),
+        }
+    )
+
+
 def target_from_document(document: dict[str, Any]) -> TargetState:
-    apps = []
-    for app in document["apps"]:
-        services = tuple(
-            ServiceSpec(**{**service, "depends_on": tuple(service.get("depends_on", ()))})
-            for service in app["services"]
-        )
-        apps.append(
-            AppSpec(
-                **{
-                    **app,
-                    "services": services,
-                    "networks": tuple(NetworkSpec(**n) for n in app["networks"]),
-                    "volumes": tuple(VolumeSpec(**v) for v in app["volumes"]),
-                }
-            )
-        )
     return TargetState(
         name=document["name"],
         config=document["config"],
-        apps=tuple(apps),
+        apps=tuple(app_from_document(app) for app in document["apps"]),
         source=document["source"],
         unmanaged=tuple(document.get("unmanaged", ())),
     )
@@ -91,6 +90,7 @@ def store_target(
     # A key dies with its service's place in the target (or with its supervisor-api label).
     revoke_service_keys_except({(app.app_id, s.service_name) for app in target.apps for s in app.services
                                 if feature_enabled(s, "supervisor-api")})  # fmt: skip
+    _forget_superseded_trials(target)
     stale = TargetRecord.objects.values_list("id", flat=True)[KEPT_TARGET_RECORDS:]
     TargetRecord.objects.filter(id__in=list(stale)).delete()
     # Readers key their parsed copy by this version: bump it only once the rows are visible.
@@ -115,11 +115,44 @@ def set_target_state(
 
 
 def load_target() -> tuple[TargetState, TargetRecord] | None:
-    """The newest stored target and its record; None before any target was set."""
+    """The newest stored target and its record; None before any target was set. An app
+    whose target release failed its probation is the release it runs instead (see
+    `with_failed_releases_replaced`)."""
     record = TargetRecord.objects.order_by("-id").first()
     if record is None:
         return None
-    return target_from_document(record.document), record
+    return with_failed_releases_replaced(target_from_document(record.document)), record
+
+
+def with_failed_releases_replaced(target: TargetState) -> TargetState:
+    """`target` with each app whose release failed its probation (apply/probation.py)
+    replaced by its last committed release, or, without one, left as it is; either way
+    marked with the failed commit and the reason. The stored document is never changed."""
+    trials = {
+        t.app_id: t for t in ReleaseTrial.objects.exclude(failed_commit="").filter(
+            app_id__in=[app.app_id for app in target.apps])
+    }  # fmt: skip
+    if not trials:
+        return target
+    apps = []
+    for app in target.apps:
+        trial = trials.get(app.app_id)
+        if trial is not None and trial.failed_commit == app.commit:
+            run = app_from_document(trial.committed_app) if trial.committed_app else app
+            app = replace(run, failed_commit=trial.failed_commit, failed_reason=trial.failed_reason)
+        apps.append(app)
+    return replace(target, apps=tuple(apps))
+
+
+def _forget_superseded_trials(target: TargetState) -> None:
+    """A failed release is not tried again until the app's target release changes; an app
+    gone from the target starts afresh if it comes back."""
+    commits = {app.app_id: app.commit or "" for app in target.apps}
+    ReleaseTrial.objects.exclude(app_id__in=list(commits)).delete()
+    for trial in ReleaseTrial.objects.exclude(failed_commit=""):
+        if trial.failed_commit != commits[trial.app_id]:
+            trial.failed_commit, trial.failed_reason = "", ""
+            trial.save(update_fields=["failed_commit", "failed_reason"])
 
 
 _parsed: dict[int, TargetState | None] = {}

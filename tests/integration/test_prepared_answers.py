@@ -92,7 +92,8 @@ def test_an_apply_lock_that_expires_is_answered_at_once(engine: str) -> None:
     while redis_client().exists(APPLY_LOCK_KEY) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert Client().get("/v2/state/status").json()["appState"] == "applied"
-    assert Client().get("/v2/state/status").content == computed_now("/v2/state/status", ApiAccess(all_apps=True))
+    expected = computed_now("/v2/state/status", ApiAccess(all_apps=True))
+    assert Client().get("/v2/state/status").content == expected
 
 
 def test_a_regenerated_key_is_refused_at_once(engine: str, managed_device: None) -> None:

@@ -476,6 +476,13 @@ def test_local_mode_keeps_unused_images() -> None:
     assert plan(current, [target], locks_held=(), config=LOCAL) == []
 
 
+def test_previous_release_image_on_hold_is_kept_while_the_new_release_is_on_probation() -> None:
+    target = app(svc("a", image="a:v2"))
+    current = settled(target, images=with_images("a:v1", "a:v2"), managed_images=frozenset({"a:v1"}))
+    on_hold = dataclasses.replace(CONFIG, images_on_hold=frozenset({"a:v1"}))
+    assert plan(current, [target], locks_held=(), config=on_hold) == []
+
+
 def test_images_not_fetched_by_the_supervisor_are_never_removed() -> None:
     target = app(svc("a"))
     current = settled(target, images={**settled(target).images, "someone-elses:latest": "sha256:x"})

@@ -1129,3 +1129,26 @@ def test_first_problem_in_document_order_is_reported() -> None:
         parse_local_target(document)
 
     assert raised.value.path == f"{S}.imageId"
+
+
+def test_health_gate_labels_that_are_not_numbers_are_rejected_naming_the_label() -> None:
+    document = local_document(service(labels={"io.balena.update.health-window": "2m"}))
+
+    with pytest.raises(InvalidTargetState) as raised:
+        parse_target(document, device_uuid=DEVICE_UUID)
+
+    assert raised.value.path == "local.apps.1.services.1.labels.io.balena.update.health-window"
+    assert raised.value.problem == "must be a whole number of seconds from 0 to 86400"
+
+
+def test_health_gate_labels_of_a_cloud_composition_are_checked_where_they_are_written() -> None:
+    labels = {"io.balena.update.health-restarts": "many"}
+    document = cloud_document(
+        {"main": {"id": 7, "image_id": 70, "image": "main", "environment": {}, "labels": {},
+                  "composition": {"labels": labels}}}
+    )  # fmt: skip
+
+    with pytest.raises(InvalidTargetState) as raised:
+        parse_target(document, device_uuid=DEVICE_UUID)
+
+    assert raised.value.path.endswith("services.main.composition.labels.io.balena.update.health-restarts")
