@@ -2,7 +2,17 @@
 
 from django.contrib import admin
 
-from apps_api.models import ApiKey, App, Image, Network, Service, StepRecord, TargetRecord, Volume
+from apps_api.models import (
+    ActionRecord,
+    ApiKey,
+    App,
+    Image,
+    Network,
+    Service,
+    StepRecord,
+    TargetRecord,
+    Volume,
+)
 
 
 @admin.register(ApiKey)
@@ -107,3 +117,21 @@ class StepRecordAdmin(ReadOnlyAdmin):
         "error",
     )
     list_filter = ("kind", "succeeded")
+
+
+@admin.register(ActionRecord)
+class ActionRecordAdmin(ReadOnlyAdmin):
+    """The audit log of device API actions; pruned by itself (apps_api/audit.py)."""
+
+    list_display = (
+        "created_at",
+        "key_kind",
+        "app_id",
+        "service_name",
+        "method",
+        "path",
+        "status_code",
+        "result",
+    )
+    list_filter = ("key_kind", "status_code", "method")
+    search_fields = ("path", "result", "service_name")

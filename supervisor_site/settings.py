@@ -36,6 +36,9 @@ SUPERVISOR_LED_FILE = _path(env.str("SUPERVISOR_LED_FILE", default="/sys/class/l
 # The network namespace (`ip netns` name) whose iptables HOST_FIREWALL_MODE drives; empty: the
 # supervisor's own, i.e. the host's. The tests point it at a namespace of their own.
 SUPERVISOR_FIREWALL_NETNS = env.str("SUPERVISOR_FIREWALL_NETNS", default="")
+# Disruptive device API actions (reboot, restart, purge, stop…: apps_api/action_limit.py) each
+# key may start a minute; 0 turns the limit off.
+SUPERVISOR_ACTION_RATE_LIMIT = env.int("SUPERVISOR_ACTION_RATE_LIMIT", default=6)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -131,6 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["apps_api.api.throttling.DisruptiveActionThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -150,6 +154,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps_api.api.schemas.document_action_limits",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "SuccessStatusEnum": "apps_api.api.schemas.SUCCESS_STATUS",
         "FailedStatusEnum": "apps_api.api.schemas.FAILED_STATUS",
