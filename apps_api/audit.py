@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q
 
 from apps_api.apikeys import KeyHolder
@@ -49,15 +50,17 @@ def record_action(action: ApiAction) -> None:
     """Add `action` to the audit log. Never raises: a log that cannot be written must not
     fail (or undo) the action it describes; the failure is logged instead."""
     try:
-        row = ActionRecord.objects.create(
-            key_kind=action.holder.kind,
-            app_id=action.holder.app_id,
-            service_name=action.holder.service_name,
-            method=action.method[:8],
-            path=action.path[:255],
-            status_code=action.status_code,
-            result=action.result[:RESULT_LENGTH],
-        )
+        # Its own (inner) transaction: a failed insert must not spoil the caller's.
+        with transaction.atomic():
+            row = ActionRecord.objects.create(
+                key_kind=action.holder.kind,
+                app_id=action.holder.app_id,
+                service_name=action.holder.service_name,
+                method=action.method[:8],
+                path=action.path[:255],
+                status_code=action.status_code,
+                result=action.result[:RESULT_LENGTH],
+            )
         if row.pk % PRUNE_EVERY == 0:
             prune_action_records(now=row.created_at)
     except Exception:

@@ -1,0 +1,80 @@
+"""GET /v2/audit's answers, and the 429 of the rate limit, through Django's test client (no
+engine needed: regenerating a key is the disruptive action)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from pytest_django.fixtures import SettingsWrapper
+
+from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from apps_api.redis_store import ACTION_COUNT_PREFIX, redis_client
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("managed_device", "redis_server")]
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts() -> None:
+    stale = list(redis_client().scan_iter(ACTION_COUNT_PREFIX + "*"))
+    if stale:
+        redis_client().delete(*stale)
+
+
+def test_only_the_global_key_reads_the_audit_log() -> None:
+    service_key = get_or_create_service_key(1, "main")
+
+    assert Client().get("/v2/audit").status_code == 401
+    refused = Client().get(f"/v2/audit?apikey={service_key}")
+    assert (refused.status_code, refused.content) == (401, b"Unauthorized")
+    allowed = Client().get(f"/v2/audit?apikey={get_or_create_global_key().key}")
+    assert allowed.status_code == 200
+    assert allowed.json() == {"status": "success", "actions": [], "nextBefore": None}
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=0", "Invalid limit: expected an integer from 1 to 1000"),
+        ("limit=1001", "Invalid limit: expected an integer from 1 to 1000"),
+        ("limit=ten", "Invalid limit: expected an integer from 1 to 1000"),
+        ("before=-3", "Invalid before: expected a positive integer"),
+        ("since=yesterday", "Invalid since: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"),
+        ("since=2026-13-45T00:00:00Z", "Invalid since: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"),
+    ],
+)
+def test_a_bad_query_is_400_naming_the_parameter(query: str, message: str) -> None:
+    key = get_or_create_global_key().key
+    response = Client().get(f"/v2/audit?apikey={key}&{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {"status": "failed", "message": message}
+
+
+def test_over_the_limit_a_regeneration_is_429_keeps_the_key_and_is_recorded(
+    settings: SettingsWrapper,
+) -> None:
+    settings.SUPERVISOR_ACTION_RATE_LIMIT = 2
+    keys = [get_or_create_service_key(1, "main")]
+    for _ in range(2):
+        regenerated = Client().post(f"/v1/regenerate-api-key?apikey={keys[-1]}")
+        assert regenerated.status_code == 200
+        keys.append(regenerated.content.decode())
+
+    refused = Client().post(f"/v1/regenerate-api-key?apikey={keys[-1]}")
+
+    assert refused.status_code == 429
+    assert refused["Content-Type"].startswith("text/plain")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused.content.decode().startswith(
+        "Too many disruptive actions with this key: at most 2 a minute"
+    )
+    assert Client().get(f"/v2/version?apikey={keys[-1]}").status_code == 200
+    audit = Client().get(f"/v2/audit?apikey={get_or_create_global_key().key}")
+    actions = audit.json()["actions"]
+    assert [(a["scope"], a["appId"], a["serviceName"], a["path"], a["status"]) for a in actions] == [
+        ("service", 1, "main", "/v1/regenerate-api-key", 429),
+        ("service", 1, "main", "/v1/regenerate-api-key", 200),
+        ("service", 1, "main", "/v1/regenerate-api-key", 200),
+    ]
+    assert actions[1]["result"] == "OK"
+    assert not any(key in audit.content.decode() for key in keys)
