@@ -10,7 +10,11 @@ from pytest_django.fixtures import SettingsWrapper
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from apps_api.redis_store import ACTION_COUNT_PREFIX, redis_client
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("managed_device", "redis_server")]
+# The views run on threads of their own: what the test writes must be committed.
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("managed_device", "redis_server"),
+]
 
 
 @pytest.fixture(autouse=True)
