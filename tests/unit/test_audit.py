@@ -7,6 +7,7 @@ import logging
 from datetime import datetime, timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from apps_api.apikeys import KeyHolder
@@ -123,3 +124,18 @@ def test_pages_go_from_newest_to_oldest_and_since_leaves_out_older_records() -> 
 )
 def test_every_action_is_recorded_and_reads_are_not(method: str, route: str, recorded: bool) -> None:
     assert is_action(method, route) is recorded
+
+
+def test_the_admin_lists_the_audit_log_and_cannot_change_it(admin_client: Client) -> None:
+    record_action(RESTART)
+    listing = admin_client.get("/admin/apps_api/actionrecord/")
+
+    assert listing.status_code == 200
+    assert "/v2/applications/1/restart-service" in listing.content.decode()
+    assert admin_client.get("/admin/apps_api/actionrecord/add/").status_code == 403
+    record = ActionRecord.objects.get()
+    assert (
+        admin_client.post(f"/admin/apps_api/actionrecord/{record.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert ActionRecord.objects.count() == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from drf_spectacular.generators import SchemaGenerator
 from pytest_django.fixtures import SettingsWrapper
 
+from apps_api.action_limit import DISRUPTIVE_ACTIONS
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from apps_api.redis_store import ACTION_COUNT_PREFIX, redis_client
 
@@ -82,3 +84,19 @@ def test_over_the_limit_a_regeneration_is_429_keeps_the_key_and_is_recorded(
     ]
     assert actions[1]["result"] == "OK"
     assert not any(key in audit.content.decode() for key in keys)
+
+
+def test_the_schema_documents_429_on_the_limited_operations_only() -> None:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    limited = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "429" in operation.get("responses", {})
+    }
+
+    assert limited == {
+        (method, "/" + route.replace("<str:app_id>", "{app_id}")) for method, route in DISRUPTIVE_ACTIONS
+    }
+    refused = schema["paths"]["/v1/reboot"]["post"]["responses"]["429"]
+    assert "Retry-After" in refused["headers"]
