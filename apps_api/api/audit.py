@@ -3,6 +3,7 @@ every answered action, and GET /v2/audit."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -54,17 +55,19 @@ def audited(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponse
 def result_message(response: HttpResponseBase) -> str:
     """A short result for the audit log: the reason phrase of a success (a success's body can
     be a secret: the regenerated key), the message of a failure."""
-    if response.status_code < 400 or response.streaming or not getattr(response, "is_rendered", True):
+    if response.status_code < 400 or response.streaming:
         return response.reason_phrase
-    content = getattr(response, "content", b"").decode(errors="replace")
-    if response.get("Content-Type", "").startswith("application/json"):
-        try:
-            body = json.loads(content)
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            content = str(body.get("message") or body.get("Error") or content)
-    return content.strip().splitlines()[0] if content.strip() else response.reason_phrase
+    body: Any = getattr(response, "data", None)  # a DRF answer, not rendered yet
+    if body is None and getattr(response, "is_rendered", True):
+        content = getattr(response, "content", b"").decode(errors="replace")
+        body = content
+        if response.get("Content-Type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError):  # not JSON after all: the text is the message
+                body = json.loads(content)
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("Error") or ""
+    text = str(body or "").strip()
+    return text.splitlines()[0] if text else response.reason_phrase
 
 
 class AuditView(APIView):

@@ -4,11 +4,14 @@ engine needed: regenerating a key is the disruptive action)."""
 from __future__ import annotations
 
 import pytest
+from django.http import HttpResponse, HttpResponseBase, JsonResponse
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from pytest_django.fixtures import SettingsWrapper
+from rest_framework.response import Response
 
 from apps_api.action_limit import DISRUPTIVE_ACTIONS
+from apps_api.api.audit import result_message
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from apps_api.redis_store import ACTION_COUNT_PREFIX, redis_client
 
@@ -100,3 +103,24 @@ def test_the_schema_documents_429_on_the_limited_operations_only() -> None:
     }
     refused = schema["paths"]["/v1/reboot"]["post"]["responses"]["429"]
     assert "Retry-After" in refused["headers"]
+
+
+@pytest.mark.parametrize(
+    ("response", "result"),
+    [
+        (HttpResponse("0123456789abcdef0123456789abcdef", content_type="text/plain"), "OK"),
+        (HttpResponse(status=204), "No Content"),
+        (
+            JsonResponse({"status": "failed", "message": "Application is not available"}, status=401),
+            "Application is not available",
+        ),
+        (JsonResponse({"Data": "", "Error": "Updates are locked"}, status=423), "Updates are locked"),
+        (HttpResponse("Missing app id\nmore", status=400, content_type="text/plain"), "Missing app id"),
+        (Response({"status": "failed", "message": "not rendered yet"}, status=409), "not rendered yet"),
+        (HttpResponse(b"", status=503), "Service Unavailable"),
+    ],
+)
+def test_the_recorded_result_is_a_failures_message_and_never_a_successs_body(
+    response: HttpResponseBase, result: str
+) -> None:
+    assert result_message(response) == result
