@@ -1,7 +1,8 @@
 """The rate limit of disruptive actions and the audit log, through the real web process over
 HTTP, with the real engine and worker: a key's 7th disruptive action in a minute is refused
 (429, Retry-After) and changes nothing, another key is not held back by that count, the
-count outlives the web process, and every action is in GET /v2/audit for the global key."""
+count outlives the web process, every action is in GET /v2/audit for the global key, and
+without Redis the limit lets actions through (fail open)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.conf import settings
 
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from apps_api.redis_store import ACTION_COUNT_PREFIX, SCHEDULER_TICK_KEY, redis_client
-from tests.integration.conftest import WebProcess, launch_web, stop_web
+from tests.integration.conftest import WebProcess, free_port, launch_web, stop_web
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
 
 # The web process's threads read the keys this test writes: they must be committed.
@@ -129,3 +130,24 @@ def test_the_count_outlives_a_restart_of_the_web_process(
 
     assert refused.status_code == 429
     assert second.get("/v2/version", params={"apikey": key}).status_code == 200
+
+
+def test_without_redis_the_limit_lets_actions_through_and_says_so_once(tmp_path: Path) -> None:
+    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+    nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
+    web = launch_web(
+        data_dir,
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        SUPERVISOR_TEST_DATA_DIR=str(data_dir),
+        SUPERVISOR_TEST_REDIS_URL=nothing_listens,
+        SUPERVISOR_ACTION_RATE_LIMIT="6",
+    )
+    try:
+        key = get_or_create_service_key(1, "main")
+        for _ in range(8):  # regenerating a key needs no Redis
+            key = regenerate(web, key)
+    finally:
+        stop_web(web)
+
+    assert web.output().count("disruptive API actions are not limited until Redis answers again") == 1
