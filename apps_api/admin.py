@@ -3,6 +3,7 @@
 from django.contrib import admin
 
 from apps_api.models import (
+    ActionRecord,
     ApiKey,
     App,
     Image,
@@ -122,3 +123,21 @@ class StepRecordAdmin(ReadOnlyAdmin):
 @admin.register(ReleaseTrial)
 class ReleaseTrialAdmin(ReadOnlyAdmin):
     list_display = ("app_id", "committed_commit", "trial_commit", "failed_commit", "failed_reason")
+
+
+@admin.register(ActionRecord)
+class ActionRecordAdmin(ReadOnlyAdmin):
+    """The audit log of device API actions; pruned by itself (apps_api/audit.py)."""
+
+    list_display = (
+        "created_at",
+        "key_kind",
+        "app_id",
+        "service_name",
+        "method",
+        "path",
+        "status_code",
+        "result",
+    )
+    list_filter = ("key_kind", "status_code", "method")
+    search_fields = ("path", "result", "service_name")

@@ -115,12 +115,38 @@ def regenerate_api_key(presented: str) -> str:
 
 
 @dataclass(frozen=True)
+class KeyHolder:
+    """Whose key authenticated a request, without the key itself: the global (cloud) key, a
+    service's key, or none (local mode). A regenerated key keeps its holder."""
+
+    kind: str  # "global", "service" or "none"
+    app_id: int | None = None
+    service_name: str = ""
+
+    @classmethod
+    def of(cls, stored: ApiKey | None) -> KeyHolder:
+        if stored is None:
+            return cls(kind="none")
+        if stored.is_global:
+            return cls(kind="global")
+        return cls(kind="service", app_id=stored.app_id, service_name=stored.service_name)
+
+    @property
+    def name(self) -> str:
+        """A stable name for counting this holder's actions (never the key)."""
+        if self.kind == "service":
+            return f"service:{self.app_id}:{self.service_name}"
+        return self.kind
+
+
+@dataclass(frozen=True)
 class ApiAccess:
     """What the caller may act on: every app, or only the listed app ids."""
 
     all_apps: bool
     app_ids: frozenset[int] = frozenset()
     key: str = ""
+    holder: KeyHolder = KeyHolder(kind="none")
 
     def allows_app(self, app_id: int) -> bool:
         return self.all_apps or app_id in self.app_ids

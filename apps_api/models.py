@@ -162,3 +162,24 @@ class ReleaseTrial(models.Model):
 
     def __str__(self) -> str:
         return f"app {self.app_id}: committed {self.committed_commit or 'none'}"
+
+
+class ActionRecord(models.Model):
+    """The audit log: one device API action by an app or the cloud (who, what, how it ended).
+    Never the key itself; kept 30 days or 10 000 rows (apps_api/audit.py)."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    key_kind = models.CharField(max_length=16, help_text="global, service, or none (local mode)")
+    app_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="the key's app")
+    service_name = models.CharField(max_length=255, blank=True, default="", help_text="the key's service")
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=255)
+    status_code = models.PositiveSmallIntegerField()
+    result = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API action"
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} → {self.status_code}"

@@ -82,6 +82,10 @@ CLOUD_TAGS_REPORT_KEY = "supervisor:cloud:tags"
 SCHEDULER_TICK_KEY = "supervisor:scheduler:tick"
 # The version of an apps.json that was refused, so it is logged once (target/preload.py).
 PRELOAD_REFUSED_KEY = "supervisor:preload:refused"
+# Prefix of the per-key counters of disruptive API actions (action_limit.py): one counter per
+# API key holder, incremented by each disruptive request in the web process; each expires one
+# window (60 s) after its first increment, which is when that holder may act again.
+ACTION_COUNT_PREFIX = "supervisor:action-limit:"
 
 TASK_REPLY_TTL_SECONDS = 120
 
@@ -135,6 +139,19 @@ def lock(key: str, *, timeout: float, blocking: bool = True, blocking_timeout: f
     return redis_client().lock(
         key, timeout=timeout, blocking=blocking, blocking_timeout=blocking_timeout, thread_local=False
     )
+
+
+def count_in_window(key: str, *, window_seconds: int) -> tuple[int, int]:
+    """Count one more event at `key` in a window that starts at the key's first event and
+    lasts `window_seconds`. Returns the count so far (this one included) and the milliseconds
+    until the window ends. One round trip, atomic (MULTI/EXEC), so concurrent requests in
+    several processes each get their own count."""
+    with redis_client().pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window_seconds, nx=True)
+        pipe.pttl(key)
+        count, _, remaining_ms = pipe.execute()
+    return int(count), int(remaining_ms)
 
 
 def new_reply_key() -> str:

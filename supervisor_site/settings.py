@@ -44,6 +44,9 @@ if not (_disk_reserve.isascii() and _disk_reserve.isdigit()):
         f"SUPERVISOR_DISK_RESERVE_MB must be a whole number of MB (10^6 bytes), not {_disk_reserve!r}"
     )
 SUPERVISOR_DISK_RESERVE_MB = int(_disk_reserve)
+# Disruptive device API actions (reboot, restart, purge, stop…: apps_api/action_limit.py) each
+# key may start a minute; 0 turns the limit off.
+SUPERVISOR_ACTION_RATE_LIMIT = env.int("SUPERVISOR_ACTION_RATE_LIMIT", default=6)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -139,6 +142,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["apps_api.api.throttling.DisruptiveActionThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -158,6 +162,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps_api.api.schemas.document_action_limits",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "SuccessStatusEnum": "apps_api.api.schemas.SUCCESS_STATUS",
         "FailedStatusEnum": "apps_api.api.schemas.FAILED_STATUS",

@@ -23,6 +23,8 @@ os.environ["SUPERVISOR_DATABASE"] = str(_data_dir / "test.sqlite3")
 for _name in ("SUPERVISOR_BOOT_ROOT", "SUPERVISOR_CONFIG_JSON"):
     os.environ.pop(_name, None)
 os.environ["REDIS_URL"] = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Tests act on their containers many times a minute; the limit's own tests turn it on.
+os.environ.setdefault("SUPERVISOR_ACTION_RATE_LIMIT", "0")
 
 from supervisor_site.settings import *  # noqa: E402, F403
 

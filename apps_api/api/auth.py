@@ -9,7 +9,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps_api.api.browsers import check_keyless_request
-from apps_api.apikeys import ApiAccess, find_api_key
+from apps_api.apikeys import ApiAccess, KeyHolder, find_api_key
 from apps_api.device_settings import local_mode_active
 from apps_api.errors import ActionFailed, DeviceApiError
 from hostcfg.identity import current_device_identity
@@ -39,22 +39,23 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def _authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:
         key = presented_key(request)
-        if not current_device_identity().managed:
-            if not (key and find_api_key(key)):
-                refuse_browser_requests(request)
-            return None, ApiAccess(all_apps=True, key=key)
         stored = find_api_key(key)
+        holder = KeyHolder.of(stored)
+        if not current_device_identity().managed:
+            if stored is None:
+                refuse_browser_requests(request)
+            return None, ApiAccess(all_apps=True, key=key, holder=holder)
         if stored is None:
             # A managed device in local mode (SUPERVISOR_LOCAL_MODE) is open too; only
             # requests without a known key pay for reading the target's config.
             if not local_mode_active():
                 return None
             refuse_browser_requests(request)
-            return None, ApiAccess(all_apps=True, key=key)
+            return None, ApiAccess(all_apps=True, key=key, holder=holder)
         if stored.is_global:
-            return None, ApiAccess(all_apps=True, key=key)
+            return None, ApiAccess(all_apps=True, key=key, holder=holder)
         app_ids = frozenset(int(s["appId"]) for s in stored.scopes if s.get("type") == "app")
-        return None, ApiAccess(all_apps=False, app_ids=app_ids, key=key)
+        return None, ApiAccess(all_apps=False, app_ids=app_ids, key=key, holder=holder)
 
     def authenticate_header(self, request: Request) -> str:
         return "ApiKey"

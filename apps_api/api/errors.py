@@ -9,6 +9,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from apps_api.action_limit import ActionRateLimited
 from apps_api.api.renderers import PlainTextRenderer
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.errors import DeviceApiError, PowerActionRefused
@@ -42,6 +43,10 @@ def answers_in_text(context: dict[str, Any]) -> bool:
 def device_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | HttpResponse | None:
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         return failure("Unauthorized", 401, text=True)
+    if isinstance(exc, ActionRateLimited):
+        limited = failure(str(exc), 429, text=answers_in_text(context))
+        limited["Retry-After"] = str(exc.retry_after)
+        return limited
     if isinstance(exc, DeviceApiError):
         return failure(exc.message, exc.status, text=exc.text)
     if isinstance(exc, PowerActionRefused):

@@ -4,8 +4,10 @@ before anything runs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from rest_framework.request import Request
 
 from apps_api.actions import ServiceSelector
@@ -67,3 +69,36 @@ def service_selector(body: dict[str, Any]) -> ServiceSelector:
         if image_id is None:
             raise BadRequest("Invalid imageId: expected an integer", text=True)
     return ServiceSelector(service_name=name or None, image_id=image_id)
+
+
+def query_count(raw: str | None, field: str, *, default: int, maximum: int) -> int:
+    """A query parameter that counts something, 1 to `maximum`; `default` when absent."""
+    if raw is None or raw == "":
+        return default
+    number = ascii_int(raw, maximum=maximum)
+    if not number:
+        raise BadRequest(f"Invalid {field}: expected an integer from 1 to {maximum}")
+    return number
+
+
+def query_id(raw: str | None, field: str) -> int | None:
+    """A positive id given as a query parameter; None when absent."""
+    if raw is None or raw == "":
+        return None
+    number = _id(raw)
+    if not number:
+        raise BadRequest(f"Invalid {field}: expected a positive integer")
+    return number
+
+
+def query_time(raw: str | None, field: str) -> datetime | None:
+    """An ISO 8601 time given as a query parameter (UTC when it names no offset); None when absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        parsed = parse_datetime(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise BadRequest(f"Invalid {field}: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

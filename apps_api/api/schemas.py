@@ -6,6 +6,7 @@ Nothing here runs when a request is served: views only name these for the schema
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
@@ -15,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
+from apps_api.action_limit import DISRUPTIVE_ACTIONS
 from apps_api.api.renderers import PlainTextRenderer
 from hostcfg.journal import OUTPUT_FORMATS
 
@@ -413,6 +415,28 @@ class DeviceTagsSerializer(SuccessSerializer):
     tags = TagSerializer(many=True)
 
 
+class AuditEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    time = serializers.DateTimeField()
+    scope = serializers.ChoiceField(
+        choices=["global", "service", "none"],
+        help_text="Whose key: the global (cloud) key, a service's key, or none (local mode).",
+    )
+    appId = serializers.IntegerField(allow_null=True, help_text="The app of the service's key.")
+    serviceName = serializers.CharField(allow_null=True, help_text="The service of the service's key.")
+    method = serializers.CharField()
+    path = serializers.CharField()
+    status = serializers.IntegerField(help_text="The status code answered; 429: the rate limit refused it.")
+    result = serializers.CharField(help_text="The reason phrase of a success, the message of a failure.")
+
+
+class AuditPageSerializer(SuccessSerializer):
+    actions = AuditEntrySerializer(many=True)
+    nextBefore = serializers.IntegerField(
+        allow_null=True, help_text="Pass as `before` for the next (older) page; null on the last page."
+    )
+
+
 # --- answers shared by several operations -------------------------------------------------
 
 
@@ -461,3 +485,27 @@ def service_action_answers(*, locks: bool) -> Answers:
         | (LOCKED if locks else {})
         | unexpected()
     )
+
+
+# --- the rate limit of the disruptive actions (apps_api/action_limit.py) -----------------------
+
+
+def document_action_limits(result: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """drf-spectacular post-processing hook: a 429 answer on every rate-limited operation,
+    from the same table the limit uses, so the two cannot drift."""
+    for method, route in DISRUPTIVE_ACTIONS:
+        openapi_path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+        operation = result["paths"].get(openapi_path, {}).get(method.lower())
+        if operation is not None:
+            operation["responses"]["429"] = {
+                "description": "This key's holder already made SUPERVISOR_ACTION_RATE_LIMIT disruptive "
+                "actions (default 6) in the last minute; nothing was done. In the route's error format.",
+                "headers": {
+                    "Retry-After": {"schema": {"type": "integer"}, "description": "Whole seconds to wait."}
+                },
+                "content": {
+                    TEXT: {"schema": {"type": "string"}},
+                    JSON: {"schema": {"$ref": "#/components/schemas/Failure"}},
+                },
+            }
+    return result

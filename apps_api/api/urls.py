@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.urls import URLPattern
 from django.urls import path as django_path
 
-from apps_api.api import v1, v2
+from apps_api.api import audit, v1, v2
 
 # Enough for many requests waiting on tasks at once (each restart or stop waits for its
 # container) with reads still answered; threads start only when needed and are reused.
@@ -36,12 +36,12 @@ def in_own_thread(view: Callable[..., Any], pool: ThreadPoolExecutor = VIEW_THRE
 
 
 def path(route: str, view: Callable[..., Any]) -> URLPattern:
-    return django_path(route, in_own_thread(view))
+    return django_path(route, in_own_thread(audit.audited(view)))
 
 
 def waiting_path(route: str, view: Callable[..., Any]) -> URLPattern:
     """A route whose action waits on the worker."""
-    return django_path(route, in_own_thread(view, WAITING_ACTION_THREADS))
+    return django_path(route, in_own_thread(audit.audited(view), WAITING_ACTION_THREADS))
 
 
 urlpatterns = [
@@ -75,4 +75,5 @@ urlpatterns = [
     path("v2/device/vpn", v2.DeviceVpnView.as_view()),
     waiting_path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
     path("v2/journal-logs", v2.JournalLogsView.as_view()),
+    path("v2/audit", audit.AuditView.as_view()),
 ]
