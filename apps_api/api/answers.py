@@ -29,6 +29,9 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
                 "downloadProgress": status.download_progress if status else None,
                 "releaseId": service.release_id,
             }
+            last_change = snapshot.last_change_of(app.app_id, service.service_name)
+            if last_change is not None:
+                services[service.service_name]["lastChange"] = last_change
         result[app.name] = {
             "appId": app.app_id,
             "appUuid": app.app_uuid,

@@ -23,6 +23,11 @@ def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
     raise BadRequest("Invalid request body: expected a JSON object", text=text)
 
 
+def route(request: Request) -> str:
+    """`METHOD /path` of the request, as the journal names an API call's cause."""
+    return f"{request.method} {request.path}"
+
+
 def app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
     """A positive app id (ASCII digits, at most 2**53) from a path or body value, else
     BadRequest(`message`)."""

@@ -110,8 +110,9 @@ class ServiceActionView(PlainTextView):
         body = parsing.body_object(request, text=True)
         selector, force = parsing.service_selector(body), parsing.force(body, text=True)
         actions.act_on_service(
-            self.action, access=access_of(request), app_id=parsed, selector=selector, force=force
-        )
+            self.action, access=access_of(request), app_id=parsed, selector=selector, force=force,
+            route=parsing.route(request),
+        )  # fmt: skip
         return Response("OK")
 
 
@@ -223,7 +224,9 @@ class AppActionView(PlainTextView):
     def post(self, request: Request, app_id: str) -> Response:
         parsed = parsing.app_id(app_id, "Missing app id")
         force = parsing.force(parsing.body_object(request))
-        actions.act_on_app(self.action, access=access_of(request), app_id=parsed, force=force)
+        actions.act_on_app(
+            self.action, access=access_of(request), app_id=parsed, force=force, route=parsing.route(request)
+        )
         return Response("OK")
 
 

@@ -323,7 +323,9 @@ def build_container_config(app: AppSpec, service: ServiceSpec, device: DeviceCon
         },
     )
     config.labels[CONFIG_HASH_LABEL] = container_config_hash(config)
-    config.labels[CONFIG_PARTS_LABEL] = json.dumps(config_parts(config), sort_keys=True, separators=(",", ":"))
+    config.labels[CONFIG_PARTS_LABEL] = json.dumps(
+        config_parts(config), sort_keys=True, separators=(",", ":")
+    )
     return config
 
 
