@@ -96,7 +96,7 @@ def restore_last_changes() -> None:
     for row in (
         StepRecord.objects.filter(succeeded=True, app_id__isnull=False).exclude(service_name="").iterator()
     ):
-        key = apply_status.service_key(row.app_id, row.service_name)
+        key = apply_status.service_key(row.app_id or 0, row.service_name)
         if key not in changes and _tells_last_change(row.kind, row.cause):
             changes[key] = last_change(row)  # rows come newest first
     apply_status.set_last_changes(changes)

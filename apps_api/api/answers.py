@@ -20,7 +20,7 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
     """GET /v2/applications/state: every target app in scope, keyed by app name."""
     result: dict[str, Any] = {}
     for app in snapshot.target_apps(access):
-        services = {}
+        services: dict[str, dict[str, Any]] = {}
         for service in app.services:
             status = snapshot.status_of(app.app_id, service.service_name)
             services[service.service_name] = {

@@ -4,12 +4,14 @@ before anything runs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rest_framework.request import Request
 
 from apps_api.actions import ServiceSelector
 from apps_api.errors import BadRequest
+from apps_api.service_changes import JOURNAL_PAGE_DEFAULT, JOURNAL_PAGE_MAX, JournalQuery
 from apps_api.target.json_shape import MAX_ID
 from hostcfg.values import ascii_int, flag
 
@@ -72,3 +74,31 @@ def service_selector(body: dict[str, Any]) -> ServiceSelector:
         if image_id is None:
             raise BadRequest("Invalid imageId: expected an integer", text=True)
     return ServiceSelector(service_name=name or None, image_id=image_id)
+
+
+def journal_query(params: Any) -> JournalQuery:
+    """GET /v2/journal's `appId`, `since` (a row id, or an ISO 8601 time) and `limit`."""
+    raw_app = params.get("appId")
+    app = None if raw_app in (None, "") else app_id(raw_app, "Invalid appId: expected a positive integer")
+    since_id, since_time = 0, None
+    since = params.get("since") or ""
+    if since.isascii() and since.isdigit():
+        parsed_id = ascii_int(since, maximum=MAX_ID)
+        if parsed_id is None:
+            raise BadRequest("Invalid since: the row id is too large")
+        since_id = parsed_id
+    elif since:
+        try:
+            since_time = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadRequest("Invalid since: expected a row id or an ISO 8601 time") from exc
+        if since_time.tzinfo is None:
+            since_time = since_time.replace(tzinfo=UTC)
+    raw_limit = params.get("limit")
+    limit = JOURNAL_PAGE_DEFAULT
+    if raw_limit not in (None, ""):
+        parsed = ascii_int(raw_limit, maximum=JOURNAL_PAGE_MAX)
+        if not parsed:
+            raise BadRequest(f"Invalid limit: expected an integer from 1 to {JOURNAL_PAGE_MAX}")
+        limit = parsed
+    return JournalQuery(app_id=app, since_id=since_id, since_time=since_time, limit=limit)
