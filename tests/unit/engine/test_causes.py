@@ -77,8 +77,10 @@ def test_replacement_reason_names_what_changed(
 ) -> None:
     step = replacement(old, new)
     assert step.reason == reason
-    assert step.cause is not None and step.cause.as_json() == cause
-    assert SECRET not in repr(step.cause) and SECRET not in step.reason
+    assert step.cause is not None
+    assert step.cause.as_json() == cause
+    assert SECRET not in repr(step.cause)
+    assert SECRET not in step.reason
 
 
 def test_new_image_names_the_old_and_new_reference() -> None:
@@ -103,7 +105,8 @@ def test_container_that_does_not_say_what_it_was_created_with_is_a_configuration
     unlabelled = dataclasses.replace(state.services[0], config_parts="")
     step = replacement(old, new, services=(unlabelled,))
     assert step.reason == "configuration changed"
-    assert step.cause is not None and step.cause.as_json() == {"type": "update", "configUnknown": True}
+    assert step.cause is not None
+    assert step.cause.as_json() == {"type": "update", "configUnknown": True}
 
 
 @pytest.mark.parametrize(
