@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps_api import apply_status
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from apps_api.engine.causes import crash_cause
 from apps_api.logs.collector import LogCollector
-from apps_api.service_changes import record
+from apps_api.redis_store import SERVICE_LAST_CHANGE_KEY, redis_client
+from apps_api.service_changes import record, restore_last_changes
 from supervisor_site.system_services import wait_until
 from tests.integration.conftest import WebProcess, lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
@@ -184,3 +187,28 @@ def test_journal_pages_by_cursor_and_shows_a_scoped_key_only_its_app(
 def test_bad_journal_parameters_are_400_naming_the_field(redis_server: str, query: str, message: str) -> None:
     response = Client().get(f"/v2/journal{query}")
     assert (response.status_code, response.json()) == (400, {"status": "failed", "message": message})
+
+
+def test_a_forced_update_over_a_user_lock_journals_the_override_before_the_recreate(engine: str) -> None:
+    apply(local_target({"main": {"environment": {"MODE": "a"}}}, image=engine))
+    (lock_dir("main") / "updates.lock").write_text("")
+    apply(local_target({"main": {"environment": {"MODE": "b"}}}, image=engine), force=True)
+
+    rows = [(e["action"], e["reason"]) for e in entries_of("main", journal("?appId=1"))]
+    override = rows.index(("lockOverride", "lock override: user locks of main removed"))
+    assert ("recreate", "env changed: MODE (changed)") in rows[override + 1 :]
+
+
+def test_last_changes_come_back_from_the_journal_when_redis_lost_them(redis_server: str) -> None:
+    record(kind="kill", app_id=5, service_name="web", reason="env changed: A (changed)", cause=None)
+    record(kind="start", app_id=5, service_name="web", reason="not running", cause=None)
+    record(kind="crash", app_id=5, service_name="db", reason="crash: exit code 1", cause=crash_cause(1))
+    redis_client().delete(SERVICE_LAST_CHANGE_KEY)
+
+    restore_last_changes()
+
+    changes = apply_status.read_progress().last_changes
+    assert {key: (c["action"], c["reason"]) for key, c in changes.items()} == {
+        "5/web": ("kill", "env changed: A (changed)"),
+        "5/db": ("crash", "crash: exit code 1"),
+    }
