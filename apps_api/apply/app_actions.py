@@ -63,8 +63,8 @@ def restart_service(
     why = _reason(cause, "restart requested")
     with update_locks().locked(
         executor.host_root, [app_id], force=force or lock_override(found.target)
-    ) as taken:
-        record_lock_overrides(taken)
+    ) as overridden:
+        record_lock_overrides(overridden)
         if found.container is not None:
             executor.run_step(Step("kill", app_id=app_id, current=found.container, reason=why, cause=cause))
         executor.run_step(
@@ -95,8 +95,8 @@ def stop_service(
     why = _reason(cause, "stop requested")
     with update_locks().locked(
         executor.host_root, [app_id], force=force or lock_override(found.target)
-    ) as taken:
-        record_lock_overrides(taken)
+    ) as overridden:
+        record_lock_overrides(overridden)
         executor.run_step(Step("stop", app_id=app_id, current=found.container, reason=why, cause=cause))
     if temporary:
         remember_temporary_stops([found.container.container_id])
@@ -155,8 +155,8 @@ def _recreate_app(
     with exclusive_apply():
         with update_locks().locked(
             executor.host_root, [app_id], force=force or lock_override(target)
-        ) as taken:
-            record_lock_overrides(taken)
+        ) as overridden:
+            record_lock_overrides(overridden)
             if purge:
                 system_log(f"Purging data for app {app_id}")
             why = _reason(cause, "restart requested")

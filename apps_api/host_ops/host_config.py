@@ -40,8 +40,8 @@ def change_host_config(patch: HostConfigPatch) -> HostConfigChange:
     loaded = load_target()
     forced = patch.force or lock_override(loaded[0] if loaded else None)
     app_ids = sorted({service.app_id for service in read_current_state().services})
-    with update_locks().locked(host_root, app_ids, force=forced) as taken:
-        record_lock_overrides(taken)
+    with update_locks().locked(host_root, app_ids, force=forced) as overridden:
+        record_lock_overrides(overridden)
         change = write_host_config(
             patch,
             host_root=host_root,

@@ -61,8 +61,8 @@ def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], N
     # The locks first: a held lock answers 423 whether or not the host bus answers.
     with update_locks().locked(
         host_root, sorted({s.app_id for s in current.services}), force=forced
-    ) as taken:
-        record_lock_overrides(taken)
+    ) as overridden:
+        record_lock_overrides(overridden)
         if not dbus.logind_available():
             raise dbus.HostBusError("logind (org.freedesktop.login1) is not on the system bus")
         accepted()
