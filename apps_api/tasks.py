@@ -51,7 +51,10 @@ def resume_applying(**_: object) -> None:
     if os.environ.get("SUPERVISOR_WORKER_BEAT") == "1":
         scheduler_ran()  # this worker schedules: /v1/healthy expects a tick at least every minute
     reset_at_start()
-    restore_last_changes()
+    try:
+        restore_last_changes()
+    except Exception:  # lastChange stays absent until the next change; applying matters more
+        logger.exception("last changes not restored from the journal")
     prepare_lock_tree(Path(settings.SUPERVISOR_HOST_ROOT))
     start_temporarily_stopped()
     try:
