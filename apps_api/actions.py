@@ -20,6 +20,7 @@ from apps_api.apply.single_flight import cancel_running_apply, schedule_apply
 from apps_api.cloud.client import CloudError, cloud_device, fetch_device_tags
 from apps_api.cloud.poll import request_poll_now
 from apps_api.device_settings import instant_updates_enabled
+from apps_api.engine.causes import Cause, api_cause
 from apps_api.engine.container_config import volume_docker_name
 from apps_api.engine.current import invalidate_current_state
 from apps_api.engine.docker import remove_unused_supervised_volumes
@@ -84,10 +85,11 @@ class ServiceSelector:
 
 
 def act_on_service(
-    action: str, *, access: ApiAccess, app_id: int, selector: ServiceSelector, force: bool
+    action: str, *, access: ApiAccess, app_id: int, selector: ServiceSelector, force: bool, route: str
 ) -> str:
     """Restart, stop or start one service of an app (v2 service endpoints); returns the
-    container id. Called by: POST /v2/applications/:appId/(restart|stop|start)-service."""
+    container id. `route` ("POST /v2/…") is journaled as the cause, with the key's scope.
+    Called by: POST /v2/applications/:appId/(restart|stop|start)-service."""
     check_scope(access, app_id)
     service_name, image_id = selector.service_name, selector.image_id
     if service_name is None and image_id is None:
@@ -105,19 +107,26 @@ def act_on_service(
         if not matches:
             raise NotFound("Service not found, a container must exist for this endpoint to work", text=True)
         chosen = matches[0]
-    return _run_service_action(action, snapshot, app_id, chosen, force=force)
+    return _run_service_action(action, snapshot, app_id, chosen, force=force, cause=_api_cause(route, access))
 
 
-def act_on_single_container_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> str:
+def _api_cause(route: str, access: ApiAccess) -> Cause:
+    return api_cause(route, all_apps=access.all_apps, app_ids=access.app_ids)
+
+
+def act_on_single_container_app(
+    action: str, *, access: ApiAccess, app_id: int, force: bool, route: str
+) -> str:
     """Stop or start the one service of a single-container app; returns the container id.
-    Called by: POST /v1/apps/:appId/stop, POST /v1/apps/:appId/start."""
+    `route` as for act_on_service. Called by: POST /v1/apps/:appId/stop, POST /v1/apps/:appId/start."""
     check_scope(access, app_id, text=True)
     snapshot = read_snapshot()
     _, container = single_container_app(snapshot, app_id)
     # The seed's v1 stop is temporary: the container starts again when the supervisor does.
     return _run_service_action(
-        action, snapshot, app_id, container.service_name, force=force, temporary=action == "stop"
-    )
+        action, snapshot, app_id, container.service_name, force=force, temporary=action == "stop",
+        cause=_api_cause(route, access),
+    )  # fmt: skip
 
 
 def _run_service_action(
@@ -127,13 +136,14 @@ def _run_service_action(
     service_name: str,
     *,
     force: bool,
+    cause: Cause,
     temporary: bool = False,
 ) -> str:
     app = snapshot.target_app(app_id)
     if app is None or app.service(service_name) is None:
         raise NotFound("Service does not exist in target release", text=True)
 
-    pending = service_action.delay(action, app_id, service_name, force, temporary)
+    pending = service_action.delay(action, app_id, service_name, force, temporary, cause.route, cause.scope)
     try:
         return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
     except ServiceGone as exc:
@@ -249,14 +259,16 @@ def device_tags() -> list[dict[str, Any]]:
 APP_ACTION_TIMEOUT_SECONDS = 300
 
 
-def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool) -> None:
-    """Restart (new containers) or purge (new containers, empty named volumes) an app.
+def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool, route: str) -> None:
+    """Restart (new containers) or purge (new containers, empty named volumes) an app;
+    `route` as for act_on_service.
     Called by: POST /v1/restart, /v1/purge, /v2/applications/:appId/(restart|purge)."""
 
     check_scope(access, app_id)
     if not read_snapshot().containers_of(app_id):
         raise ActionFailed(f"Application with ID {app_id} is not in the current state")
-    pending = app_action.delay(action, app_id, force)
+    cause = _api_cause(route, access)
+    pending = app_action.delay(action, app_id, force, cause.route, cause.scope)
     try:
         pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)
     except AppNotRunning as exc:

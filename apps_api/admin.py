@@ -107,6 +107,8 @@ class TargetRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(StepRecord)
 class StepRecordAdmin(ReadOnlyAdmin):
+    """The journal: what was done to each service and why (causes never hold env values)."""
+
     list_display = (
         "created_at",
         "kind",
@@ -117,7 +119,9 @@ class StepRecordAdmin(ReadOnlyAdmin):
         "duration_ms",
         "error",
     )
-    list_filter = ("kind", "succeeded")
+    list_filter = ("kind", "succeeded", "app_id", "service_name")
+    search_fields = ("reason", "service_name")
+    readonly_fields = ("cause",)
 
 
 @admin.register(ReleaseTrial)

@@ -14,6 +14,7 @@ from apps_api.redis_store import (
     APPLY_REQUEST_KEY,
     IMAGE_PROGRESS_KEY,
     PROGRESS_VERSION_KEY,
+    SERVICE_LAST_CHANGE_KEY,
     SERVICE_STATUS_KEY,
     TARGET_VERSION_KEY,
     Pipeline,
@@ -91,6 +92,17 @@ def forget_service_statuses(prefix: str) -> None:
         changing_progress(lambda pipe: pipe.hdel(SERVICE_STATUS_KEY, *stale))
 
 
+def set_last_changes(changes: dict[str, dict[str, Any]]) -> None:
+    """Each service's (by `service_key`) last change: {"at", "action", "reason"}."""
+    if changes:
+        mapping = {k: json.dumps(v, sort_keys=True) for k, v in changes.items()}
+        changing_progress(lambda pipe: pipe.hset(SERVICE_LAST_CHANGE_KEY, mapping=mapping))
+
+
+def has_last_changes() -> bool:
+    return bool(redis_client().exists(SERVICE_LAST_CHANGE_KEY))
+
+
 def read_service_statuses() -> dict[str, str]:
     return read_hash(SERVICE_STATUS_KEY)
 
@@ -115,6 +127,8 @@ class ApplyProgress:
     image_progress: dict[str, int]
     applying: bool
     target_version: int
+    last_changes: dict[str, dict[str, Any]]
+    """By `service_key`: the service's last change, {"at", "action", "reason"}."""
 
 
 def read_progress() -> ApplyProgress:
@@ -134,24 +148,27 @@ def read_raw_progress() -> RawProgress:
     pipe.hgetall(IMAGE_PROGRESS_KEY)
     pipe.exists(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
     pipe.get(TARGET_VERSION_KEY)
-    flags, statuses, progress, applying, version = pipe.execute()
+    pipe.hgetall(SERVICE_LAST_CHANGE_KEY)
+    flags, statuses, progress, applying, version, last_changes = pipe.execute()
     return (
         frozenset(flags.items()),
         frozenset(statuses.items()),
         frozenset(progress.items()),
         applying,
         version,
+        frozenset(last_changes.items()),
     )
 
 
 def progress_from(raw: RawProgress) -> ApplyProgress:
-    stored_flags, statuses, progress, applying, version = raw
+    stored_flags, statuses, progress, applying, version, last_changes = raw
     return ApplyProgress(
         flags=_flags(decode_hash(dict(stored_flags))),
         service_statuses=decode_hash(dict(statuses)),
         image_progress={k: int(v) for k, v in decode_hash(dict(progress)).items()},
         applying=bool(applying),
         target_version=int(version or 0),
+        last_changes={k: json.loads(v) for k, v in decode_hash(dict(last_changes)).items()},
     )
 
 

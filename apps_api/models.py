@@ -129,6 +129,11 @@ class StepRecord(models.Model):
     app_id = models.PositiveBigIntegerField(null=True, blank=True)
     service_name = models.CharField(max_length=255, blank=True, default="")
     reason = models.CharField(max_length=255, blank=True, default="")
+    cause = models.JSONField(
+        blank=True,
+        default=dict,
+        help_text="Why, in parts (engine/causes.py); {} for the planner's plain reasons",
+    )
     succeeded = models.BooleanField()
     error = models.TextField(blank=True, default="")
     duration_ms = models.PositiveIntegerField()

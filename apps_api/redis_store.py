@@ -44,6 +44,10 @@ APPLY_FLAGS_KEY = "supervisor:apply:flags"
 # Hash "appId/service" → transient status ("Downloading", "Stopping"…). Written by the journal;
 # read by the state answers; no expiry (entries are deleted when the step ends).
 SERVICE_STATUS_KEY = "supervisor:apply:service-status"
+# Hash "appId/service" → the service's last change as JSON {"at", "action", "reason"}. Written
+# with each journal row that changes a service (service_changes.py); read by the state answers;
+# no expiry (it is history: after a loss it is restored from the journal at worker start).
+SERVICE_LAST_CHANGE_KEY = "supervisor:apply:service-last-change"
 # Hash image reference → download percent. Written by the journal; read by the state answers.
 IMAGE_PROGRESS_KEY = "supervisor:apply:image-progress"
 # Counter bumped with every write of the progress above, of the apply request and of the apply

@@ -4,7 +4,7 @@ answer (api/answers.py) and the state report are built from one `DeviceSnapshot`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from apps_api import apply_status
@@ -24,6 +24,8 @@ class DeviceSnapshot:
     flags: dict[str, Any]
     image_progress: dict[str, int]
     applying: bool
+    last_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """By "appId/service": the service's last change, {"at", "action", "reason"}."""
 
     def target_apps(self, access: ApiAccess | None = None) -> list[AppSpec]:
         apps = list(self.target.apps) if self.target else []
@@ -34,6 +36,9 @@ class DeviceSnapshot:
 
     def containers_of(self, app_id: int) -> list[CurrentService]:
         return sorted((s for s in self.current.services if s.app_id == app_id), key=lambda s: s.service_name)
+
+    def last_change_of(self, app_id: int, service_name: str) -> dict[str, Any] | None:
+        return self.last_changes.get(apply_status.service_key(app_id, service_name))
 
     def status_of(self, app_id: int, service_name: str) -> ServiceStatus | None:
         return next((s for s in self.statuses if (s.app_id, s.service_name) == (app_id, service_name)), None)
@@ -86,6 +91,7 @@ def _snapshot(progress: apply_status.ApplyProgress, current: CurrentState) -> De
         flags=progress.flags,
         image_progress=progress.image_progress,
         applying=progress.applying,
+        last_changes=progress.last_changes,
     )
 
 

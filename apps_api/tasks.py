@@ -23,12 +23,14 @@ from apps_api.apply.probation import trial_pending
 from apps_api.apply.single_flight import forget_the_dead_workers_apply, schedule_apply
 from apps_api.cloud.poll import cloud_tick as tick
 from apps_api.cloud.poll import reset_at_start
+from apps_api.engine.causes import Cause
 from apps_api.engine.locks import UpdatesLocked, prepare_lock_tree
 from apps_api.engine.temporary_stops import start_temporarily_stopped
 from apps_api.health import scheduler_ran
 from apps_api.host_ops.host_config import change_host_config
 from apps_api.host_ops.power import run_power_action
 from apps_api.redis_store import redis_client, send_reply
+from apps_api.service_changes import restore_last_changes
 from apps_api.target.preload import load_preloaded_apps
 from hostcfg.blink import blink_led
 from hostcfg.host_config import parse_host_config_patch
@@ -57,6 +59,10 @@ def resume_applying(**_: object) -> None:
     if os.environ.get("SUPERVISOR_WORKER_BEAT") == "1":
         scheduler_ran()  # this worker schedules: /v1/healthy expects a tick at least every minute
     reset_at_start()
+    try:
+        restore_last_changes()
+    except Exception:  # lastChange stays absent until the next change; applying matters more
+        logger.exception("last changes not restored from the journal")
     prepare_lock_tree(Path(settings.SUPERVISOR_HOST_ROOT))
     start_temporarily_stopped()
     try:
@@ -66,33 +72,44 @@ def resume_applying(**_: object) -> None:
     schedule_apply()
 
 
+def _api_cause(route: str, scope: str) -> Cause | None:
+    return Cause("api", route=route, scope=scope) if route else None
+
+
 @shared_task(name="apps_api.service_action")
 def service_action(
-    action: str, app_id: int, service_name: str, force: bool = False, temporary: bool = False
+    action: str,
+    app_id: int,
+    service_name: str,
+    force: bool = False,
+    temporary: bool = False,
+    route: str = "",
+    scope: str = "",
 ) -> str:
     """restart, stop or start one service; returns its container id. A `temporary` stop
-    ends when the worker next starts."""
+    ends when the worker next starts. `route` and `scope`: the API call that asked, journaled."""
 
-    observer = JournalObserver()
+    observer, cause = JournalObserver(), _api_cause(route, scope)
     if action == "restart":
-        return app_actions.restart_service(app_id, service_name, force=force, observer=observer)
+        return app_actions.restart_service(app_id, service_name, force=force, observer=observer, cause=cause)
     if action == "stop":
         return app_actions.stop_service(
-            app_id, service_name, force=force, temporary=temporary, observer=observer
+            app_id, service_name, force=force, temporary=temporary, observer=observer, cause=cause
         )
     if action == "start":
-        return app_actions.start_service(app_id, service_name, observer=observer)
+        return app_actions.start_service(app_id, service_name, observer=observer, cause=cause)
     raise ValueError(f"unknown service action {action!r}")
 
 
 @shared_task(name="apps_api.app_action")
-def app_action(action: str, app_id: int, force: bool = False) -> None:
-    """restart or purge one app."""
+def app_action(action: str, app_id: int, force: bool = False, route: str = "", scope: str = "") -> None:
+    """restart or purge one app; `route` and `scope` as for service_action."""
 
+    cause = _api_cause(route, scope)
     if action == "restart":
-        app_actions.restart_app(app_id, force=force, observer=JournalObserver())
+        app_actions.restart_app(app_id, force=force, observer=JournalObserver(), cause=cause)
     elif action == "purge":
-        app_actions.purge_app(app_id, force=force, observer=JournalObserver())
+        app_actions.purge_app(app_id, force=force, observer=JournalObserver(), cause=cause)
     else:
         raise ValueError(f"unknown app action {action!r}")
 

@@ -20,7 +20,7 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
     """GET /v2/applications/state: every target app in scope, keyed by app name."""
     result: dict[str, Any] = {}
     for app in snapshot.target_apps(access):
-        services = {}
+        services: dict[str, dict[str, Any]] = {}
         for service in app.services:
             status = snapshot.status_of(app.app_id, service.service_name)
             services[service.service_name] = {
@@ -29,6 +29,9 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
                 "downloadProgress": status.download_progress if status else None,
                 "releaseId": service.release_id,
             }
+            last_change = snapshot.last_change_of(app.app_id, service.service_name)
+            if last_change is not None:
+                services[service.service_name]["lastChange"] = last_change
         result[app.name] = {
             "appId": app.app_id,
             "appUuid": app.app_uuid,

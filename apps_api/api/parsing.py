@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from apps_api.actions import ServiceSelector
 from apps_api.errors import BadRequest
+from apps_api.service_changes import JOURNAL_PAGE_DEFAULT, JOURNAL_PAGE_MAX, JournalQuery
 from apps_api.target.json_shape import MAX_ID
 from hostcfg.values import ascii_int, flag
 
@@ -23,6 +24,11 @@ def body_object(request: Request, *, text: bool = False) -> dict[str, Any]:
     if isinstance(data, dict):
         return data
     raise BadRequest("Invalid request body: expected a JSON object", text=text)
+
+
+def route(request: Request) -> str:
+    """`METHOD /path` of the request, as the journal names an API call's cause."""
+    return f"{request.method} {request.path}"
 
 
 def app_id(raw: object, message: str = "Invalid app id", *, text: bool = False) -> int:
@@ -102,3 +108,22 @@ def query_time(raw: str | None, field: str) -> datetime | None:
     if parsed is None:
         raise BadRequest(f"Invalid {field}: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z")
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def journal_query(params: Any) -> JournalQuery:
+    """GET /v2/journal's `appId`, `since` (a row id, or an ISO 8601 time) and `limit`."""
+    app = query_id(params.get("appId"), "appId")
+    since = params.get("since") or ""
+    since_id, since_time = 0, None
+    if since.isascii() and since.isdigit():
+        parsed_id = ascii_int(since, maximum=MAX_ID)
+        if parsed_id is None:
+            raise BadRequest("Invalid since: the row id is too large")
+        since_id = parsed_id
+    elif since:
+        try:
+            since_time = query_time(since, "since")
+        except BadRequest as exc:
+            raise BadRequest("Invalid since: expected a row id or an ISO 8601 time") from exc
+    limit = query_count(params.get("limit"), "limit", default=JOURNAL_PAGE_DEFAULT, maximum=JOURNAL_PAGE_MAX)
+    return JournalQuery(app_id=app, since_id=since_id, since_time=since_time, limit=limit)

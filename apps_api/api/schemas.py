@@ -290,11 +290,20 @@ class SuccessSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=SUCCESS_STATUS)
 
 
+class LastChangeSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="When it was journaled (UTC).")
+    action = serializers.CharField(help_text="`recreate`, `kill`, `stop`, `start`, `handover` or `crash`.")
+    reason = serializers.CharField(help_text="Why, e.g. `env changed: FOO (changed)`; env values never.")
+
+
 class ServiceSummarySerializer(serializers.Serializer):
     status = serializers.CharField(help_text="`Downloading` when nothing is known yet.")
     image = serializers.CharField()
     downloadProgress = serializers.IntegerField(allow_null=True)
     releaseId = serializers.IntegerField(help_text="The target release.")
+    lastChange = LastChangeSerializer(
+        required=False, help_text="The service's last recreate, restart, stop, kill or crash; absent if none."
+    )
 
 
 class FailedReleaseSerializer(serializers.Serializer):
@@ -438,6 +447,45 @@ class AuditPageSerializer(SuccessSerializer):
 
 
 # --- answers shared by several operations -------------------------------------------------
+
+
+JOURNAL_PARAMETERS = [
+    OpenApiParameter("appId", OpenApiTypes.STR, description="Only this app's rows (a positive integer)."),
+    OpenApiParameter(
+        "since",
+        OpenApiTypes.STR,
+        description="A row id (rows after it: pass the last answer's `next`) or an ISO 8601 time "
+        "(rows from it on).",
+    ),
+    OpenApiParameter("limit", OpenApiTypes.STR, description="Rows per page, 1 to 1000 (default 100)."),
+]
+
+
+class JournalEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    appId = serializers.IntegerField(allow_null=True)
+    serviceName = serializers.CharField(allow_null=True)
+    action = serializers.CharField(
+        help_text="The step (`fetch`, `kill`, `start`…), `recreate` for a kill that replaces a container, "
+        "`crash`, or `lockOverride`."
+    )
+    reason = serializers.CharField(allow_blank=True)
+    cause = serializers.DictField(
+        allow_null=True,
+        help_text="The reason in parts: `type` (`update`, `api`, `crash`, `lockOverride`) and `image` "
+        "{from, to}, `env` {added, removed, changed} (names only), `config` (field names), `networks`, "
+        "`route`, `scope`, `exitCode`, `services`.",
+    )
+    succeeded = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True)
+    durationMs = serializers.IntegerField()
+
+
+class StepJournalSerializer(SuccessSerializer):
+    entries = JournalEntrySerializer(many=True, help_text="Oldest first.")
+    next = serializers.IntegerField(allow_null=True, help_text="The `since` of the next page.")
+    more = serializers.BooleanField(help_text="Whether rows after this page exist already.")
 
 
 def single_container_app_answers(*, locks: bool) -> Answers:

@@ -75,5 +75,6 @@ urlpatterns = [
     path("v2/device/vpn", v2.DeviceVpnView.as_view()),
     waiting_path("v2/cleanup-volumes", v2.CleanupVolumesView.as_view()),
     path("v2/journal-logs", v2.JournalLogsView.as_view()),
+    path("v2/journal", v2.StepJournalView.as_view()),
     path("v2/audit", audit.AuditView.as_view()),
 ]

@@ -149,6 +149,7 @@ class AppStopView(APIView):
             access=access_of(request),
             app_id=parsing.app_id(app_id, "Invalid app id", text=True),
             force=parsing.force(parsing.body_object(request, text=True), text=True),
+            route=parsing.route(request),
         )
         return Response({"containerId": container_id})
 
@@ -219,7 +220,9 @@ class RestartView(PlainTextView):
         body = parsing.body_object(request, text=True)
         app_id = parsing.app_id(body.get("appId"), "Missing app id", text=True)
         force = parsing.force(body, text=True)
-        actions.act_on_app("restart", access=access_of(request), app_id=app_id, force=force)
+        actions.act_on_app(
+            "restart", access=access_of(request), app_id=app_id, force=force, route=parsing.route(request)
+        )
         return Response("OK")
 
 
@@ -245,7 +248,9 @@ class PurgeView(APIView):
         body = parsing.body_object(request, text=True)
         app_id = parsing.app_id(body.get("appId"), "Invalid or missing appId", text=True)
         force = parsing.force(body, text=True)
-        actions.act_on_app("purge", access=access_of(request), app_id=app_id, force=force)
+        actions.act_on_app(
+            "purge", access=access_of(request), app_id=app_id, force=force, route=parsing.route(request)
+        )
         return Response({"Data": "OK", "Error": ""})
 
 

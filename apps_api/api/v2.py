@@ -17,6 +17,7 @@ from apps_api.api.prepared import prepared_json, rendered_json
 from apps_api.api.schemas import (
     APP_ID,
     CONTAINER_IDS,
+    JOURNAL_PARAMETERS,
     JSON,
     LOCKED,
     MALFORMED_BODY,
@@ -34,6 +35,7 @@ from apps_api.api.schemas import (
     JournalRequest,
     ServiceSelectorRequest,
     StateStatusSerializer,
+    StepJournalSerializer,
     SuccessSerializer,
     VersionSerializer,
     answer,
@@ -43,6 +45,7 @@ from apps_api.api.schemas import (
 )
 from apps_api.api.v1 import PlainTextView
 from apps_api.errors import DeviceApiError, InternalFailure
+from apps_api.service_changes import journal_page
 from apps_api.snapshot import read_snapshot
 from hostcfg.journal import journalctl_argv, stream_journal
 from hostcfg.tags import set_tags, validate_tags
@@ -110,8 +113,9 @@ class ServiceActionView(PlainTextView):
         body = parsing.body_object(request, text=True)
         selector, force = parsing.service_selector(body), parsing.force(body, text=True)
         actions.act_on_service(
-            self.action, access=access_of(request), app_id=parsed, selector=selector, force=force
-        )
+            self.action, access=access_of(request), app_id=parsed, selector=selector, force=force,
+            route=parsing.route(request),
+        )  # fmt: skip
         return Response("OK")
 
 
@@ -223,7 +227,9 @@ class AppActionView(PlainTextView):
     def post(self, request: Request, app_id: str) -> Response:
         parsed = parsing.app_id(app_id, "Missing app id")
         force = parsing.force(parsing.body_object(request))
-        actions.act_on_app(self.action, access=access_of(request), app_id=parsed, force=force)
+        actions.act_on_app(
+            self.action, access=access_of(request), app_id=parsed, force=force, route=parsing.route(request)
+        )
         return Response("OK")
 
 
@@ -317,3 +323,19 @@ class JournalLogsView(APIView):
     def post(self, request: Request) -> StreamingHttpResponse:
         argv = journalctl_argv(request.data)
         return StreamingHttpResponse(stream_journal(argv), content_type="text/plain; charset=utf-8")
+
+
+class StepJournalView(APIView):
+    """GET /v2/journal?appId=&since=&limit=: what the supervisor did to the apps, and why."""
+
+    @extend_schema(
+        summary="The journal of applied steps, restarts, stops, kills and crashes, with their causes",
+        parameters=JOURNAL_PARAMETERS,
+        responses=answer(200, "One page, oldest first, in the key's scope.", json=StepJournalSerializer)
+        | answer(400, "`Invalid appId: …`, `Invalid since: …` or `Invalid limit: …`.", json=FailureSerializer)
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | unexpected(),
+    )
+    def get(self, request: Request) -> Response:
+        query = parsing.journal_query(request.query_params)
+        return Response(journal_page(query, access=access_of(request)))

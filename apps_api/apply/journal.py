@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from django.db import connection
 
-from apps_api import apply_status
+from apps_api import apply_status, service_changes
 from apps_api.engine.disk_preflight import InsufficientStorage
 from apps_api.engine.executor import StepObserver
 from apps_api.engine.locks import UpdatesLocked
@@ -110,11 +110,12 @@ class JournalObserver:
         if step.kind == "fetch":
             redis_client().incrbyfloat(APPLY_DOWNLOAD_SECONDS_KEY, seconds)
         record_step(step.kind, error is None, seconds)
-        StepRecord.objects.create(
+        service_changes.record(
             kind=step.kind,
             app_id=step.app_id,
             service_name=step.service_name or "",
-            reason=step.reason[:255],
+            reason=step.reason,
+            cause=step.cause,
             succeeded=error is None,
             error=str(error) if error else "",
             duration_ms=int(seconds * 1000),

@@ -50,6 +50,7 @@ from apps_api.logs.publisher import system_log
 from apps_api.metrics import record_apply
 from apps_api.models import Image, TargetRecord
 from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY, redis_client
+from apps_api.service_changes import record_lock_override
 from apps_api.target.store import load_target
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         device=device, locks=locks, observer=journal, force=force or lock_override(target),
         on_image_fetched=record_image, on_image_removed=forget_image, cancelled=request_waiting,
         on_reboot_needed=ask_reboot_for_service, make_room=preflight.room_for,
+        on_locks_overridden=record_lock_override,
     )  # fmt: skip
     planned = time.monotonic()
     try:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps_api.engine.causes import Cause
 from apps_api.engine.locks import service_lock_dir
 from apps_api.engine.state import (
     BUILTIN_NETWORK_MODES,
@@ -24,6 +25,9 @@ from apps_api.engine.state import (
 from hostcfg.device_config import is_truthy
 
 CONFIG_HASH_LABEL = "io.balena.private.config-hash"
+# What each part of the config was, digested, so that a later target can name what changed.
+CONFIG_PARTS_LABEL = "io.balena.private.config-parts"
+PRIVATE_LABELS = (CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL)
 LOCK_DIR_IN_CONTAINER = ("/tmp/balena", "/tmp/resin")  # noqa: S108 - container paths, fixed by the contract
 # The bridge through which services labelled supervisor-api reach the API (engine.md).
 SUPERVISOR_NETWORK = "supervisor0"
@@ -319,6 +323,9 @@ def build_container_config(app: AppSpec, service: ServiceSpec, device: DeviceCon
         },
     )
     config.labels[CONFIG_HASH_LABEL] = container_config_hash(config)
+    config.labels[CONFIG_PARTS_LABEL] = json.dumps(
+        config_parts(config), sort_keys=True, separators=(",", ":")
+    )
     return config
 
 
@@ -338,12 +345,68 @@ def _digest(value: Any) -> str:
 def container_config_hash(config: ContainerConfig) -> str:
     """Hash of everything that needs a new container when it changes. The name (release
     metadata) is left out: a release-only change renames without restarting."""
-    labels = {k: v for k, v in config.labels.items() if k != CONFIG_HASH_LABEL}
+    labels = {k: v for k, v in config.labels.items() if k not in PRIVATE_LABELS}
     hashed = [config.image, config.environment, labels, config.create, config.host_config, config.networks]
     # Only when set, so that containers made before fixed addresses existed keep their hash.
     if config.endpoints:
         hashed.append(config.endpoints)
     return _digest(hashed)
+
+
+# A digest per part only names what changed, so a short one does. Values digested here
+# (environment included) are readable in full by whoever can inspect the container anyway.
+PART_DIGEST_CHARS = 10
+
+
+def _part(value: Any) -> str:
+    return _digest(value)[:PART_DIGEST_CHARS]
+
+
+def config_parts(config: ContainerConfig) -> dict[str, Any]:
+    """A digest of each part `container_config_hash` covers: one per environment variable,
+    label, create and host-config field; one for the image, networks and fixed addresses."""
+    return {
+        "image": _part(config.image),
+        "env": {k: _part(v) for k, v in config.environment.items()},
+        "labels": {k: _part(v) for k, v in config.labels.items() if k not in PRIVATE_LABELS},
+        "create": {k: _part(v) for k, v in config.create.items()},
+        "host_config": {k: _part(v) for k, v in config.host_config.items()},
+        "networks": _part(config.networks),
+        "endpoints": _part(config.endpoints),
+    }
+
+
+def config_change(created_with: str, config: ContainerConfig) -> Cause:
+    """What differs between the parts a container was created with (its CONFIG_PARTS_LABEL,
+    "" when it has none) and `config`: environment keys, then other fields by name (create
+    and host-config fields by their docker name, labels as `label <key>`)."""
+    try:
+        old = json.loads(created_with) if created_with else None
+    except ValueError:
+        old = None
+    if not isinstance(old, dict):
+        return Cause("update", config_unknown=True)
+    new = config_parts(config)
+
+    def keyed(part: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        before = old.get(part)
+        return (before if isinstance(before, dict) else {}), new[part]
+
+    env_old, env_new = keyed("env")
+    fields: list[str] = []
+    for part in ("create", "host_config"):
+        before, after = keyed(part)
+        fields += sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    before, after = keyed("labels")
+    fields += [f"label {k}" for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    fields += [part for part in ("image", "networks", "endpoints") if old.get(part) != new[part]]
+    return Cause(
+        "update",
+        env_added=tuple(sorted(env_new.keys() - env_old.keys())),
+        env_removed=tuple(sorted(env_old.keys() - env_new.keys())),
+        env_changed=tuple(sorted(k for k in env_old.keys() & env_new.keys() if env_old[k] != env_new[k])),
+        fields=tuple(fields),
+    )
 
 
 def service_config_hash(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> str:

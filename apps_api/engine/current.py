@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from apps_api.engine import docker as engine
-from apps_api.engine.container_config import CONFIG_HASH_LABEL
+from apps_api.engine.container_config import CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL
 from apps_api.engine.state import (
     CurrentNetwork,
     CurrentService,
@@ -73,6 +73,8 @@ def current_service(summary: dict[str, Any]) -> CurrentService | None:
         config_hash=labels.get(CONFIG_HASH_LABEL, ""),
         created_at=f"{summary.get('Created', 0):012d}",
         networks=tuple(sorted(n[len(prefix) :] for n in attached if n.startswith(prefix))),
+        image=summary.get("Image", ""),
+        config_parts=labels.get(CONFIG_PARTS_LABEL, ""),
     )
 
 

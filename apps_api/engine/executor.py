@@ -73,6 +73,8 @@ class Executor:
     on_image_fetched: Callable[[str, str], None] = lambda ref, image_id: None
     on_image_removed: Callable[[str], None] = lambda ref: None
     on_reboot_needed: Callable[[ServiceSpec], None] = lambda service: None
+    on_locks_overridden: Callable[[int, tuple[str, ...]], None] = lambda app_id, services: None
+    """`force` removed user update locks of these services of the app."""
     """A container of a service that requires a reboot was installed, not started."""
     make_room: Callable[[str, dict[str, str] | None], AbstractContextManager[None]] = (
         lambda image, auth: nullcontext()
@@ -297,7 +299,9 @@ class Executor:
 
     def _do_takeLock(self, step: Step) -> None:
         assert step.app_id is not None
-        self.locks.take(self.host_root, step.app_id, step.services, force=self.force)
+        overridden = self.locks.take(self.host_root, step.app_id, step.services, force=self.force)
+        if overridden:
+            self.on_locks_overridden(step.app_id, overridden)
 
     def _do_releaseLock(self, step: Step) -> None:
         assert step.app_id is not None

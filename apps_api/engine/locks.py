@@ -153,8 +153,9 @@ class UpdateLocks:
         *,
         force: bool = False,
         wait_seconds: float = 0.0,
-    ) -> None:
-        """Hold the app's update locks for the given services until `release`.
+    ) -> tuple[str, ...]:
+        """Hold the app's update locks for the given services until `release`; returns the
+        services whose user locks `force` removed.
 
         Waits up to `wait_seconds` for another supervisor operation on the app, then raises
         UpdatesLocked. Creates both lock files in each service's directory as uid 65534,
@@ -163,7 +164,9 @@ class UpdateLocks:
         with `force` user locks are deleted instead. Taking again for an app the engine
         already holds only adds the files still missing.
         """
-        self._take(host_root, app_id, list(service_names), kind="engine", force=force, wait=wait_seconds)
+        return self._take(
+            host_root, app_id, list(service_names), kind="engine", force=force, wait=wait_seconds
+        )
 
     def release(self, host_root: Path, app_id: int) -> None:
         """Delete the app's supervisor lock files (held or left over) and free the app.
@@ -192,8 +195,9 @@ class UpdateLocks:
         *,
         force: bool = False,
         wait_seconds: float = WITH_LOCK_WAIT_SECONDS,
-    ) -> Iterator[None]:
-        """Hold the update locks of the given apps for the duration of a synchronous action.
+    ) -> Iterator[dict[int, tuple[str, ...]]]:
+        """Hold the update locks of the given apps for the duration of a synchronous action;
+        yields, by app, the services whose user locks `force` removed.
 
         Covers the services that have a lock directory now; an app without a directory is
         skipped. Waits up to `wait_seconds` (10 s) per app for another supervisor operation.
@@ -201,14 +205,19 @@ class UpdateLocks:
         Everything taken is released on exit, also when the action raises.
         """
         taken: list[int] = []
+        overridden: dict[int, tuple[str, ...]] = {}
         try:
             for app_id in dict.fromkeys(app_ids):
                 services = _service_dir_names(host_root, app_id)
                 if services is None:
                     continue
-                self._take(host_root, app_id, services, kind="action", force=force, wait=wait_seconds)
+                removed = self._take(
+                    host_root, app_id, services, kind="action", force=force, wait=wait_seconds
+                )
                 taken.append(app_id)
-            yield
+                if removed:
+                    overridden[app_id] = removed
+            yield overridden
         finally:
             for app_id in reversed(taken):
                 self._release_hold(host_root, app_id, clean_leftovers=False)
@@ -226,7 +235,7 @@ class UpdateLocks:
         kind: HoldKind,
         force: bool,
         wait: float,
-    ) -> None:
+    ) -> tuple[str, ...]:
         with self._guard:
             existing = self._holds.get(app_id)
             process_lock = self._process_locks.setdefault(app_id, threading.Lock())
@@ -239,6 +248,7 @@ class UpdateLocks:
             with self._guard:
                 self._holds[app_id] = hold
 
+        overridden: list[str] = []
         try:
             for name in dict.fromkeys(service_names):
                 directory = ensure_service_lock_dir(host_root, app_id, name)
@@ -250,14 +260,16 @@ class UpdateLocks:
                     if _is_supervisor_lock(path):
                         hold.files.add(path)
                         continue
-                    if force:
+                    if force and os.path.lexists(path):
                         _remove_lock_paths([path])
+                        overridden.append(name)
                     if not _create_supervisor_lock(path):
                         raise UpdatesLocked(f"Lockfile exists for {{ appId: {app_id}, service: {name} }}")
                     hold.files.add(path)
         except BaseException:
             self._release_hold(host_root, app_id, clean_leftovers=True)
             raise
+        return tuple(dict.fromkeys(overridden))
 
     def _release_hold(self, host_root: Path, app_id: int, *, clean_leftovers: bool) -> None:
         with self._guard:

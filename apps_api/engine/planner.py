@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from apps_api.engine.causes import Cause
 from apps_api.engine.container_config import (
+    CONFIG_HASH_LABEL,
     DeviceContext,
+    build_container_config,
+    config_change,
     network_config_hash,
-    service_config_hash,
 )
 from apps_api.engine.state import (
     DEFAULT_NETWORK,
@@ -257,17 +260,24 @@ class _AppPlanner:
                 )
             )
 
-    def _differs(self, container: CurrentService, service: ServiceSpec, unusable_networks: set[str]) -> str:
-        """Why the container must be replaced, or "" when it matches the service."""
-        if not self._image_ready(service):
-            return "new image"
-        if self.images[normalise_image_ref(service.image)] != container.docker_image_id:
-            return "image changed"
-        if container.config_hash != service_config_hash(self.app, service, self.device):
-            return "configuration changed"
-        if unusable_networks.intersection(container.networks):
-            return "network changed"
-        return ""
+    def _differs(
+        self, container: CurrentService, service: ServiceSpec, unusable_networks: set[str]
+    ) -> Cause | None:
+        """Why the container must be replaced, or None when it matches the service."""
+        if (
+            not self._image_ready(service)
+            or self.images[normalise_image_ref(service.image)] != container.docker_image_id
+        ):
+            was = container.image or container.docker_image_id
+            if normalise_image_ref(was) == normalise_image_ref(service.image):
+                was = service.image  # the same reference, new content
+            return Cause("update", image_from=was, image_to=service.image)
+        config = build_container_config(self.app, service, self.device)
+        if container.config_hash != config.labels[CONFIG_HASH_LABEL]:
+            return config_change(container.config_parts, config)
+        if changed := unusable_networks.intersection(container.networks):
+            return Cause("update", networks=tuple(sorted(changed)))
+        return None
 
     def _dependencies_met(
         self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
@@ -283,7 +293,7 @@ class _AppPlanner:
             dependency, container = self.app.service(name), newest.get(name)
             if dependency is None or container is None or container.status != "running":
                 return False
-            if self._differs(container, dependency, unusable_networks):
+            if self._differs(container, dependency, unusable_networks) is not None:
                 return False
         return True
 
@@ -302,9 +312,9 @@ class _AppPlanner:
                 self._gate(Step("start", app_id=app_id, app=self.app, target=service, reason="not running"))
             return
 
-        reason = self._differs(container, service, unusable_networks)
-        if reason:
-            self._replace(service, container, reason, newest, unusable_networks)
+        cause = self._differs(container, service, unusable_networks)
+        if cause is not None:
+            self._replace(service, container, cause, newest, unusable_networks)
         elif (container.commit, container.release_id, container.image_id) != (
             service.commit,
             service.release_id,
@@ -347,7 +357,7 @@ class _AppPlanner:
         self,
         service: ServiceSpec,
         container: CurrentService,
-        reason: str,
+        cause: Cause,
         newest: dict[str, CurrentService],
         unusable_networks: set[str],
     ) -> None:
@@ -371,8 +381,8 @@ class _AppPlanner:
             and self._dependencies_met(service, newest, unusable_networks)
         )
         self._gate(
-            Step(kind, app_id=self.app.app_id, app=self.app, current=container, target=service, reason=reason,
-                 then_start=then_start)
+            Step(kind, app_id=self.app.app_id, app=self.app, current=container, target=service,
+                 reason=cause.text, cause=cause, then_start=then_start)
         )  # fmt: skip
 
 

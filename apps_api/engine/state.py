@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from apps_api.engine.causes import Cause
 from hostcfg.values import ascii_int
 
 UpdateStrategy = Literal["download-then-kill", "kill-then-download", "delete-then-download", "hand-over"]
@@ -211,6 +212,10 @@ class CurrentService:
     created_at: str
     networks: tuple[str, ...] = ()
     """App networks (unprefixed names) the container is attached to."""
+    image: str = ""
+    """The image reference it was created from, as the engine lists it."""
+    config_parts: str = ""
+    """What it was created with, digested per part (container_config.CONFIG_PARTS_LABEL)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,8 @@ class Step:
     services: tuple[str, ...] = ()
     """takeLock: every current and target service name of the app."""
     reason: str = ""
+    cause: Cause | None = None
+    """Why, in parts, when the step changes a service for a reason the journal explains."""
     then_start: bool = False
     """kill: start `target` right after, in the same step (nothing else stands in its way)."""
 

@@ -12,6 +12,7 @@ from django.conf import settings
 from apps_api.device_settings import lock_override
 from apps_api.engine.current import read_current_state
 from apps_api.engine.locks import update_locks
+from apps_api.service_changes import record_lock_overrides
 from apps_api.target.store import load_target
 from hostcfg import dbus
 from hostcfg.host_config import HostConfigChange, HostConfigPatch, write_host_config
@@ -39,7 +40,8 @@ def change_host_config(patch: HostConfigPatch) -> HostConfigChange:
     loaded = load_target()
     forced = patch.force or lock_override(loaded[0] if loaded else None)
     app_ids = sorted({service.app_id for service in read_current_state().services})
-    with update_locks().locked(host_root, app_ids, force=forced):
+    with update_locks().locked(host_root, app_ids, force=forced) as overridden:
+        record_lock_overrides(overridden)
         change = write_host_config(
             patch,
             host_root=host_root,

@@ -22,6 +22,7 @@ from apps_api.engine.current import read_current_state
 from apps_api.engine.locks import UpdatesLocked, update_locks
 from apps_api.engine.temporary_stops import remember_temporary_stops, start_temporarily_stopped
 from apps_api.logs.publisher import system_log
+from apps_api.service_changes import record_lock_overrides
 from apps_api.target.store import load_target
 from hostcfg import dbus
 
@@ -58,7 +59,10 @@ def run_power_action(kind: PowerAction, *, force: bool, accepted: Callable[[], N
         raise UpdatesLocked("Waiting for Host OS update to finish")
     current = read_current_state()
     # The locks first: a held lock answers 423 whether or not the host bus answers.
-    with update_locks().locked(host_root, sorted({s.app_id for s in current.services}), force=forced):
+    with update_locks().locked(
+        host_root, sorted({s.app_id for s in current.services}), force=forced
+    ) as overridden:
+        record_lock_overrides(overridden)
         if not dbus.logind_available():
             raise dbus.HostBusError("logind (org.freedesktop.login1) is not on the system bus")
         accepted()

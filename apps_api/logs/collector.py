@@ -32,6 +32,7 @@ from apps_api.logs.records import (
     parse_timestamped_line,
 )
 from apps_api.logs.service_exits import ServiceExits
+from apps_api.service_changes import record_crash
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,20 @@ def _describe_service(container_id: str, attributes: dict[str, str]) -> str:
     if details is not None:
         image = str(details.get("Image") or image)
     return f"{balena_labels(attributes).get('io.balena.service-name', '')} {image}"
+
+
+def journal_crash(container_id: str, attributes: dict[str, str]) -> None:
+    """Journal a supervised container's exit that the supervisor did not cause, with its
+    exit code (the `die` event's `exitCode`)."""
+    labels = balena_labels(attributes)
+    app_id, service_name = labels.get("io.balena.app-id", ""), labels.get("io.balena.service-name", "")
+    code = attributes.get("exitCode", "")
+    if not app_id.isdigit() or not service_name:
+        return
+    try:
+        record_crash(int(app_id), service_name, int(code) if code.lstrip("-").isdigit() else None)
+    except Exception:  # the journal must not stop the collector following the others
+        logger.exception("log collector: could not journal the exit of %s", container_id[:12])
 
 
 class CollectorPositions:
@@ -217,7 +232,7 @@ class LogCollector:
         self._again: set[str] = set()
         self._stopping = threading.Event()
         self._events: ContainerEvents | None = None
-        self._exits = ServiceExits(announce=announce, describe=_describe_service)
+        self._exits = ServiceExits(announce=announce, describe=_describe_service, exited=journal_crash)
         self.ready = threading.Event()
         """Set once the collector follows the existing containers and listens for new ones."""
 

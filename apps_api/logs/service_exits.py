@@ -23,12 +23,18 @@ class ServiceExits:
     """
 
     def __init__(
-        self, *, announce: Callable[[str], None], describe: Callable[[str, dict[str, str]], str]
+        self,
+        *,
+        announce: Callable[[str], None],
+        describe: Callable[[str, dict[str, str]], str],
+        exited: Callable[[str, dict[str, str]], None] = lambda container_id, attributes: None,
     ) -> None:
         """`announce(message)` publishes a system line; `describe(container id,
-        event attributes)` is the `<service> <image id>` a line names."""
+        event attributes)` is the `<service> <image id>` a line names; `exited(container
+        id, die event attributes)` is told of each exit announced (the journal's crashes)."""
         self._announce = announce
         self._describe = describe
+        self._exited_callback = exited
         self._stopping: set[str] = set()
         self._exited: set[str] = set()
 
@@ -42,6 +48,7 @@ class ServiceExits:
                 return
             self._exited.add(container_id)
             self._announce(f"{SERVICE_EXITED} '{self._describe(container_id, attributes)}'")
+            self._exited_callback(container_id, attributes)
         elif action == "start":
             self._stopping.discard(container_id)
             if container_id in self._exited:

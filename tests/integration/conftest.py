@@ -128,11 +128,11 @@ def _answers(web: WebProcess) -> bool:
 def engine(busybox_image: str, celery_worker: object) -> Iterator[str]:
     """A clean engine and apply state, a worker to apply; yields the test image."""
     from apps_api import apply_status
-    from apps_api.redis_store import APPLY_LOCK_KEY, APPLY_REQUEST_KEY, redis_client
+    from apps_api.redis_store import APPLY_LOCK_KEY, APPLY_REQUEST_KEY, SERVICE_LAST_CHANGE_KEY, redis_client
     from tests.integration.engine_helpers import remove_supervised_objects, wait_applied
 
     remove_supervised_objects()
-    redis_client().delete(APPLY_REQUEST_KEY, APPLY_LOCK_KEY)
+    redis_client().delete(APPLY_REQUEST_KEY, APPLY_LOCK_KEY, SERVICE_LAST_CHANGE_KEY)
     apply_status.set_flags(update_failed=False)
     yield busybox_image
     wait_applied(60)

@@ -87,3 +87,19 @@ def test_a_weak_admin_password_is_refused(weak: str) -> None:
 
     with pytest.raises(ValidationError):
         validate_password(weak)
+
+
+@pytest.mark.django_db
+def test_the_step_journal_shows_causes_and_filters_by_app_and_service(admin_client: Client) -> None:
+    from apps_api.engine.causes import crash_cause
+    from apps_api.service_changes import record
+
+    record(kind="kill", app_id=7, service_name="web", reason="env changed: TOKEN (changed)", cause=None)
+    record(kind="crash", app_id=8, service_name="db", reason="crash: exit code 3", cause=crash_cause(3))
+
+    page = admin_client.get("/admin/apps_api/steprecord/?app_id=8").content.decode()
+    assert "crash: exit code 3" in page
+    assert "TOKEN" not in page
+    by_service = admin_client.get("/admin/apps_api/steprecord/?service_name=web").content.decode()
+    assert "env changed: TOKEN (changed)" in by_service
+    assert "exit code" not in by_service

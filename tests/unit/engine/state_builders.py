@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from apps_api.engine.container_config import (
+    CONFIG_PARTS_LABEL,
     DeviceContext,
+    build_container_config,
     network_config_hash,
     service_config_hash,
     volume_config_hash,
@@ -88,6 +90,8 @@ def container(
         config_hash=config_hash or service_config_hash(target, service, DEVICE),
         created_at=created,
         networks=service.network_names,
+        image=service.image,
+        config_parts=build_container_config(target, service, DEVICE).labels[CONFIG_PARTS_LABEL],
     )
 
 

@@ -119,7 +119,7 @@ def test_environment_change_with_lock_kills_only_the_changed_service() -> None:
     new = app(svc("a", environment={"X": "1"}), svc("b"))
     steps = plan(settled(old), [new], locks_held={1}, config=CONFIG)
     assert kinds(steps) == [("kill", "a")]
-    assert steps[0].reason == "configuration changed"
+    assert steps[0].reason == "env changed: X (added)"
 
 
 REBOOT_FIRST = {"io.balena.update.requires-reboot": "true"}
@@ -242,7 +242,7 @@ def test_same_image_name_with_new_content_replaces_the_container() -> None:
     current = settled(target, images={"local_image_main:latest": "sha256:rebuilt"})
     steps = plan(current, [target], locks_held={1}, config=CONFIG)
     assert kinds(steps) == [("kill", "main")]
-    assert steps[0].reason == "image changed"
+    assert steps[0].reason == "image changed: local_image_main:latest (new content)"
 
 
 def test_release_only_change_updates_metadata_without_restart() -> None:
@@ -432,7 +432,7 @@ def test_changed_network_first_kills_the_services_on_it() -> None:
     new = dataclasses.replace(old, networks=(NetworkSpec("backend", internal=True),))
     steps = plan(settled(old), [new], locks_held={1}, config=CONFIG)
     assert kinds(steps) == [("kill", "a")]
-    assert steps[0].reason == "network changed"
+    assert steps[0].reason == "network changed: backend"
 
 
 def test_changed_network_without_containers_is_removed_then_created() -> None:

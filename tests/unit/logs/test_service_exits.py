@@ -51,3 +51,24 @@ def test_an_exit_after_a_stop_and_a_start_is_announced() -> None:
 
 def test_a_removed_container_is_forgotten() -> None:
     assert announced("start", "die", "destroy", "start") == ["Service exited 'main sha256:c0ff'"]
+
+
+def crashes(*events: tuple[str, dict[str, str]]) -> list[str]:
+    """The exit codes the journal is told of (`exited`), for events with attributes."""
+    told: list[str] = []
+    exits = ServiceExits(
+        announce=lambda line: None,
+        describe=lambda container_id, _: "main",
+        exited=lambda container_id, attributes: told.append(attributes.get("exitCode", "")),
+    )
+    for action, attributes in events:
+        exits.observe(action, ID, attributes)
+    return told
+
+
+def test_the_journal_is_told_of_each_unrequested_exit_with_its_code_and_not_of_stops() -> None:
+    assert crashes(("start", {}), ("die", {"exitCode": "3"}), ("start", {}), ("die", {"exitCode": "1"})) == [
+        "3",
+        "1",
+    ]
+    assert crashes(("start", {}), ("kill", {"signal": "15"}), ("die", {"exitCode": "143"})) == []
