@@ -175,7 +175,7 @@ def _held_by_lock(
 ) -> HeldStep:
     """A step waiting for the app's update lock: the service's own lock file if it has one,
     else the first service holding one, else (no user lock) the engine's own takeLock."""
-    holder = service if service in holders else (holders[0] if holders else "")
+    holder = service if service is not None and service in holders else next(iter(holders), "")
     return HeldStep(kind, app_id, service, "lock", held_by=holder)
 
 
