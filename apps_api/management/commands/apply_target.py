@@ -16,7 +16,7 @@ from hostcfg.identity import load_device_identity
 
 
 class Command(BaseCommand):
-    help = "Store a target state (v2 local-mode or v3 cloud JSON) and apply it (--dry-run: only show the plan)."
+    help = "Store a target state (v2 local-mode or v3 cloud JSON) and apply it (--dry-run: show the plan)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="target state JSON file, or - for standard input")
