@@ -79,6 +79,21 @@ def test_a_locked_update_is_held_back_naming_the_lock_and_its_service(
     assert Client().get("/v2/plan").json() == {"status": "success", "steps": [], "heldBack": []}
 
 
+def test_a_scoped_key_reads_the_plan_of_its_own_app_only(
+    update_held_by_a_user_lock: Path, managed_device: None
+) -> None:
+    own = {"HTTP_AUTHORIZATION": f"Bearer {get_or_create_service_key(1, 'main')}"}
+    other = {"HTTP_AUTHORIZATION": f"Bearer {get_or_create_service_key(2, 'elsewhere')}"}
+
+    assert Client().get("/v2/plan").status_code == 401, "a managed device wants a key"
+    assert Client().get("/v2/plan", **other).json() == {"status": "success", "steps": [], "heldBack": []}
+    held = Client().get("/v2/plan", **own).json()["heldBack"]
+    assert {"action": "kill", "appId": 1, "serviceName": "main", "cause": "lock", "heldBy": "main"} in held
+
+    update_held_by_a_user_lock.unlink()
+    wait_applied(60)
+
+
 def test_posting_a_target_answers_its_steps_and_changes_nothing(running_main: str) -> None:
     before = device_state()
     changed = local_target({"main": {"environment": {"V": "2"}}, "side": {}}, image=running_main)
@@ -137,7 +152,6 @@ def test_a_scoped_key_sees_only_its_own_app(running_main: str, managed_device: N
     assert denied.status_code == 401
     assert denied.json() == {"status": "failed", "message": "Unauthorized"}
     assert post_plan(changed, **own).status_code == 200
-    assert Client().get("/v2/plan", **other).json() == {"status": "success", "steps": [], "heldBack": []}
 
     assert list(ApiKey.objects.values_list("key", flat=True).order_by("key")) == keys_before
     assert device_state() == before
