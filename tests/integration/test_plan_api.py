@@ -69,10 +69,17 @@ def test_a_locked_update_is_held_back_naming_the_lock_and_its_service(
     assert {"action": "kill", "appId": 1, "serviceName": "main", "cause": "lock", "heldBy": "main"} in body[
         "heldBack"
     ]
-    # The takeLock that failed: next in line, or waiting out the backoff until a stated time.
-    take_lock = [s for s in body["steps"] if s["action"] == "takeLock"]
-    backoff = [h for h in body["heldBack"] if h["cause"] == "backoff"]
-    assert take_lock or (backoff[0]["action"] == "takeLock" and backoff[0]["until"].endswith("Z"))
+
+    # The takeLock that fails is retried after a wait that doubles: the plan says until when.
+    waiting: list[dict[str, Any]] = []
+
+    def backing_off() -> bool:
+        waiting[:] = [h for h in Client().get("/v2/plan").json()["heldBack"] if h["cause"] == "backoff"]
+        return bool(waiting)
+
+    assert wait_until(backing_off, 30, interval=0.1), "no backoff seen"
+    assert [h["action"] for h in waiting] == ["takeLock"]
+    assert waiting[0]["until"].endswith("Z")
 
     update_held_by_a_user_lock.unlink()
     wait_applied(60)
