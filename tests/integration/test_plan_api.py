@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.test import Client
 
@@ -17,7 +18,7 @@ from apps_api.apikeys import get_or_create_service_key
 from apps_api.apply.single_flight import apply_in_progress
 from apps_api.models import ApiKey, StepRecord, TargetRecord
 from supervisor_site.system_services import wait_until
-from tests.integration.conftest import lock_dir
+from tests.integration.conftest import WebProcess, lock_dir
 from tests.integration.engine_helpers import (
     apply,
     local_target,
@@ -126,6 +127,19 @@ def test_posting_a_target_answers_its_steps_and_changes_nothing(running_main: st
     }
     assert not apply_in_progress(), "nothing was scheduled"
     assert device_state() == before, "the containers, the stored target and the journal are as they were"
+
+
+def test_the_plan_over_the_real_web_server(running_main: str, shared_web: WebProcess) -> None:
+    before = device_state()
+    changed = local_target({"main": {"environment": {"V": "2"}}}, image=running_main)
+
+    posted = requests.post(shared_web.base_url + "/v2/plan", json=changed, timeout=10)
+    read = shared_web.get("/v2/plan")
+
+    assert posted.status_code == 200
+    assert [(s["action"], s["services"]) for s in posted.json()["steps"]] == [("takeLock", ["main"])]
+    assert read.json() == {"status": "success", "steps": [], "heldBack": []}, "the stored target is reached"
+    assert device_state() == before
 
 
 def test_a_posted_target_with_a_bad_field_is_refused_naming_it(running_main: str) -> None:
