@@ -16,6 +16,7 @@ from apps_api import apply_status
 from apps_api.apikeys import ApiAccess, UnknownApiKey, check_scope
 from apps_api.apikeys import regenerate_api_key as regenerate
 from apps_api.apply.app_actions import AppNotRunning, ServiceGone
+from apps_api.apply.planning import explain_posted_target, explain_stored_target, plan_document
 from apps_api.apply.single_flight import cancel_running_apply, schedule_apply
 from apps_api.cloud.client import CloudError, cloud_device, fetch_device_tags
 from apps_api.cloud.poll import request_poll_now
@@ -25,7 +26,7 @@ from apps_api.engine.container_config import volume_docker_name
 from apps_api.engine.current import invalidate_current_state
 from apps_api.engine.docker import remove_unused_supervised_volumes
 from apps_api.engine.locks import UpdatesLocked
-from apps_api.engine.state import TargetState
+from apps_api.engine.state import InvalidTargetState, TargetState
 from apps_api.errors import ActionFailed, BadRequest, InternalFailure, Locked, NotFound, PowerActionRefused
 from apps_api.host_ops.host_config import HostUnitsNotRestarted
 from apps_api.redis_store import BLINK_LOCK_KEY, new_reply_key, redis_client, wait_for_reply
@@ -36,6 +37,7 @@ from apps_api.snapshot import (
     read_snapshot,
     single_container_app,
 )
+from apps_api.target.documents import parse_target
 from apps_api.target.intake import accept_target
 from apps_api.target.store import load_target
 from apps_api.tasks import app_action, blink, cloud_tick, host_config_change, power_action, service_action
@@ -44,7 +46,7 @@ from hostcfg.blink import BLINK_SECONDS
 from hostcfg.host_config import HostConfigInvalid, parse_host_config_patch
 from hostcfg.host_config import read_host_config as read
 from hostcfg.host_info import vpn_connected
-from hostcfg.identity import current_device_identity, read_config_json
+from hostcfg.identity import current_device_identity, load_device_identity, read_config_json
 from hostcfg.tags import list_tags
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,34 @@ def set_target_state(
     """Store a validated target and have it applied; returns the target's record id.
     Called by: manage.py apply_target, POST /v2/local/target-state."""
     return accept_target(target, force=force, posted_apps=posted_apps)
+
+
+def next_plan(*, access: ApiAccess) -> dict[str, Any]:
+    """What the engine would do next against the stored target, as /v2/plan answers it:
+    only the key's apps for a scoped key. Called by: GET /v2/plan."""
+    return plan_document(explain_stored_target().plan, app_ids=_scoped_apps(access))
+
+
+def plan_target_document(document: object, *, access: ApiAccess, force: bool = False) -> dict[str, Any]:
+    """What the engine would do first if the target `document` (either format; its `force`
+    or `force` here override update locks) were stored now; stores and changes nothing.
+    Raises BadRequest naming the invalid field, NotInScope when the target holds an app
+    outside a scoped key's.
+    Called by: POST /v2/plan, manage.py apply_target --dry-run."""
+    loaded = load_target()
+    try:
+        target = parse_target(document, device_uuid=load_device_identity().uuid,
+                              current_name=loaded[0].name if loaded else None)  # fmt: skip
+    except InvalidTargetState as exc:
+        raise BadRequest(f"Invalid target state.\n{exc}") from exc
+    for app in target.apps:
+        check_scope(access, app.app_id)
+    force = force or (isinstance(document, dict) and document.get("force") is True)
+    return plan_document(explain_posted_target(target, force=force).plan, app_ids=_scoped_apps(access))
+
+
+def _scoped_apps(access: ApiAccess) -> frozenset[int] | None:
+    return None if access.all_apps else access.app_ids
 
 
 SERVICE_ACTION_TIMEOUT_SECONDS = 120

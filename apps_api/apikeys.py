@@ -89,6 +89,13 @@ def get_or_create_service_key(app_id: int, service_name: str) -> str:
         ).key
 
 
+def stored_service_key(app_id: int, service_name: str) -> str | None:
+    """The service's scoped key if one is stored; creates none (plans that change nothing)."""
+    return (
+        ApiKey.objects.filter(app_id=app_id, service_name=service_name).values_list("key", flat=True).first()
+    )
+
+
 def revoke_service_keys_except(kept: set[tuple[int, str]]) -> int:
     """Delete the key of every service not in `kept` (app id, service name): it left the
     target, or lost io.balena.features.supervisor-api. Keys without a service (the global

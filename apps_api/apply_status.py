@@ -4,6 +4,7 @@ download progress. It is a cache of what the apply loop is doing, not state to k
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from apps_api.redis_store import (
     APPLY_FLAGS_KEY,
     APPLY_LOCK_KEY,
     APPLY_REQUEST_KEY,
+    APPLY_RETRY_AT_KEY,
     IMAGE_PROGRESS_KEY,
     PROGRESS_VERSION_KEY,
     SERVICE_LAST_CHANGE_KEY,
@@ -68,7 +70,24 @@ def forget_progress() -> None:
     """At worker start: what a killed worker was doing (Installing, Stopping, a download at
     40 %) is not happening any more, and flags kept in Redis may be another installation's.
     Statuses come from Docker and the target until the next apply says otherwise."""
-    changing_progress(lambda pipe: pipe.delete(SERVICE_STATUS_KEY, IMAGE_PROGRESS_KEY, APPLY_FLAGS_KEY))
+    changing_progress(
+        lambda pipe: pipe.delete(SERVICE_STATUS_KEY, IMAGE_PROGRESS_KEY, APPLY_FLAGS_KEY, APPLY_RETRY_AT_KEY)
+    )
+
+
+def set_retry_at(epoch_seconds: float | None) -> None:
+    """The apply loop waits until then before retrying a failed round; None: not waiting."""
+    if epoch_seconds is None:
+        redis_client().delete(APPLY_RETRY_AT_KEY)
+    else:
+        ttl_ms = max(1, int((epoch_seconds - time.time()) * 1000))
+        redis_client().set(APPLY_RETRY_AT_KEY, repr(epoch_seconds), px=ttl_ms)
+
+
+def read_retry_at() -> float | None:
+    """When the apply loop's wait after a failed round ends (epoch seconds), or None."""
+    value: Any = redis_client().get(APPLY_RETRY_AT_KEY)
+    return float(value) if value is not None else None
 
 
 def service_key(app_id: int, service_name: str) -> str:

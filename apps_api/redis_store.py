@@ -41,6 +41,9 @@ APPLY_DOWNLOAD_SECONDS_KEY = "supervisor:apply:download-seconds"
 # Hash of the update flags (applying, update_pending, …) as JSON values. Written by the apply
 # loop and actions (apply_status.py); read by the state answers and reports; no expiry.
 APPLY_FLAGS_KEY = "supervisor:apply:flags"
+# When the apply loop's wait after a failed round ends (epoch seconds). Written and deleted by
+# the apply loop; read by the plan answers (GET /v2/plan); expires with the wait.
+APPLY_RETRY_AT_KEY = "supervisor:apply:retry-at"
 # Hash "appId/service" → transient status ("Downloading", "Stopping"…). Written by the journal;
 # read by the state answers; no expiry (entries are deleted when the step ends).
 SERVICE_STATUS_KEY = "supervisor:apply:service-status"

@@ -1,11 +1,15 @@
-"""URL root: the device API at the top level (as upstream), the admin under /admin/, the
-API's OpenAPI schema at /openapi.json and its Swagger UI at /docs/."""
+"""URL root: the device API at the top level (as upstream), the admin under /admin/ (its
+live apply page at /admin/apply/), the API's OpenAPI schema at /openapi.json and its
+Swagger UI at /docs/."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from apps_api.apply_page import apply_page
+
 urlpatterns = [
+    path("admin/apply/", admin.site.admin_view(apply_page), name="admin-apply"),
     path("admin/", admin.site.urls),
     # Keyed like the API they describe (SPECTACULAR_SETTINGS: SERVE_PERMISSIONS).
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),

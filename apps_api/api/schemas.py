@@ -7,7 +7,7 @@ Nothing here runs when a request is served: views only name these for the schema
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
@@ -18,6 +18,8 @@ from rest_framework.renderers import JSONRenderer
 
 from apps_api.action_limit import DISRUPTIVE_ACTIONS
 from apps_api.api.renderers import PlainTextRenderer
+from apps_api.engine.planner import HoldCause
+from apps_api.engine.state import StepKind
 from hostcfg.journal import OUTPUT_FORMATS
 
 TEXT = PlainTextRenderer.media_type
@@ -380,6 +382,51 @@ class StateStatusSerializer(SuccessSerializer):
     containers = StatusContainerSerializer(many=True, help_text="The first app's only.")
     images = StatusImageSerializer(many=True, help_text="The first app's only.")
     release = serializers.CharField(allow_null=True, help_text="The first app's target commit.")
+
+
+PLAN_ACTIONS = list(get_args(StepKind))
+HOLD_CAUSES = list(get_args(HoldCause))
+
+
+class PlanStepSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=PLAN_ACTIONS)
+    appId = serializers.IntegerField(allow_null=True, help_text="None for device-wide steps (removeImage).")
+    serviceName = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    image = serializers.CharField(required=False, help_text="fetch and removeImage: the image reference.")
+    services = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="takeLock: whose locks it takes."
+    )
+
+
+class HeldStepSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=PLAN_ACTIONS)
+    appId = serializers.IntegerField(allow_null=True)
+    serviceName = serializers.CharField(allow_null=True)
+    cause = serializers.ChoiceField(
+        choices=HOLD_CAUSES,
+        help_text="`lock`: an update lock; `download`: an image on its way; `dependency`: a service, "
+        "network or volume not ready; `backoff`: the wait after a failed round; `reboot`: a pending reboot.",
+    )
+    heldBy = serializers.CharField(
+        allow_null=True,
+        help_text="lock: the service whose lock file holds it (null: the supervisor takes the lock "
+        "first); download: the image; dependency: the service, or `network <name>`/`volume <name>`.",
+    )
+    until = serializers.CharField(required=False, help_text="backoff: when the wait ends (ISO 8601, UTC).")
+
+
+class PlanSerializer(SuccessSerializer):
+    steps = PlanStepSerializer(many=True, help_text="The next round's steps; they run concurrently.")
+    heldBack = HeldStepSerializer(many=True, help_text="Steps of later rounds and what holds each back.")
+
+
+PLAN_REQUEST = {
+    "type": "object",
+    "description": 'A target document: v2 local mode (`{"local": {...}}`, as POST '
+    '/v2/local/target-state takes) or v3 cloud (`{"<device uuid>": {...}}`); `force: true` plans '
+    "as if update locks were overridden.",
+}
 
 
 class OneContainerIdSerializer(SuccessSerializer):

@@ -68,6 +68,7 @@ urlpatterns = [
     waiting_path("v2/applications/<str:app_id>/restart", v2.RestartAppView.as_view()),
     waiting_path("v2/applications/<str:app_id>/purge", v2.PurgeAppView.as_view()),
     path("v2/state/status", v2.StateStatusView.as_view()),
+    path("v2/plan", v2.PlanView.as_view()),
     path("v2/containerId", v2.ContainerIdView.as_view()),
     path("v2/version", v2.VersionView.as_view()),
     path("v2/device/name", v2.DeviceNameView.as_view()),

@@ -21,6 +21,7 @@ from apps_api.api.schemas import (
     JSON,
     LOCKED,
     MALFORMED_BODY,
+    PLAN_REQUEST,
     TAGS_REQUEST,
     UNAUTHORIZED,
     UNEXPECTED,
@@ -33,6 +34,7 @@ from apps_api.api.schemas import (
     FailureSerializer,
     ForceRequest,
     JournalRequest,
+    PlanSerializer,
     ServiceSelectorRequest,
     StateStatusSerializer,
     StepJournalSerializer,
@@ -152,6 +154,33 @@ class StateStatusView(APIView):
         snapshot, access = read_snapshot(), access_of(request)
         key = ("v2/state/status", access.all_apps, access.app_ids)
         return prepared_json(snapshot, key, lambda: answers.state_status(snapshot, access))
+
+
+class PlanView(APIView):
+    """GET /v2/plan: the next steps against the stored target; POST: against a posted one."""
+
+    @extend_schema(
+        summary="What the engine would do next against the stored target, and what holds it back",
+        responses=answer(200, "Only the key's apps for a scoped key.", json=PlanSerializer)
+        | UNAUTHORIZED
+        | unexpected(),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(actions.next_plan(access=access_of(request)))
+
+    @extend_schema(
+        summary="What the engine would do first if this target were stored (nothing is stored)",
+        request={JSON: PLAN_REQUEST},
+        responses=answer(200, "Only the key's apps for a scoped key.", json=PlanSerializer)
+        | answer(
+            400, f"`Invalid target state.\\n<field>: <problem>`, or {MALFORMED_BODY}.", json=FailureSerializer
+        )
+        | unauthorized_or_out_of_scope("Unauthorized")
+        | UNSUPPORTED_BODY
+        | unexpected(),
+    )
+    def post(self, request: Request) -> Response:
+        return Response(actions.plan_target_document(request.data, access=access_of(request)))
 
 
 class ContainerIdView(APIView):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps_api.apikeys import get_or_create_service_key
+from apps_api.apikeys import get_or_create_service_key, stored_service_key
 from apps_api.engine.container_config import DeviceContext, feature_enabled
 from apps_api.engine.state import TargetState
 from apps_api.target.contracts import DeviceFacts
@@ -19,16 +19,19 @@ from hostcfg.identity import load_device_identity
 OPTIONAL_HOST_PATHS = ("/lib/modules", "/lib/firmware")
 
 
-def device_context(target: TargetState) -> DeviceContext:
-    """The device as the engine sees it, for one round of `target`."""
+def device_context(target: TargetState, *, create_keys: bool = True) -> DeviceContext:
+    """The device as the engine sees it, for one round of `target`. Without `create_keys`
+    a service that has no API key yet gets none (a plan stores nothing)."""
     identity = load_device_identity()
     slug, arch = read_device_type(Path(settings.SUPERVISOR_BOOT_ROOT))
-    keys = {
-        f"{app.app_id}/{service.service_name}": get_or_create_service_key(app.app_id, service.service_name)
+    key_of = get_or_create_service_key if create_keys else stored_service_key
+    found = {
+        f"{app.app_id}/{service.service_name}": key_of(app.app_id, service.service_name)
         for app in target.apps
         for service in app.services
         if feature_enabled(service, "supervisor-api")
     }
+    keys = {name: key for name, key in found.items() if key is not None}
     docker_host = settings.DOCKER_HOST
     host_root = Path(settings.SUPERVISOR_HOST_ROOT)
     return DeviceContext(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 
@@ -22,7 +21,8 @@ from apps_api.apply.journal import (
     prune_journal,
     record_image,
 )
-from apps_api.apply.probation import Review, images_on_hold, review_releases
+from apps_api.apply.planning import read_round_inputs
+from apps_api.apply.probation import Review, review_releases
 from apps_api.apply.single_flight import (
     holding_apply_lock,
     preemption_waiting,
@@ -33,22 +33,19 @@ from apps_api.apply.single_flight import (
 )
 from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
-from apps_api.engine.adoption import adopt_matching
-from apps_api.engine.current import read_current_state
 from apps_api.engine.disk_preflight import INSUFFICIENT_STORAGE, MB, DiskPreflight
 from apps_api.engine.executor import Executor
-from apps_api.engine.locks import UpdatesLocked, apps_with_supervisor_lock_files, update_locks
-from apps_api.engine.planner import PlanConfig, plan, unused_images
+from apps_api.engine.locks import UpdatesLocked, update_locks
+from apps_api.engine.planner import plan, unused_images
 from apps_api.engine.state import Step, TargetState
 from apps_api.host_ops.device_config import (
     apply_device_config,
     ask_reboot_for_service,
     reboot_if_requested,
-    reboot_pending,
 )
 from apps_api.logs.publisher import system_log
 from apps_api.metrics import record_apply
-from apps_api.models import Image, TargetRecord
+from apps_api.models import TargetRecord
 from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY, redis_client
 from apps_api.service_changes import record_lock_override
 from apps_api.target.store import load_target
@@ -158,23 +155,13 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
     began = time.monotonic()
     locks = update_locks()
     device = device_context(target)
-    current = read_current_state(
-        managed_images=Image.objects.values_list("reference", flat=True),
-        app_uuids={app.app_id: app.app_uuid for app in target.apps},
-    )
-    current = adopt_matching(current, target.apps, device)
-    on_hold = images_on_hold()
+    inputs = read_round_inputs(target, device, locks)
     steps = plan(
-        current,
+        inputs.current,
         target.apps,
-        locks_held=locks.held_apps(),
-        config=PlanConfig(
-            device,
-            local_mode=target.source == "local",
-            reboot_pending=reboot_pending(),
-            images_on_hold=on_hold,
-        ),
-        leftover_locks=apps_with_supervisor_lock_files(Path(device.host_root)),
+        locks_held=inputs.locks_held,
+        config=inputs.config,
+        leftover_locks=inputs.leftover_locks,
     )
     if not steps:
         return [], []
@@ -184,7 +171,8 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         reserve_bytes=settings.SUPERVISOR_DISK_RESERVE_MB * MB, device_arch=device.arch,
         host_root=device.host_root, on_image_removed=forget_image, log=system_log,
         # Local mode keeps the images it no longer uses, even to make room.
-        removable_images=[] if target.source == "local" else unused_images(current, target.apps, on_hold),
+        removable_images=[] if target.source == "local"
+        else unused_images(inputs.current, target.apps, inputs.config.images_on_hold),
     )  # fmt: skip
     executor = Executor(
         device=device, locks=locks, observer=journal, force=force or lock_override(target),
@@ -247,11 +235,16 @@ def _reboot_if_requested() -> None:
 
 
 def _wait_for_retry(seconds: float, record_pk: int) -> None:
-    """Sleep before a retry, cut short when a new target or apply request arrives."""
+    """Sleep before a retry, cut short when a new target or apply request arrives. The
+    wait's end is published for GET /v2/plan while it lasts."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if request_waiting() or preemption_waiting():
-            return
-        if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
-            return
+    apply_status.set_retry_at(time.time() + seconds)
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            if request_waiting() or preemption_waiting():
+                return
+            if TargetRecord.objects.order_by("-id").values_list("id", flat=True).first() != record_pk:
+                return
+    finally:
+        apply_status.set_retry_at(None)

@@ -7,8 +7,9 @@ round (kill the old container this round, start the new one the next).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from apps_api.engine.causes import Cause
 from apps_api.engine.container_config import (
@@ -47,6 +48,35 @@ class PlanConfig:
     """Normalised references kept although unused (a previous release, until the new one commits)."""
 
 
+HoldCause = Literal["lock", "download", "dependency", "backoff", "reboot"]
+
+
+@dataclass(frozen=True)
+class HeldStep:
+    """A step the engine means to take but not in the next round, and what holds it back.
+
+    `held_by` names the holder: for "lock" the service whose update lock file blocks (""
+    while the engine only has yet to take the app's lock itself), for "download" the image
+    reference, for "dependency" the service (or `network <name>`, `volume <name>`) waited
+    for. `until` is when a "backoff" ends (ISO 8601, UTC); "reboot" waits for the device
+    to reboot."""
+
+    kind: StepKind
+    app_id: int | None
+    service_name: str | None
+    cause: HoldCause
+    held_by: str = ""
+    until: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The next round's steps and the steps held back behind them."""
+
+    steps: list[Step]
+    held: list[HeldStep]
+
+
 @dataclass
 class _AppView:
     """The current objects of one app."""
@@ -68,7 +98,41 @@ def plan(
     downloads are in flight. `locks_held`: apps whose update locks this supervisor holds;
     `leftover_locks`: apps with lock files of ours that nothing holds (a killed worker's),
     released once the app has nothing else to do."""
-    held = frozenset(locks_held)
+    return _plan(current, target, held=frozenset(locks_held), config=config,
+                 leftover_locks=leftover_locks, lock_holders={})[0]  # fmt: skip
+
+
+def explain(
+    current: CurrentState,
+    target: Sequence[AppSpec],
+    *,
+    locks_held: Iterable[int],
+    config: PlanConfig,
+    leftover_locks: Iterable[int] = (),
+    lock_holders: Mapping[int, Sequence[str]] | None = None,
+    backoff_until: str = "",
+) -> Plan:
+    """`plan`'s steps, with every step it holds back and why. `lock_holders`: app id →
+    services whose update lock files are not ours (they block the app's `takeLock`;
+    leave it empty when locks are overridden). `backoff_until`: the engine waits after a
+    failed round until then, so the whole next round is held back by it."""
+    steps, held = _plan(current, target, held=frozenset(locks_held), config=config,
+                        leftover_locks=leftover_locks, lock_holders=lock_holders or {})  # fmt: skip
+    if backoff_until:
+        waiting = [HeldStep(s.kind, s.app_id, s.service_name, "backoff", until=backoff_until) for s in steps]
+        return Plan(steps=[], held=waiting + held)
+    return Plan(steps=steps, held=held)
+
+
+def _plan(
+    current: CurrentState,
+    target: Sequence[AppSpec],
+    *,
+    held: frozenset[int],
+    config: PlanConfig,
+    leftover_locks: Iterable[int],
+    lock_holders: Mapping[int, Sequence[str]],
+) -> tuple[list[Step], list[HeldStep]]:
     leftovers = frozenset(leftover_locks) - held
     views: dict[int, _AppView] = {}
     for service in current.services:
@@ -80,17 +144,26 @@ def plan(
     targets = {app.app_id: app for app in target}
 
     steps: list[Step] = []
+    held_back: list[HeldStep] = []
     for app_id in sorted(views.keys() | targets.keys() | leftovers):
         view = views.get(app_id, _AppView())
         app = targets.get(app_id)
+        holders = tuple(lock_holders.get(app_id, ()))
         if app is None:
             app_steps = _remove_app(app_id, view, locked=app_id in held)
+            if app_id not in held:
+                held_back += [_held_by_lock("kill", s.app_id, s.service_name, holders)
+                              for s in view.services if s.status != "removing"]  # fmt: skip
         elif app.rejected:
             # Its release is not for this device: what runs keeps running as it is.
             held_lock = app_id in held
             app_steps = [Step("releaseLock", app_id=app_id, reason="release rejected")] if held_lock else []
         else:
-            app_steps = _AppPlanner(app, view, current, config, locked=app_id in held).steps()
+            planner = _AppPlanner(app, view, current, config, locked=app_id in held)
+            app_steps = planner.steps()
+            held_back += planner.held
+            if app_id not in held:
+                held_back += [_held_by_lock(s.kind, s.app_id, s.service_name, holders) for s in planner.gated]
         if not app_steps and app_id in leftovers:
             app_steps = [Step("releaseLock", app_id=app_id, reason="lock files left behind")]
         steps += app_steps
@@ -99,7 +172,16 @@ def plan(
         steps = _unused_images(current, target, config.images_on_hold)
     if not steps and current.downloading:
         steps = [Step("noop", reason="downloads in progress")]
-    return steps
+    return steps, held_back
+
+
+def _held_by_lock(
+    kind: StepKind, app_id: int | None, service: str | None, holders: Sequence[str]
+) -> HeldStep:
+    """A step waiting for the app's update lock: the service's own lock file if it has one,
+    else the first service holding one, else (no user lock) the engine's own takeLock."""
+    holder = service if service is not None and service in holders else next(iter(holders), "")
+    return HeldStep(kind, app_id, service, "lock", held_by=holder)
 
 
 def _remove_app(app_id: int, view: _AppView, *, locked: bool) -> list[Step]:
@@ -137,6 +219,8 @@ class _AppPlanner:
         self.locked = locked
         self.free: list[Step] = []
         self.gated: list[Step] = []
+        self.held: list[HeldStep] = []
+        """Steps held back by a download, a dependency or a pending reboot (locks: see `gated`)."""
 
     def steps(self) -> list[Step]:
         alive = [s for s in self.view.services if s.status != "dead"]
@@ -244,8 +328,13 @@ class _AppPlanner:
     def _image_ready(self, service: ServiceSpec) -> bool:
         return normalise_image_ref(service.image) in self.images
 
-    def _fetch(self, service: ServiceSpec) -> None:
+    def _hold(self, kind: StepKind, service: ServiceSpec, cause: HoldCause, held_by: str = "") -> None:
+        self.held.append(HeldStep(kind, self.app.app_id, service.service_name, cause, held_by=held_by))
+
+    def _fetch(self, service: ServiceSpec, then: StepKind) -> None:
+        """Fetch the service's image (unless already on its way); `then` waits for it."""
         ref = normalise_image_ref(service.image)
+        self._hold(then, service, "download", ref)
         if ref in self.downloading:
             self.free.append(Step("noop", app_id=self.app.app_id, target=service, reason="downloading"))
         elif not any(s.kind == "fetch" and s.image == ref for s in self.free):
@@ -282,20 +371,30 @@ class _AppPlanner:
     def _dependencies_met(
         self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
     ) -> bool:
-        if not all(self._image_ready(s) for s in self.app.services):
-            return False
+        return self._unmet_dependency(service, newest, unusable_networks) is None
+
+    def _unmet_dependency(
+        self, service: ServiceSpec, newest: dict[str, CurrentService], unusable_networks: set[str]
+    ) -> tuple[HoldCause, str] | None:
+        """What the service waits for before it may start: ("download", image) or
+        ("dependency", service | "network <name>" | "volume <name>"); None when nothing."""
+        missing = [s for s in self.app.services if not self._image_ready(s)]
+        if missing:
+            return "download", normalise_image_ref(missing[0].image)
         networks = {n for n in service.network_names}
-        if not networks <= set(self.view.networks) or networks & unusable_networks:
-            return False
-        if not set(service.volume_names) <= set(self.view.volumes):
-            return False
+        for name in sorted(networks):
+            if name not in self.view.networks or name in unusable_networks:
+                return "dependency", f"network {name}"
+        for name in service.volume_names:
+            if name not in self.view.volumes:
+                return "dependency", f"volume {name}"
         for name in service.depends_on:
             dependency, container = self.app.service(name), newest.get(name)
             if dependency is None or container is None or container.status != "running":
-                return False
-            if self._differs(container, dependency, unusable_networks) is not None:
-                return False
-        return True
+                return "dependency", name
+            if self._differs(container, dependency, unusable_networks):
+                return "dependency", name
+        return None
 
     def _plan_service(
         self,
@@ -307,8 +406,10 @@ class _AppPlanner:
         app_id = self.app.app_id
         if container is None:
             if not self._image_ready(service):
-                self._fetch(service)
-            elif self._dependencies_met(service, newest, unusable_networks):
+                self._fetch(service, then="start")
+            elif (unmet := self._unmet_dependency(service, newest, unusable_networks)) is not None:
+                self._hold("start", service, *unmet)
+            else:
                 self._gate(Step("start", app_id=app_id, app=self.app, target=service, reason="not running"))
             return
 
@@ -340,7 +441,7 @@ class _AppPlanner:
             and service.requires_reboot
             and self.reboot_pending
         ):
-            return  # installed; it starts once the device has rebooted
+            self._hold("start", service, "reboot")  # installed; it starts once the device has rebooted
         elif service.running and container.status == "created":
             self._gate(
                 Step(
@@ -364,14 +465,16 @@ class _AppPlanner:
         """Apply the service's update strategy to replace `container`."""
         strategy = service.update_strategy
         kill_first = strategy in ("kill-then-download", "delete-then-download")
+        kind: StepKind = "handover" if strategy == "hand-over" else "kill"
         if not kill_first:
             if not self._image_ready(service):
-                self._fetch(service)
+                self._fetch(service, then=kind)
                 return
             # download-then-kill and hand-over: disrupt only once every image of the app is here.
-            if not all(self._image_ready(s) for s in self.app.services):
+            missing = [s for s in self.app.services if not self._image_ready(s)]
+            if missing:
+                self._hold(kind, service, "download", normalise_image_ref(missing[0].image))
                 return
-        kind: StepKind = "handover" if strategy == "hand-over" else "kill"
         # A replacement that could start as soon as the old container is gone is started by
         # the kill itself instead of waiting for the next round. Never after a delete: the
         # image it would start from is the one being deleted.
