@@ -392,7 +392,7 @@ class _AppPlanner:
             dependency, container = self.app.service(name), newest.get(name)
             if dependency is None or container is None or container.status != "running":
                 return "dependency", name
-            if self._differs(container, dependency, unusable_networks):
+            if self._differs(container, dependency, unusable_networks) is not None:
                 return "dependency", name
         return None
 
