@@ -116,7 +116,7 @@ def test_posting_a_target_answers_its_steps_and_changes_nothing(running_main: st
                 "action": "takeLock",
                 "appId": 1,
                 "serviceName": None,
-                "reason": "configuration changed",
+                "reason": "env changed: V (added)",
                 "services": ["main", "side"],
             }
         ],
@@ -188,7 +188,7 @@ def test_apply_target_dry_run_prints_the_steps_and_stores_nothing(running_main: 
 
     printed = json.loads(out.getvalue())
     assert printed["steps"] == [
-        {"action": "takeLock", "appId": 1, "serviceName": None, "reason": "configuration changed",
+        {"action": "takeLock", "appId": 1, "serviceName": None, "reason": "env changed: V (added)",
          "services": ["main"]}
     ]  # fmt: skip
     assert printed["heldBack"] == [
