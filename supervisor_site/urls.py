@@ -9,11 +9,12 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from apps_api.apply_page import apply_page
 
 urlpatterns = [
+    # The device API first: its polled reads are resolved before anything else is tried.
+    path("", include("apps_api.api.urls")),
     path("admin/apply/", admin.site.admin_view(apply_page), name="admin-apply"),
     path("admin/", admin.site.urls),
     # Keyed like the API they describe (SPECTACULAR_SETTINGS: SERVE_PERMISSIONS).
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="openapi-docs"),
-    path("", include("apps_api.api.urls")),
     path("", include("localmode.urls")),
 ]
