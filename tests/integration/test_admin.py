@@ -90,7 +90,9 @@ def test_a_weak_admin_password_is_refused(weak: str) -> None:
 
 
 @pytest.mark.django_db
-def test_the_step_journal_shows_causes_and_filters_by_app_and_service(admin_client: Client) -> None:
+def test_the_step_journal_shows_causes_and_filters_by_app_and_service(
+    admin_client: Client, redis_server: str
+) -> None:
     from apps_api.engine.causes import crash_cause
     from apps_api.service_changes import record
 
