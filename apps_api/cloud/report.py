@@ -68,7 +68,10 @@ class ReportState:
 
 
 def read_report_state(key: str = CLOUD_REPORT_KEY) -> ReportState:
-    stored = get_json(key)
+    return _report_state_from(get_json(key))
+
+
+def _report_state_from(stored: Any) -> ReportState:
     try:
         return ReportState(**stored) if isinstance(stored, dict) else ReportState()
     except TypeError:
@@ -78,9 +81,10 @@ def read_report_state(key: str = CLOUD_REPORT_KEY) -> ReportState:
 def _state_report_pacing(device: CloudDevice) -> ReportState:
     """The state report's pacing from Redis; without any there (a first start, or Redis
     lost its data), the last accepted report is the one cached on the host."""
-    if get_json(CLOUD_REPORT_KEY) is None:
+    stored = get_json(CLOUD_REPORT_KEY)
+    if stored is None:
         return ReportState(last_reported=load_report_cache(Path(settings.SUPERVISOR_HOST_ROOT), device.uuid))
-    return read_report_state()
+    return _report_state_from(stored)
 
 
 def _write_report_state(state: ReportState, key: str = CLOUD_REPORT_KEY) -> None:

@@ -154,6 +154,7 @@ class DiskPreflight:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _claimed: int = field(default=0, init=False)
     _removed: set[str] = field(default_factory=set, init=False)
+    _storage: engine.EngineStorage | None = field(default=None, init=False)
 
     @contextmanager
     def room_for(self, image: str, auth: dict[str, str] | None) -> Iterator[None]:
@@ -166,9 +167,16 @@ class DiskPreflight:
             with self._lock:
                 self._claimed -= claim
 
+    def _engine_storage(self) -> engine.EngineStorage:
+        """The engine's data root and platform, asked once per round (its free space is
+        read at every check)."""
+        if self._storage is None:
+            self._storage = engine.engine_storage()
+        return self._storage
+
     def _claim(self, image: str, auth: dict[str, str] | None) -> int:
         try:
-            storage = engine.engine_storage()
+            storage = self._engine_storage()
             free = free_bytes(storage.data_root, self.host_root)
             name = parse_image_name(image)
             platform = engine_platform(self.device_arch, storage.os, storage.machine)
@@ -232,7 +240,9 @@ def _layers_on_disk(client: RegistryClient, name: ImageName, platform: Platform)
     """Digests of the layers in the manifests of the engine's images from `name`'s registry."""
     present: set[str] = set()
     try:
-        local_images = _local_images_of(name, engine.image_repo_digests())[:MAX_LOCAL_MANIFESTS]
+        local_images = _local_images_of(name, [ref for ref in engine.list_image_references() if "@" in ref])[
+            :MAX_LOCAL_MANIFESTS
+        ]
     except OSError as exc:  # no layer counts as present: the safe side
         logger.info("local images unknown: %s", exc)
         return present

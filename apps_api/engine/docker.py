@@ -484,16 +484,6 @@ def engine_storage() -> EngineStorage:
     )
 
 
-def image_repo_digests() -> list[str]:
-    """Every `repository@sha256:…` the engine's images were pulled as."""
-    return [
-        digest
-        for image in docker_client().api.images()
-        for digest in image.get("RepoDigests") or []
-        if not digest.endswith("@<none>")
-    ]
-
-
 def container_environment(container_id: str) -> dict[str, str]:
     config = docker_client().api.inspect_container(container_id).get("Config") or {}
     return dict(line.split("=", 1) for line in config.get("Env") or [] if "=" in line)

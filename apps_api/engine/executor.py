@@ -73,9 +73,9 @@ class Executor:
     on_image_fetched: Callable[[str, str], None] = lambda ref, image_id: None
     on_image_removed: Callable[[str], None] = lambda ref: None
     on_reboot_needed: Callable[[ServiceSpec], None] = lambda service: None
+    """A container of a service that requires a reboot was installed, not started."""
     on_locks_overridden: Callable[[int, tuple[str, ...]], None] = lambda app_id, services: None
     """`force` removed user update locks of these services of the app."""
-    """A container of a service that requires a reboot was installed, not started."""
     make_room: Callable[[str, dict[str, str] | None], AbstractContextManager[None]] = (
         lambda image, auth: nullcontext()
     )

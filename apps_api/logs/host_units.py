@@ -4,7 +4,6 @@ fan profile, host OS update…), followed from the host journal as system log re
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 from apps_api.backoff import backoff_delay
 from apps_api.logs.publisher import publish_log_record
 from apps_api.logs.records import LogRecord
+from hostcfg.atomic_file import write_file_atomically
 from hostcfg.journal import HOST_UNITS, JournalEntries, JournalUnavailable, unit_follow_argv
 
 logger = logging.getLogger(__name__)
@@ -143,10 +143,8 @@ class HostUnitLogs:
             return
         if not force and time.monotonic() - self._saved_at < CURSOR_SAVE_SECONDS:
             return
-        temporary = self._cursor_path.with_suffix(".tmp")
         try:
-            temporary.write_text(self._cursor)
-            os.replace(temporary, self._cursor_path)
+            write_file_atomically(self._cursor_path, self._cursor)
         except OSError as exc:
             logger.warning("host unit logs: could not save the cursor to %s (%s)", self._cursor_path, exc)
             return
