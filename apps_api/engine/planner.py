@@ -14,6 +14,7 @@ from typing import Literal
 from apps_api.engine.causes import Cause
 from apps_api.engine.container_config import (
     CONFIG_HASH_LABEL,
+    ContainerConfig,
     DeviceContext,
     build_container_config,
     config_change,
@@ -221,6 +222,9 @@ class _AppPlanner:
         self.gated: list[Step] = []
         self.held: list[HeldStep] = []
         """Steps held back by a download, a dependency or a pending reboot (locks: see `gated`)."""
+        self._configs: dict[str, ContainerConfig] = {}
+        """Each service's container config, built once per round (services and their
+        dependencies are compared more than once)."""
 
     def steps(self) -> list[Step]:
         alive = [s for s in self.view.services if s.status != "dead"]
@@ -361,7 +365,11 @@ class _AppPlanner:
             if normalise_image_ref(was) == normalise_image_ref(service.image):
                 was = service.image  # the same reference, new content
             return Cause("update", image_from=was, image_to=service.image)
-        config = build_container_config(self.app, service, self.device)
+        config = self._configs.get(service.service_name)
+        if config is None:
+            config = self._configs[service.service_name] = build_container_config(
+                self.app, service, self.device
+            )
         if container.config_hash != config.labels[CONFIG_HASH_LABEL]:
             return config_change(container.config_parts, config)
         if changed := unusable_networks.intersection(container.networks):
