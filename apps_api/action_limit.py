@@ -1,6 +1,9 @@
 """The rate limit of the device API's disruptive actions: each API key holder (the global key,
 one service's key, or local mode's no key) may start at most SUPERVISOR_ACTION_RATE_LIMIT of
-them in a window of WINDOW_SECONDS; further ones are refused until the window ends.
+them in a window of WINDOW_SECONDS (default 120: a burst of 60 on top of a steady one a
+second, what a CLI session or an app's own controller sends, is never refused), and at most
+SUPERVISOR_POWER_ACTION_RATE_LIMIT reboots and shutdowns (default 10), counted apart; further
+ones are refused until the window ends.
 
 The counters are in Redis (redis_store.count_in_window), so the limit holds across the web
 process's threads, its restarts and several web processes. The window is fixed: it opens at
@@ -41,9 +44,18 @@ DISRUPTIVE_ACTIONS = frozenset(
 )
 
 
+POWER_ACTIONS = frozenset({("POST", "v1/reboot"), ("POST", "v1/shutdown")})
+POWER_BUCKET_SUFFIX = ":power"
+
+
 def is_disruptive(method: str, route: str) -> bool:
     """Whether a request to `route` (a URL pattern) with `method` counts against the limit."""
     return (method, route) in DISRUPTIVE_ACTIONS
+
+
+def is_power_action(method: str, route: str) -> bool:
+    """Whether the request reboots or shuts the device down (counted in its own bucket)."""
+    return (method, route) in POWER_ACTIONS
 
 
 class ActionRateLimited(Exception):

@@ -6,6 +6,7 @@ Callers are listed on each action.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from apps_api.snapshot import (
 from apps_api.target.documents import parse_target
 from apps_api.target.intake import accept_target
 from apps_api.target.store import load_target
+from apps_api.task_outcomes import TaskFailed, TaskNotDone, run_and_wait
 from apps_api.tasks import app_action, blink, cloud_tick, host_config_change, power_action, service_action
 from hostcfg import dbus
 from hostcfg.blink import BLINK_SECONDS
@@ -173,13 +175,28 @@ def _run_service_action(
     if app is None or app.service(service_name) is None:
         raise NotFound("Service does not exist in target release", text=True)
 
-    pending = service_action.delay(action, app_id, service_name, force, temporary, cause.route, cause.scope)
+    def send(reply_key: str) -> None:
+        service_action.delay(
+            action, app_id, service_name, force, temporary, cause.route, cause.scope, reply_key
+        )
+
     try:
-        return str(pending.get(timeout=SERVICE_ACTION_TIMEOUT_SECONDS, propagate=True))
+        return str(_wait_for_worker(send, SERVICE_ACTION_TIMEOUT_SECONDS, raises=(ServiceGone,)))
     except ServiceGone as exc:
         raise NotFound(str(exc), text=True) from exc
     finally:
         invalidate_current_state()
+
+
+def _wait_for_worker(
+    send: Callable[[str], None], timeout: float, *, raises: tuple[type[Exception], ...]
+) -> Any:
+    """The result of the task `send` queues; an update lock is UpdatesLocked (423), any
+    other failure of the worker, or none in time, ActionFailed (503) with its message."""
+    try:
+        return run_and_wait(send, timeout=timeout, raises=(UpdatesLocked, *raises))
+    except (TaskFailed, TaskNotDone) as exc:
+        raise ActionFailed(str(exc)) from exc
 
 
 def regenerate_api_key(*, access: ApiAccess) -> str:
@@ -252,14 +269,18 @@ def change_host_config(*, body: object) -> None:
     except HostConfigInvalid as exc:
         raise BadRequest(str(exc), text=True) from exc
     try:
-        host_config_change.delay(body).get(timeout=HOST_CONFIG_TIMEOUT_SECONDS, propagate=True)
+        run_and_wait(
+            lambda reply_key: host_config_change.delay(body, reply_key),
+            timeout=HOST_CONFIG_TIMEOUT_SECONDS,
+            raises=(UpdatesLocked, HostUnitsNotRestarted),
+        )
     except UpdatesLocked as exc:
         raise Locked(str(exc), text=True) from exc
     except HostUnitsNotRestarted as exc:
         raise ActionFailed(str(exc), text=True) from exc
-    except Exception as exc:  # the worker's own failure: the endpoint answers every error in text
-        logger.exception("host config change failed")
-        raise ActionFailed(str(exc) or type(exc).__name__, text=True) from exc
+    except (TaskFailed, TaskNotDone) as exc:  # the endpoint answers every error in text
+        logger.error("host config change failed: %s", exc)
+        raise ActionFailed(str(exc), text=True) from exc
 
 
 def vpn_status() -> dict[str, bool]:
@@ -298,9 +319,12 @@ def act_on_app(action: str, *, access: ApiAccess, app_id: int, force: bool, rout
     if not read_snapshot().containers_of(app_id):
         raise ActionFailed(f"Application with ID {app_id} is not in the current state")
     cause = _api_cause(route, access)
-    pending = app_action.delay(action, app_id, force, cause.route, cause.scope)
+
+    def send(reply_key: str) -> None:
+        app_action.delay(action, app_id, force, cause.route, cause.scope, reply_key)
+
     try:
-        pending.get(timeout=APP_ACTION_TIMEOUT_SECONDS, propagate=True)
+        _wait_for_worker(send, APP_ACTION_TIMEOUT_SECONDS, raises=(AppNotRunning,))
     except AppNotRunning as exc:
         raise ActionFailed(str(exc)) from exc
     finally:

@@ -32,6 +32,7 @@ from apps_api.host_ops.power import run_power_action
 from apps_api.redis_store import redis_client, send_reply
 from apps_api.service_changes import restore_last_changes
 from apps_api.target.preload import load_preloaded_apps
+from apps_api.task_outcomes import answer_with_outcome
 from hostcfg.blink import blink_led
 from hostcfg.host_config import parse_host_config_patch
 
@@ -76,7 +77,7 @@ def _api_cause(route: str, scope: str) -> Cause | None:
     return Cause("api", route=route, scope=scope) if route else None
 
 
-@shared_task(name="apps_api.service_action")
+@shared_task(name="apps_api.service_action", ignore_result=True)
 def service_action(
     action: str,
     app_id: int,
@@ -85,33 +86,48 @@ def service_action(
     temporary: bool = False,
     route: str = "",
     scope: str = "",
+    reply_key: str = "",
 ) -> str:
-    """restart, stop or start one service; returns its container id. A `temporary` stop
-    ends when the worker next starts. `route` and `scope`: the API call that asked, journaled."""
+    """restart, stop or start one service; replies with its container id on `reply_key`. A
+    `temporary` stop ends when the worker next starts. `route` and `scope`: the API call
+    that asked, journaled."""
 
     observer, cause = JournalObserver(), _api_cause(route, scope)
-    if action == "restart":
-        return app_actions.restart_service(app_id, service_name, force=force, observer=observer, cause=cause)
-    if action == "stop":
-        return app_actions.stop_service(
-            app_id, service_name, force=force, temporary=temporary, observer=observer, cause=cause
-        )
-    if action == "start":
-        return app_actions.start_service(app_id, service_name, observer=observer, cause=cause)
-    raise ValueError(f"unknown service action {action!r}")
+
+    def act() -> str:
+        if action == "restart":
+            return app_actions.restart_service(
+                app_id, service_name, force=force, observer=observer, cause=cause
+            )
+        if action == "stop":
+            return app_actions.stop_service(
+                app_id, service_name, force=force, temporary=temporary, observer=observer, cause=cause
+            )
+        if action == "start":
+            return app_actions.start_service(app_id, service_name, observer=observer, cause=cause)
+        raise ValueError(f"unknown service action {action!r}")
+
+    return answer_with_outcome(reply_key, act)
 
 
-@shared_task(name="apps_api.app_action")
-def app_action(action: str, app_id: int, force: bool = False, route: str = "", scope: str = "") -> None:
-    """restart or purge one app; `route` and `scope` as for service_action."""
+@shared_task(name="apps_api.app_action", ignore_result=True)
+def app_action(
+    action: str, app_id: int, force: bool = False, route: str = "", scope: str = "", reply_key: str = ""
+) -> None:
+    """restart or purge one app, replying on `reply_key` when done; `route` and `scope` as for
+    service_action."""
 
     cause = _api_cause(route, scope)
-    if action == "restart":
-        app_actions.restart_app(app_id, force=force, observer=JournalObserver(), cause=cause)
-    elif action == "purge":
-        app_actions.purge_app(app_id, force=force, observer=JournalObserver(), cause=cause)
-    else:
-        raise ValueError(f"unknown app action {action!r}")
+
+    def act() -> None:
+        if action == "restart":
+            app_actions.restart_app(app_id, force=force, observer=JournalObserver(), cause=cause)
+        elif action == "purge":
+            app_actions.purge_app(app_id, force=force, observer=JournalObserver(), cause=cause)
+        else:
+            raise ValueError(f"unknown app action {action!r}")
+
+    answer_with_outcome(reply_key, act)
 
 
 @shared_task(name="apps_api.cloud_tick", ignore_result=True)
@@ -121,11 +137,15 @@ def cloud_tick() -> None:
     tick()
 
 
-@shared_task(name="apps_api.host_config_change")
-def host_config_change(body: object) -> None:
-    """PATCH /v1/device/host-config: the body is validated again here, where it is applied."""
+@shared_task(name="apps_api.host_config_change", ignore_result=True)
+def host_config_change(body: object, reply_key: str = "") -> None:
+    """PATCH /v1/device/host-config: the body is validated again here, where it is applied;
+    replies on `reply_key` when done."""
 
-    change_host_config(parse_host_config_patch(body))
+    def act() -> None:
+        change_host_config(parse_host_config_patch(body))
+
+    answer_with_outcome(reply_key, act)
 
 
 @shared_task(name="apps_api.power_action")

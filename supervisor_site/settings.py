@@ -44,9 +44,10 @@ if not (_disk_reserve.isascii() and _disk_reserve.isdigit()):
         f"SUPERVISOR_DISK_RESERVE_MB must be a whole number of MB (10^6 bytes), not {_disk_reserve!r}"
     )
 SUPERVISOR_DISK_RESERVE_MB = int(_disk_reserve)
-# Disruptive device API actions (reboot, restart, purge, stop…: apps_api/action_limit.py) each
-# key may start a minute; 0 turns the limit off.
-SUPERVISOR_ACTION_RATE_LIMIT = env.int("SUPERVISOR_ACTION_RATE_LIMIT", default=6)
+# Disruptive device API actions (restart, purge, stop…: apps_api/action_limit.py) each key may
+# start a minute, and reboots plus shutdowns, counted apart; 0 turns a limit off.
+SUPERVISOR_ACTION_RATE_LIMIT = env.int("SUPERVISOR_ACTION_RATE_LIMIT", default=120)
+SUPERVISOR_POWER_ACTION_RATE_LIMIT = env.int("SUPERVISOR_POWER_ACTION_RATE_LIMIT", default=10)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 

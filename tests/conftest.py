@@ -10,16 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 
-from supervisor_site.system_services import ensure_dockerd, ensure_redis, wait_until
+from supervisor_site.system_services import ensure_dockerd, wait_until
+from tests import agent_client
+from tests.agent_process import Agent
 from tests.host_bus import HostBus
+from tests.route_coverage import AGENT_PORTS, record_if_agent
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUSYBOX_IMAGE = "local/busybox:latest"
@@ -27,8 +32,15 @@ BUSYBOX_APPLETS = ["sh", "sleep", "echo", "cat", "ls", "env", "date", "seq", "tr
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not hasattr(session.config, "workerinput"):
-        shutil.rmtree(os.environ["SUPERVISOR_TEST_DATA_DIR"], ignore_errors=True)
+    """The session's data dir goes, unless a test failed: its logs (log/agent.log,
+    dockerd.log, registry.log) are what the failure messages point at."""
+    if hasattr(session.config, "workerinput"):
+        return
+    data_dir = os.environ["SUPERVISOR_TEST_DATA_DIR"]
+    if exitstatus == 0:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        print(f"\nservice logs kept in {data_dir}/log")
 
 
 @pytest.fixture(scope="session")
@@ -65,17 +77,6 @@ def busybox_image(docker_engine: None) -> str:
     return BUSYBOX_IMAGE
 
 
-@pytest.fixture(scope="session")
-def redis_server(service_log_dir: Path) -> Iterator[str]:
-    started = ensure_redis(settings.REDIS_URL, service_log_dir)
-    from apps_api.redis_store import redis_client
-
-    redis_client().flushdb()
-    yield settings.REDIS_URL
-    if started is not None:
-        started.stop()
-
-
 @pytest.fixture
 def managed_device() -> Iterator[None]:
     """config.json names a cloud (nothing listens there): the device API wants a key."""
@@ -106,53 +107,67 @@ def host_bus(host_bus_daemon: HostBus) -> HostBus:
     return host_bus_daemon
 
 
-class WorkerProcess:
-    """A real Celery worker process on the real Redis, with the test settings."""
+@pytest.fixture(scope="session")
+def shipped_agent(
+    docker_engine: None,
+    busybox_image: str,
+    host_bus_daemon: HostBus,
+    django_db_setup: None,
+    django_db_blocker: Any,
+    service_log_dir: Path,
+) -> Iterator[Agent]:
+    """The agent as the systemd unit and `make run` start it (`python -m supervisor_site.agent`:
+    the parent, its own redis-server on a unix socket, one agent process with the web server
+    and the worker), on the tests' data dir, database and private system bus.
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+    Started once for the session; the `engine` fixture resets what the tests change. The
+    disruptive-action limit is off: the suite acts on its containers far more often than a
+    minute allows any client (tests/integration/test_action_limits.py runs the defaults)."""
+    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+    agent = Agent(
+        data_dir,
+        port=settings.SUPERVISOR_PORT,
+        host_root=Path(settings.SUPERVISOR_HOST_ROOT),
+        log_file=service_log_dir / "agent.log",
+        extra_env={
+            "SUPERVISOR_LED_FILE": settings.SUPERVISOR_LED_FILE,
+            "SUPERVISOR_DBUS_ADDRESS": settings.SUPERVISOR_DBUS_ADDRESS,
+            "SUPERVISOR_FIREWALL_NETNS": os.environ["SUPERVISOR_FIREWALL_NETNS"],
+            "SUPERVISOR_ACTION_RATE_LIMIT": "0",
+        },
+    )
+    with django_db_blocker.unblock():
+        from django.db import connections
 
-    def start(self) -> None:
-        from supervisor_site.celery import app
-
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
-                 "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
-                 "--without-mingle", "--loglevel=INFO", "--hostname=test-worker@%h"],
-                cwd=PROJECT_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        process = self.process
-        if not wait_until(lambda: bool(app.control.ping(timeout=0.5)) or process.poll() is not None, 60):
-            pytest.fail(f"the Celery worker did not answer; see {self.log_path}")
-        if process.poll() is not None:
-            pytest.fail(f"the Celery worker exited with {process.returncode}; see {self.log_path}")
-
-    def kill(self) -> None:
-        """SIGKILL: no warm shutdown, as when the device loses power."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        connections.close_all()  # the agent writes the database from now on
+    agent.start()
+    AGENT_PORTS.add(agent.port)
+    agent_client.BASE_URL.append(agent.base_url)
+    yield agent
+    agent_client.BASE_URL.remove(agent.base_url)
+    stopped_in = time.monotonic()
+    agent.stop()
+    assert time.monotonic() - stopped_in < 10, f"the agent took over 10 s to stop; see {agent.log_path}"
 
 
 @pytest.fixture(scope="session")
-def celery_worker(redis_server: str, django_db_setup: None, service_log_dir: Path) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(service_log_dir / "celery-worker.log")
-    worker.start()
-    yield worker
-    worker.stop()
+def redis_server(shipped_agent: Agent) -> str:
+    """The session agent's own redis-server (its unix socket), which the tests read too."""
+    return settings.REDIS_URL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def calls_to_agents_recorded() -> Iterator[None]:
+    """Every `requests` call to an agent the tests started counts for the route check."""
+    send = requests.Session.send
+
+    def recording_send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        record_if_agent(request.method or "GET", request.url or "")
+        return send(self, request, **kwargs)
+
+    requests.Session.send = recording_send  # type: ignore[method-assign]
+    yield
+    requests.Session.send = send  # type: ignore[method-assign]
 
 
 def _free_port() -> int:

@@ -1,11 +1,13 @@
-"""Test settings: every path in one temporary data dir, Redis database 15.
+"""Test settings: the pytest process sees what the session's agent sees.
 
-The test database file is also the configured database, so a Celery worker or a
-subprocess started with these settings (they inherit SUPERVISOR_TEST_DATA_DIR) sees
-exactly what the test wrote.
+The session's agent (`shipped_agent` in tests/conftest.py) runs with the shipped settings on
+this data dir: the test database file is its database, and REDIS_URL its own redis-server's
+unix socket, so what a test writes the agent reads, and the other way round. A subprocess
+started with these settings inherits SUPERVISOR_TEST_DATA_DIR and shares them too.
 """
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -19,10 +21,15 @@ os.environ["SUPERVISOR_DBUS_ADDRESS"] = f"unix:path={_data_dir / 'dbus' / 'bus.s
 # HOST_FIREWALL_MODE's iptables run in this network namespace, never the host's: the
 # `firewall_netns` fixture creates it; without it the firewall is logged as not applied.
 os.environ["SUPERVISOR_FIREWALL_NETNS"] = f"supervisor-test-{_data_dir.name.rsplit('-', 1)[-1]}"
-os.environ["SUPERVISOR_DATABASE"] = str(_data_dir / "test.sqlite3")
+os.environ.pop("SUPERVISOR_DATABASE", None)
+if "SUPERVISOR_TEST_PORT" not in os.environ:  # the session agent's port, never the device's 48484
+    with socket.socket() as _probe:
+        _probe.bind(("127.0.0.1", 0))
+        os.environ["SUPERVISOR_TEST_PORT"] = str(_probe.getsockname()[1])
+os.environ["SUPERVISOR_PORT"] = os.environ["SUPERVISOR_TEST_PORT"]
 for _name in ("SUPERVISOR_BOOT_ROOT", "SUPERVISOR_CONFIG_JSON"):
     os.environ.pop(_name, None)
-os.environ["REDIS_URL"] = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.pop("REDIS_URL", None)  # the agent's own: a unix socket in the data dir
 # Tests act on their containers many times a minute; the limit's own tests turn it on.
 os.environ.setdefault("SUPERVISOR_ACTION_RATE_LIMIT", "0")
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from apps_api.action_limit import ActionLimiter, is_disruptive
+from apps_api.action_limit import POWER_BUCKET_SUFFIX, ActionLimiter, is_disruptive, is_power_action
 from apps_api.apikeys import ApiAccess
 
 # One per process: it only remembers whether Redis could count, to log an outage once.
@@ -29,6 +29,12 @@ class DisruptiveActionThrottle(BaseThrottle):
         access = request.auth
         if match is None or not is_disruptive(request.method or "", match.route):
             return True
-        if isinstance(access, ApiAccess):
+        if not isinstance(access, ApiAccess):
+            return True
+        if is_power_action(request.method or "", match.route):
+            LIMITER.take(
+                access.holder.name + POWER_BUCKET_SUFFIX, limit=settings.SUPERVISOR_POWER_ACTION_RATE_LIMIT
+            )
+        else:
             LIMITER.take(access.holder.name, limit=settings.SUPERVISOR_ACTION_RATE_LIMIT)
         return True

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from django.test import Client
 from pytest_django.fixtures import SettingsWrapper
 
 from apps_api.apikeys import get_or_create_global_key
 from hostcfg.identity import load_device_identity
+from tests.agent_client import Client
 
 
 @pytest.mark.django_db

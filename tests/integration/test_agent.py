@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from supervisor_site.system_services import wait_until
+from tests.agent_process import STARTED, Agent
 from tests.fake_cloud import FakeCloud
-from tests.integration.agent_process import STARTED, Agent
 from tests.integration.engine_helpers import (
     SUPERVISED,
     local_target,

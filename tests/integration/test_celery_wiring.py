@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from apps_api.redis_store import BLINK_LOCK_KEY, redis_client
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 
 
-@pytest.mark.usefixtures("celery_worker")
+@pytest.mark.usefixtures("shipped_agent")
 @pytest.mark.django_db(transaction=True)
 def test_blink_request_runs_in_the_worker_and_leaves_the_led_off() -> None:
     led = Path(settings.SUPERVISOR_LED_FILE)

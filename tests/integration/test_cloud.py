@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import stat
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from apps_api import redis_store
 from apps_api.apikeys import get_or_create_global_key, regenerate_api_key
@@ -29,7 +29,8 @@ from hostcfg.blink import no_connectivity_shown
 from hostcfg.identity import load_device_identity, read_config_json
 from hostcfg.report_cache import report_cache_path
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
+from tests.agent_client import Client
+from tests.agent_process import Agent
 from tests.fake_cloud import FakeCloud, Scripted
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 
@@ -554,21 +555,22 @@ def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: Fa
 
 
 def test_with_the_cloud_down_at_boot_the_stored_target_runs(
-    fake_cloud: FakeCloud, engine: str, celery_worker: WorkerProcess
+    agent_fake_cloud: FakeCloud, engine: str, shipped_agent: Agent
 ) -> None:
+    # The session agent provisions with the cloud, polls and applies by itself.
     uuid = load_device_identity().uuid
-    cloud.provision()
-    fake_cloud.set_target(uuid, fleet_document(uuid, engine))
-    tick_until_polled()
+    agent_fake_cloud.set_target(uuid, fleet_document(uuid, engine))
+    assert wait_until(lambda: "main" in supervised_containers(), 60), (
+        "the agent did not apply the cloud's target"
+    )
     wait_applied()
-    fake_cloud.stop()
+    agent_fake_cloud.stop()
     # The power goes: the containers are gone, and the device boots without a cloud.
     for container in supervised_containers().values():
         container.remove(force=True)
-    celery_worker.stop()
-    celery_worker.start()
+    shipped_agent.kill_agent(signum=signal.SIGTERM)
     assert wait_until(lambda: "main" in supervised_containers(), 60), "the stored target was not applied"
     wait_applied()
-    tick_until_polled()  # the cloud is unreachable: logged, backed off, nothing else changes
-    assert cloud_poll.read_poll_state().failures == 1
+    # The cloud is unreachable: the polls fail and back off, and nothing else changes.
+    assert wait_until(lambda: cloud_poll.read_poll_state().failures >= 1, 60)
     assert "main" in supervised_containers()

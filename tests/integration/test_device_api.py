@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from tests.agent_client import Client
 from tests.integration.conftest import lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
 

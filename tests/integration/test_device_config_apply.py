@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from hostcfg.identity import read_config_json, write_config_json
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 from tests.host_bus import HostBus
 from tests.integration.conftest import WorkerLog, lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers

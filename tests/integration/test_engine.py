@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import docker
 import pytest
 
 from apps_api import apply_status
+from apps_api.apply.single_flight import apply_in_progress
 from apps_api.models import StepRecord
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
+from tests.agent_process import Agent
 from tests.integration.conftest import lock_dir
 from tests.integration.engine_helpers import (
     apply,
@@ -173,7 +173,7 @@ def test_app_removed_from_target_loses_containers_and_networks_but_keeps_volumes
 
 
 def test_killed_worker_mid_apply_converges_after_restart_without_duplicates(
-    engine: str, celery_worker: WorkerProcess
+    engine: str, shipped_agent: Agent
 ) -> None:
     names = [f"s{n}" for n in range(8)]
     apply(local_target({"s0": {"volumes": ["data:/data"]}}, image=engine, volumes={"data": {}}))
@@ -184,9 +184,8 @@ def test_killed_worker_mid_apply_converges_after_restart_without_duplicates(
     document = local_target(services, image=engine, volumes={"data": {}}, commit="c2", release=2)
     set_target(document)
     assert wait_until(lambda: len(supervised_container_names()) >= 3, 30, interval=0.01)
-    celery_worker.kill()
-    celery_worker.start()
-    time.sleep(0.5)  # the restarted worker requests an apply on start; let it claim it
+    assert apply_in_progress(), "the apply ended before the kill: nothing was interrupted"
+    shipped_agent.kill_agent()
     wait_applied(90)
 
     containers = docker.from_env().containers.list(all=True, filters={"label": "io.balena.supervised"})

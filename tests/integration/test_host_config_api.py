@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from hostcfg.identity import load_device_identity, read_config_json
+from tests.agent_client import Client
 from tests.host_bus import HostBus
 from tests.integration.conftest import lock_dir
 from tests.integration.engine_helpers import apply, local_target
@@ -24,7 +24,7 @@ NO_PROXY = BOOT_ROOT / "system-proxy" / "no_proxy"
 
 
 @pytest.fixture
-def host(host_bus: HostBus, celery_worker: object, docker_engine: None) -> HostBus:
+def host(host_bus: HostBus, shipped_agent: object, docker_engine: None) -> HostBus:
     """A host with no proxy configured and the hostname it had at first."""
     REDSOCKS_CONF.unlink(missing_ok=True)
     NO_PROXY.unlink(missing_ok=True)

@@ -7,18 +7,19 @@ call instead of rebooting, which is the one thing a test machine cannot do.
 from __future__ import annotations
 
 import json
+import signal
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from pytest_django.fixtures import SettingsWrapper
 
 from apps_api.engine.locks import UpdatesLocked
 from apps_api.host_ops.power import run_power_action
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
+from tests.agent_client import Client
+from tests.agent_process import Agent
 from tests.host_bus import HostBus
 from tests.integration.conftest import lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
@@ -104,13 +105,12 @@ def test_a_host_os_update_in_progress_refuses_unless_forced(two_services: str, h
 
 
 def test_the_apps_run_again_when_the_worker_starts_after_a_reboot(
-    two_services: str, host_bus: HostBus, celery_worker: WorkerProcess
+    two_services: str, host_bus: HostBus, shipped_agent: Agent
 ) -> None:
     assert post("/v1/reboot").status_code == 202
     wait_for_logind(host_bus)
-    # The host did not really go down: a worker restart stands for the supervisor starting at boot.
-    celery_worker.stop()
-    celery_worker.start()
+    # The host did not really go down: the agent process starting again stands for the boot.
+    shipped_agent.kill_agent(signum=signal.SIGTERM)
 
     def all_running() -> bool:
         return all(c.status == "running" for c in supervised_containers().values())

@@ -11,7 +11,7 @@ import pytest
 
 from apps_api.engine import docker as engine
 from apps_api.models import Image, StepRecord
-from tests.conftest import WorkerProcess
+from tests.agent_process import Agent
 from tests.integration.engine_helpers import (
     apply,
     local_target,
@@ -58,7 +58,7 @@ def pushed(registry: str, busybox_image: str) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def clean_engine(celery_worker: WorkerProcess) -> Iterator[None]:
+def clean_engine(shipped_agent: Agent) -> Iterator[None]:
     remove_supervised_objects()
     yield
     remove_supervised_objects()

@@ -10,13 +10,13 @@ from typing import Any
 import docker
 import pytest
 from django.conf import settings
-from django.test import Client
 
 from apps_api.apikeys import get_or_create_global_key
 from apps_api.models import TargetRecord
 from hostcfg.device_type import machine_arch
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 from tests.host_bus import HostBus
 from tests.integration.engine_helpers import local_target, set_target, supervised_containers, wait_applied
 

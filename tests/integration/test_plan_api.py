@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import requests
 from django.core.management import call_command
-from django.test import Client
 
 from apps_api import apply_status
 from apps_api.apikeys import get_or_create_service_key
 from apps_api.apply.single_flight import apply_in_progress
 from apps_api.models import ApiKey, StepRecord, TargetRecord
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 from tests.integration.conftest import WebProcess, lock_dir
 from tests.integration.engine_helpers import (
     apply,

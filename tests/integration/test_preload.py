@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from apps_api.target.preload import load_preloaded_apps
 from apps_api.target.store import load_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
+from tests.agent_process import Agent
 from tests.fake_cloud import FakeCloud, Scripted
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 from tests.integration.test_cloud import fleet_document, tick_until_polled
@@ -47,11 +48,10 @@ def v2_apps_json(image: str) -> dict[str, Any]:
 
 
 def test_a_worker_starting_with_an_apps_json_runs_the_preloaded_release(
-    apps_json: Path, engine: str, celery_worker: WorkerProcess
+    apps_json: Path, engine: str, shipped_agent: Agent
 ) -> None:
     apps_json.write_text(json.dumps(v3_apps_json(engine)))
-    celery_worker.stop()
-    celery_worker.start()
+    shipped_agent.kill_agent(signum=signal.SIGTERM)  # the agent starts again, as at boot
     assert wait_until(lambda: "main" in supervised_containers(), 60), "the preloaded release did not start"
     wait_applied()
     assert not apps_json.exists()

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import requests
-from django.test import Client
 from rest_framework.renderers import JSONRenderer
 
 from apps_api import apply_status, snapshot
@@ -16,6 +15,7 @@ from apps_api.api import answers
 from apps_api.apikeys import ApiAccess, get_or_create_global_key, get_or_create_service_key
 from apps_api.engine.current import read_current_state
 from apps_api.redis_store import APPLY_LOCK_KEY, redis_client
+from tests.agent_client import Client
 from tests.integration.conftest import StartWeb
 from tests.integration.engine_helpers import apply, local_target
 

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 import requests
-from django.test import Client
 
 from apps_api.redis_store import redis_client
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 from tests.conftest import WorkerProcess
 from tests.integration.conftest import WebProcess
 from tests.integration.engine_helpers import apply, local_target

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from apps_api import apply_status
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
@@ -20,6 +19,7 @@ from apps_api.logs.collector import LogCollector
 from apps_api.redis_store import SERVICE_LAST_CHANGE_KEY, redis_client
 from apps_api.service_changes import record, restore_last_changes
 from supervisor_site.system_services import wait_until
+from tests.agent_client import Client
 from tests.integration.conftest import WebProcess, lock_dir
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from supervisor_site.system_services import wait_until
+from tests.route_coverage import record_route
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -54,35 +55,56 @@ STARTED: list[Agent] = []
 
 @dataclass
 class Agent:
+    """One agent started as the systemd unit and `make run` start it: the supervising parent
+    in a session of its own, with a data dir, host root and port of its own."""
+
     data_dir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    host_root: Path | None = None
+    log_file: Path | None = None
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}-agent.log"
+        return self.log_file or self.data_dir.parent / f"{self.data_dir.name}-agent.log"
 
-    def start(self, *, wait: bool = True) -> None:
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment the agent runs with: the unit's, plus this agent's paths and port."""
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("SUPERVISOR_", "REDIS_URL", "DJANGO_SETTINGS"))}  # fmt: skip
         env.update(
             SUPERVISOR_DATA_DIR=str(self.data_dir),
-            SUPERVISOR_HOST_ROOT=str(self.data_dir.parent / "host"),
+            SUPERVISOR_HOST_ROOT=str(self.host_root or self.data_dir.parent / "host"),
             SUPERVISOR_PORT=str(self.port),
+            SUPERVISOR_LISTEN_ADDRESS="127.0.0.1",
             SUPERVISOR_LED_FILE=str(self.data_dir.parent / "led0"),
             PYTHONUNBUFFERED="1",
-            **self.extra_env,
         )
-        STARTED.append(self)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, *, wait: bool = True) -> None:
+        if self not in STARTED:
+            STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor_site.agent"], cwd=PROJECT_DIR, env=env,
+                [sys.executable, "-m", "supervisor_site.agent"], cwd=PROJECT_DIR, env=self.environment(),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         if wait:
-            assert wait_until(self.answers, 60), f"the agent did not answer; see {self.log_path}"
-            assert wait_until(self.ready, 60)
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.process is not None
+        process = self.process
+        if not wait_until(lambda: self.ready() or process.poll() is not None, timeout):
+            raise AssertionError(f"the agent is not ready after {timeout:.0f} s; see {self.log_path}")
+        assert process.poll() is None, f"the agent exited with {process.returncode}; see {self.log_path}"
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -95,6 +117,31 @@ class Agent:
             self.process.wait()
             raise
 
+    def restart(self, **env: str) -> None:
+        """Stop the whole agent and start it again, with `env` changed (a value of "" unsets)."""
+        self.stop()
+        for name, value in env.items():
+            if value:
+                self.extra_env[name] = value
+            else:
+                self.extra_env.pop(name, None)
+        self.start()
+
+    def kill_agent(self, *, wait: bool = True, signum: int = signal.SIGKILL) -> int:
+        """Signal the agent process (SIGKILL: as after a crash; SIGTERM: a graceful end) and
+        let the parent start it again, as it does on a device; waits until the new one is
+        ready. Returns the pid that ended."""
+        pid = self.child("agent")
+        assert pid is not None, "no agent process to kill"
+        os.kill(pid, signum)
+        assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), 15)
+        if wait:
+            assert wait_until(lambda: self.child("agent") not in (None, pid), 30), (
+                "the agent did not come back"
+            )
+            self.wait_ready()
+        return pid
+
     def children(self) -> dict[int, str]:
         assert self.process is not None
         return children_of(self.process.pid)
@@ -105,7 +152,7 @@ class Agent:
         return next((pid for pid, title in self.children().items() if title.startswith(name)), None)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.base_url}{path}"
 
     def answers(self) -> bool:
         try:
@@ -116,18 +163,20 @@ class Agent:
 
     def ready(self) -> bool:
         """The agent process runs, its web server answers and its worker is ready."""
-        return self.child("agent") is not None and self.answers() and self.worker_ready()
+        pid = self.child("agent")
+        return pid is not None and self.answers() and self.worker_ready(pid)
 
-    def worker_ready(self) -> bool:
-        """The agent process the parent started last has said its worker is ready (Celery's
-        `celery@host ready.`)."""
+    def worker_ready(self, pid: int) -> bool:
+        """The agent process `pid` has said its worker is ready (Celery's `celery@host ready.`)."""
         text = self.log_text()
-        return text.rfind(" ready.") > text.rfind("started agent (pid") >= 0
+        started = text.rfind(f"started agent (pid {pid})")
+        return started >= 0 and text.find(" ready.", started) > started
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        record_route(method, path)
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url(path), data=data, method=method)
         request.add_header("Content-Type", "application/json")
@@ -140,3 +189,10 @@ class Agent:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode(errors="replace")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
