@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from supervisor_site.system_services import wait_until
 from tests.route_coverage import record_route
 
@@ -150,6 +152,13 @@ class Agent:
         """The pid of the child whose title names `role` (agent, redis)."""
         name = "redis-server" if role == "redis" else f"supervisor: {role}"
         return next((pid for pid, title in self.children().items() if title.startswith(name)), None)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.url(path), timeout=10, **kwargs)
+
+    def output(self) -> str:
+        """What the agent printed so far (its parent, redis-server's start, the agent process)."""
+        return self.log_text()
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -6,7 +6,6 @@ so this holds without anything of ours; the test keeps it so."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 
 import pytest
@@ -15,7 +14,6 @@ import requests
 from apps_api.redis_store import redis_client
 from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
-from tests.conftest import WorkerProcess
 from tests.integration.conftest import WebProcess
 from tests.integration.engine_helpers import apply, local_target
 
@@ -50,31 +48,28 @@ def test_a_slow_restart_does_not_hold_up_reads(engine: str, shared_web: WebProce
 
 
 def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
-    engine: str, shared_web: WebProcess, celery_worker: WorkerProcess
+    engine: str, shared_web: WebProcess
 ) -> None:
-    apply(local_target({"main": {}}, image=engine))
-    assert celery_worker.process is not None
+    # Each restart takes the whole grace period (`sleep` as PID 1 ignores SIGTERM): the
+    # worker's threads are busy and the other restarts wait for them, in the same process.
+    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "3s"}
+    apply(local_target({"main": slow}, image=engine))
     url = f"{shared_web.base_url}/v2/applications/1/restart-service"
 
     def restart() -> None:
         with contextlib.suppress(requests.RequestException):
-            requests.post(url, json={"serviceName": "main"}, timeout=15)
+            requests.post(url, json={"serviceName": "main"}, timeout=10)
 
-    # A stopped worker: every restart waits for its task until the web process gives up.
-    celery_worker.process.send_signal(signal.SIGSTOP)
     waiting = [threading.Thread(target=restart) for _ in range(64)]
     try:
         for thread in waiting:
             thread.start()
-        # As many as the waiting actions' threads are sent (the rest wait for one of those);
-        # the stopped worker's pending read takes the first off the queue.
-        assert wait_until(lambda: redis_client().llen("supervisor") >= 15, 30), "no restart was sent"
+        assert wait_until(lambda: redis_client().llen("supervisor") > 0, 10), "no restart was queued"
         assert shared_web.get("/ping").status_code == 200
         assert shared_web.get("/v1/healthy").status_code == 200
         assert shared_web.get("/v2/version").status_code == 200
-        assert all(thread.is_alive() for thread in waiting), "a restart did not wait"
+        assert sum(thread.is_alive() for thread in waiting) >= 32, "the restarts did not wait"
     finally:
-        redis_client().delete("supervisor")  # the queued restarts never run
-        celery_worker.process.send_signal(signal.SIGCONT)
+        redis_client().delete("supervisor")  # the restarts still queued never run
         for thread in waiting:
             thread.join(30)
