@@ -87,8 +87,16 @@ class Agent:
             SUPERVISOR_LED_FILE=str(self.data_dir.parent / "led0"),
             PYTHONUNBUFFERED="1",
         )
+        # Never the host's own bus or firewall: the tests' private bus and network namespace.
+        for name in ("SUPERVISOR_DBUS_ADDRESS", "SUPERVISOR_FIREWALL_NETNS"):
+            if name in os.environ:
+                env[name] = os.environ[name]
         env.update(self.extra_env)
         return env
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.environment()
 
     def start(self, *, wait: bool = True) -> None:
         if self not in STARTED:

@@ -18,7 +18,7 @@ from apps_api.engine.state import Step, normalise_image_ref
 from apps_api.models import Image, StepRecord
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
-from tests.conftest import WorkerProcess
+from tests.agent_process import Agent
 from tests.integration.conftest import WebProcess, WorkerLog
 from tests.integration.engine_helpers import apply, set_target, supervised_containers, wait_applied
 from tests.integration.test_image_fetch import cloud_target, push_unique_image
@@ -32,20 +32,15 @@ REFUSAL = re.compile(r"^Insufficient storage: need (\d+) MB, have (\d+) MB$")
 
 
 @pytest.fixture
-def worker_with_reserve(celery_worker: WorkerProcess) -> Iterator[Callable[[str | None], None]]:
-    """Restart the tests' worker with SUPERVISOR_DISK_RESERVE_MB set (None: unset), as a
-    device operator would; the test's worker comes back with the usual environment."""
+def worker_with_reserve(shipped_agent: Agent) -> Iterator[Callable[[str | None], None]]:
+    """Restart the session's agent with SUPERVISOR_DISK_RESERVE_MB set (None: unset), as a
+    device operator would; it comes back with the usual environment."""
 
     def restart(reserve_mb: str | None) -> None:
-        celery_worker.kill()
-        if reserve_mb is None:
-            os.environ.pop("SUPERVISOR_DISK_RESERVE_MB", None)
-        else:
-            os.environ["SUPERVISOR_DISK_RESERVE_MB"] = reserve_mb
-        celery_worker.start()
+        shipped_agent.restart(SUPERVISOR_DISK_RESERVE_MB=reserve_mb or "")
 
     yield restart
-    if "SUPERVISOR_DISK_RESERVE_MB" in os.environ:
+    if "SUPERVISOR_DISK_RESERVE_MB" in shipped_agent.extra_env:
         restart(None)
 
 

@@ -1,5 +1,6 @@
-"""GET /v2/local/logs and /v2/local/logs/ws, end to end: daphne and the log collector
-running as the agent runs them, test containers printing, clients reading."""
+"""GET /v2/local/logs and /v2/local/logs/ws, end to end: an agent as it ships (its web
+server and its log collector, threads of one process), test containers printing, clients
+reading."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import contextlib
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +23,6 @@ from apps_api.engine import docker as engine
 from tests.integration.conftest import PROJECT_DIR, StartWeb, WebProcess, manage
 from tests.integration.log_stream_clients import NdjsonClient, WebSocketClient
 
-# The streams' own Redis database: no other test's processes publish into it.
-REDIS_URL = "redis://127.0.0.1:6379/10"
 FIRST_LINE = '{"message":"Streaming logs","isSystem":true}'
 
 
@@ -38,43 +35,28 @@ def service_labels(name: str, service_id: int) -> dict[str, str]:
     }
 
 
-class CollectorProcess:
-    """`manage.py collect_logs`, as the log collection the agent's worker runs."""
+class AgentCollector:
+    """The log collector as it runs in production: a thread of the agent process. Stopping
+    it ends that process (the parent starts it again after 1 s, as on a device)."""
 
-    def __init__(self, web: WebProcess, log_dir: Path, **overrides: str) -> None:
-        self._env = {**web.env, **overrides}
-        self._log_path = log_dir / "collector.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self._log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "collect_logs"],
-                cwd=PROJECT_DIR, env=self._env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+    def __init__(self, web: WebProcess) -> None:
+        self.web = web
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-                pytest.fail(f"the collector did not stop on signal {signum}")
+        self.web.kill_agent(signum=signum, wait=False)
+
+    def start(self) -> None:
+        self.web.wait_ready()
 
 
 @pytest.fixture
-def web(start_web: StartWeb, busybox_image: str, redis_server: str) -> WebProcess:
-    return start_web(REDIS_URL=REDIS_URL)
+def web(start_web: StartWeb, busybox_image: str) -> WebProcess:
+    return start_web()
 
 
 @pytest.fixture
-def collector(web: WebProcess, tmp_path: Path) -> Iterator[CollectorProcess]:
-    collector = CollectorProcess(web, tmp_path)
-    collector.start()
-    yield collector
-    collector.stop()
+def collector(web: WebProcess) -> AgentCollector:
+    return AgentCollector(web)
 
 
 @pytest.fixture
@@ -120,7 +102,7 @@ def open_websocket(web: WebProcess, streams: list[Any]) -> WebSocketClient:
 
 
 def wait_until_followed(
-    collector: CollectorProcess, client: NdjsonClient, containers: Callable[..., Any]
+    collector: AgentCollector, client: NdjsonClient, containers: Callable[..., Any]
 ) -> None:
     """Until the collector answers: a probe container's line reaches the stream (it runs
     on, so that a collector still starting finds it running)."""
@@ -133,7 +115,7 @@ PRINT_TEXTS = "; ".join(f"printf '%s\\n' '{text}'" for text in TEXTS)
 
 
 def test_ndjson_stream_starts_at_once_then_carries_each_container_line(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
     client = open_ndjson(web, streams)
     assert client.status == 200
@@ -159,7 +141,7 @@ def test_ndjson_stream_starts_at_once_then_carries_each_container_line(
 
 
 def test_websocket_stream_carries_the_same_records(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
     ndjson = open_ndjson(web, streams)
     wait_until_followed(collector, ndjson, containers)
@@ -180,15 +162,17 @@ def test_websocket_stream_carries_the_same_records(
 
 def test_a_counting_container_is_streamed_exactly_once_across_a_collector_restart(
     web: WebProcess,
-    collector: CollectorProcess,
+    collector: AgentCollector,
     containers: Callable[..., Any],
     streams: list[Any],
     tmp_path: Path,
 ) -> None:
+    store_target_config(web, {"SUPERVISOR_PERSISTENT_LOGGING": "true"})
     gate = tmp_path / "gate"
     gate.mkdir()
     client = open_ndjson(web, streams)
     wait_until_followed(collector, client, containers)
+    since = int(time.time() * 1000)
     counter = containers(
         "seq 0 4999; while [ ! -e /gate/open ]; do sleep 0.05; done; seq 5000 9999",
         service="counter",
@@ -200,27 +184,32 @@ def test_a_counting_container_is_streamed_exactly_once_across_a_collector_restar
     (gate / "open").touch()  # the second half is printed while no collector runs
     counter.wait(timeout=60)
     collector.start()
-    client.wait_for(lambda records: "9999" in [r["message"] for r in records[-50:]], 60)
+    # The stream of before the restart ended with the process; the kept records say it all.
+    replay = open_ndjson(web, streams, f"/v2/local/logs?since={since}")
+    replay.wait_for(lambda records: "9999" in [r["message"] for r in records[-50:]], 60)
 
-    assert client.messages("counter") == [str(n) for n in range(10_000)]
+    assert replay.messages("counter") == [str(n) for n in range(10_000)]
 
 
 def test_a_counting_container_is_streamed_exactly_once_across_a_collector_crash(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
+    store_target_config(web, {"SUPERVISOR_PERSISTENT_LOGGING": "true"})
     client = open_ndjson(web, streams)
     wait_until_followed(collector, client, containers)
+    since = int(time.time() * 1000)
     containers(
         "i=0; while [ $i -lt 60 ]; do seq $((i * 100)) $((i * 100 + 99)); sleep 0.05; i=$((i + 1)); done",
         service="counter",
     )
     client.wait_for(lambda records: sum(r.get("serviceName") == "counter" for r in records) >= 1000)
 
-    collector.stop(signal.SIGKILL)  # no last save of its positions: some lines are published again
+    collector.stop(signal.SIGKILL)  # no last save of its positions: some lines are read again
     collector.start()
-    client.wait_for(lambda records: "5999" in [r["message"] for r in records[-50:]], 60)
+    replay = open_ndjson(web, streams, f"/v2/local/logs?since={since}")
+    replay.wait_for(lambda records: "5999" in [r["message"] for r in records[-50:]], 60)
 
-    assert client.messages("counter") == [str(n) for n in range(6000)]
+    assert replay.messages("counter") == [str(n) for n in range(6000)]
 
 
 def system_messages(records: list[dict[str, Any]], prefix: str | tuple[str, ...]) -> list[str]:
@@ -228,7 +217,7 @@ def system_messages(records: list[dict[str, Any]], prefix: str | tuple[str, ...]
 
 
 def test_a_service_that_exits_on_its_own_is_announced_and_so_is_its_restart(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
     client = open_ndjson(web, streams)
     wait_until_followed(collector, client, containers)
@@ -250,7 +239,7 @@ def test_a_service_that_exits_on_its_own_is_announced_and_so_is_its_restart(
 
 
 def test_a_service_the_supervisor_stops_or_kills_is_not_announced_as_exited(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
     client = open_ndjson(web, streams)
     wait_until_followed(collector, client, containers)
@@ -270,7 +259,7 @@ def test_a_service_the_supervisor_stops_or_kills_is_not_announced_as_exited(
 
 
 def test_host_unit_journal_lines_reach_the_streams_and_journalctl_exiting_is_survived(
-    web: WebProcess, containers: Callable[..., Any], streams: list[Any], tmp_path: Path
+    start_web: StartWeb, containers: Callable[..., Any], streams: list[Any], tmp_path: Path
 ) -> None:
     # journalctl is tests/fake_journalctl.py: no systemd-journald runs in CI. Its first run
     # prints two entries and exits as journalctl does when it loses the journal; the second
@@ -291,17 +280,12 @@ def test_host_unit_journal_lines_reach_the_streams_and_journalctl_exiting_is_sur
         {"entries": [entry("update applied", 5, "s=3")], "exit": None},
     ]
     (journal / "plan.json").write_text(json.dumps(runs))
-    collector = CollectorProcess(
-        web, tmp_path, SUPERVISOR_JOURNALCTL=str(PROJECT_DIR / "tests" / "fake_journalctl.py"),
-        FAKE_JOURNAL_DIR=str(journal),
-    )  # fmt: skip
-    collector.start()
-    try:
-        client = open_ndjson(web, streams)
-        records = client.wait_for(lambda rs: any(r["message"] == "update applied" for r in rs), 60)
-        wait_until_followed(collector, client, containers)
-    finally:
-        collector.stop()
+    web = start_web(SUPERVISOR_JOURNALCTL=str(PROJECT_DIR / "tests" / "fake_journalctl.py"),
+                    FAKE_JOURNAL_DIR=str(journal))  # fmt: skip
+    collector = AgentCollector(web)
+    client = open_ndjson(web, streams)
+    records = client.wait_for(lambda rs: any(r["message"] == "update applied" for r in rs), 60)
+    wait_until_followed(collector, client, containers)
 
     host = [
         r
@@ -338,16 +322,12 @@ def test_persistent_logs_are_replayed_since_the_asked_time(
     web: WebProcess, containers: Callable[..., Any], streams: list[Any], tmp_path: Path
 ) -> None:
     store_target_config(web, {"SUPERVISOR_PERSISTENT_LOGGING": "true"})
-    collector = CollectorProcess(web, tmp_path)
-    collector.start()
-    try:
-        live = open_ndjson(web, streams)
-        wait_until_followed(collector, live, containers)
-        before = int(time.time() * 1000)
-        containers("seq 1 300", service="kept")
-        live.wait_for(lambda records: "300" in [r["message"] for r in records[-10:]])
-    finally:
-        collector.stop()
+    collector = AgentCollector(web)
+    live = open_ndjson(web, streams)
+    wait_until_followed(collector, live, containers)
+    before = int(time.time() * 1000)
+    containers("seq 1 300", service="kept")
+    live.wait_for(lambda records: "300" in [r["message"] for r in records[-10:]])
 
     def output_of_kept(records: list[dict[str, Any]]) -> list[str]:
         # System lines ("Service exited" of the probe container) may come in between.
@@ -367,7 +347,7 @@ def test_a_managed_device_asks_a_key_for_the_log_streams(start_web: StartWeb, tm
     config_json = tmp_path / "data" / "boot" / "config.json"
     config_json.parent.mkdir(parents=True)
     config_json.write_text(json.dumps({"apiEndpoint": "http://127.0.0.1:9"}))
-    web = start_web(REDIS_URL=REDIS_URL)
+    web = start_web()
     key = manage(web.env, "apikey").stdout.strip()
 
     refused = web.get("/v2/local/logs")
@@ -457,7 +437,7 @@ def test_supervisor_system_messages_reach_the_streams(redis_server: str) -> None
 
 
 def test_a_reader_that_stops_reading_costs_bounded_memory_and_is_told_what_it_missed(
-    web: WebProcess, collector: CollectorProcess, containers: Callable[..., Any], streams: list[Any]
+    web: WebProcess, collector: AgentCollector, containers: Callable[..., Any], streams: list[Any]
 ) -> None:
     probe = open_ndjson(web, streams)
     wait_until_followed(collector, probe, containers)
