@@ -156,11 +156,13 @@ def docker_tcp_answers(address: tuple[str, int] = DOCKER_TCP_ADDRESS) -> bool:
         return False
 
 
-def expose_docker_tcp(docker_host: str, log_dir: Path, timeout: float = 20.0) -> StartedService | None:
-    """Start socat to relay 127.0.0.1:2375 to the engine's socket, unless an engine answers
-    there already; None when nothing was started."""
-    host, port = DOCKER_TCP_ADDRESS
-    if docker_tcp_answers():
+def expose_docker_tcp(
+    docker_host: str, log_dir: Path, timeout: float = 20.0, *, address: tuple[str, int] = DOCKER_TCP_ADDRESS
+) -> StartedService | None:
+    """Start socat to relay `address` (127.0.0.1:2375) to the engine's socket, unless an
+    engine answers there already; None when nothing was started."""
+    host, port = address
+    if docker_tcp_answers(address):
         return None
     socket_path = docker_socket_path(docker_host)
     if socket_path is None:
@@ -178,7 +180,7 @@ def expose_docker_tcp(docker_host: str, log_dir: Path, timeout: float = 20.0) ->
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     service = ProcessGroupService(f"socat (Docker engine on {host}:{port})", process)
-    if not wait_until(lambda: docker_tcp_answers() or process.poll() is not None, timeout):
+    if not wait_until(lambda: docker_tcp_answers(address) or process.poll() is not None, timeout):
         service.stop()
         raise ServiceStartError(f"socat did not expose the engine within {timeout:.0f} s; see {log_path}")
     if process.poll() is not None:

@@ -109,6 +109,19 @@ class Client:
         )
         return AgentResponse(response)
 
+    def login(self, *, username: str, password: str) -> bool:
+        """Sign in to the admin through its login form, as a maintainer's browser does."""
+        form = self.get("/admin/login/")
+        token = self.session.cookies.get("csrftoken")
+        if form.status_code != 200 or token is None:
+            return False
+        answer = self.post(
+            "/admin/login/?next=/admin/",
+            {"csrfmiddlewaretoken": token, "username": username, "password": password},
+            HTTP_REFERER=f"{self.base_url}/admin/login/",
+        )
+        return answer.status_code == 302 and "sessionid" in self.session.cookies
+
     def generic(self, method: str, path: str, data: Any = None, **extra: Any) -> AgentResponse:
         return self.request(method, path, data, **extra)
 

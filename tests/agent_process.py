@@ -62,6 +62,7 @@ class Agent:
 
     data_dir: Path
     port: int = field(default_factory=free_port)
+    address: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     host_root: Path | None = None
@@ -73,7 +74,7 @@ class Agent:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def environment(self) -> dict[str, str]:
         """The environment the agent runs with: the unit's, plus this agent's paths and port."""
@@ -83,7 +84,7 @@ class Agent:
             SUPERVISOR_DATA_DIR=str(self.data_dir),
             SUPERVISOR_HOST_ROOT=str(self.host_root or self.data_dir.parent / "host"),
             SUPERVISOR_PORT=str(self.port),
-            SUPERVISOR_LISTEN_ADDRESS="127.0.0.1",
+            SUPERVISOR_LISTEN_ADDRESS=self.address,
             SUPERVISOR_LED_FILE=str(self.data_dir.parent / "led0"),
             PYTHONUNBUFFERED="1",
         )

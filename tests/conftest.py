@@ -24,7 +24,7 @@ from supervisor_site.system_services import ensure_dockerd, wait_until
 from tests import agent_client
 from tests.agent_process import Agent
 from tests.host_bus import HostBus
-from tests.route_coverage import AGENT_PORTS, record_if_agent
+from tests.route_coverage import AGENT_ADDRESSES, record_if_agent
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUSYBOX_IMAGE = "local/busybox:latest"
@@ -127,6 +127,7 @@ def shipped_agent(
     agent = Agent(
         data_dir,
         port=settings.SUPERVISOR_PORT,
+        address=os.environ["SUPERVISOR_TEST_ADDRESS"],
         host_root=Path(settings.SUPERVISOR_HOST_ROOT),
         log_file=service_log_dir / "agent.log",
         extra_env={
@@ -141,7 +142,7 @@ def shipped_agent(
 
         connections.close_all()  # the agent writes the database from now on
     agent.start()
-    AGENT_PORTS.add(agent.port)
+    AGENT_ADDRESSES.add((agent.address, agent.port))
     agent_client.BASE_URL.append(agent.base_url)
     yield agent
     agent_client.BASE_URL.remove(agent.base_url)

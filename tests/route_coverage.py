@@ -14,8 +14,8 @@ from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, reso
 CALLED: set[str] = set()
 """The route pattern of each request sent to an agent in this session."""
 
-AGENT_PORTS: set[int] = set()
-"""Ports the agents started by the tests listen on: a `requests` call there is recorded."""
+AGENT_ADDRESSES: set[tuple[str, int]] = set()
+"""(address, port) of each agent the tests started: a `requests` call there is recorded."""
 
 
 def _join(prefix: str, route: str) -> str:
@@ -52,5 +52,5 @@ def record_route(method: str, url: str) -> None:
 def record_if_agent(method: str, url: str) -> None:
     """For a `requests` hook: record `url` when it goes to an agent started by the tests."""
     parts = urlsplit(url)
-    if parts.hostname in ("127.0.0.1", "localhost") and parts.port in AGENT_PORTS:
+    if (parts.hostname, parts.port) in AGENT_ADDRESSES:
         record_route(method, url)

@@ -7,7 +7,7 @@ started with these settings inherits SUPERVISOR_TEST_DATA_DIR and shares them to
 """
 
 import os
-import socket
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -22,11 +22,13 @@ os.environ["SUPERVISOR_DBUS_ADDRESS"] = f"unix:path={_data_dir / 'dbus' / 'bus.s
 # `firewall_netns` fixture creates it; without it the firewall is logged as not applied.
 os.environ["SUPERVISOR_FIREWALL_NETNS"] = f"supervisor-test-{_data_dir.name.rsplit('-', 1)[-1]}"
 os.environ.pop("SUPERVISOR_DATABASE", None)
-if "SUPERVISOR_TEST_PORT" not in os.environ:  # the session agent's port, never the device's 48484
-    with socket.socket() as _probe:
-        _probe.bind(("127.0.0.1", 0))
-        os.environ["SUPERVISOR_TEST_PORT"] = str(_probe.getsockname()[1])
-os.environ["SUPERVISOR_PORT"] = os.environ["SUPERVISOR_TEST_PORT"]
+# The session agent listens on the device's port, 48484 (the one the balena CLI talks to), on
+# a loopback address of this run's own: never a `make run`'s 127.0.0.1:48484 nor another run's.
+if "SUPERVISOR_TEST_ADDRESS" not in os.environ:
+    _octets = secrets.token_bytes(3)
+    os.environ["SUPERVISOR_TEST_ADDRESS"] = f"127.{_octets[0] % 254 + 1}.{_octets[1]}.{_octets[2] % 254 + 1}"
+os.environ["SUPERVISOR_LISTEN_ADDRESS"] = os.environ["SUPERVISOR_TEST_ADDRESS"]
+os.environ["SUPERVISOR_PORT"] = "48484"
 for _name in ("SUPERVISOR_BOOT_ROOT", "SUPERVISOR_CONFIG_JSON"):
     os.environ.pop(_name, None)
 os.environ.pop("REDIS_URL", None)  # the agent's own: a unix socket in the data dir

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from tests.agent_client import Client as AgentClient
 from tests.agent_process import Agent, free_port
 from tests.conftest import BUSYBOX_IMAGE
 from tests.fake_cloud import FakeCloud
-from tests.route_coverage import AGENT_PORTS
+from tests.route_coverage import AGENT_ADDRESSES
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -71,7 +72,7 @@ def launch_web(
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     agent.start(wait=False)
-    AGENT_PORTS.add(agent.port)
+    AGENT_ADDRESSES.add((agent.address, agent.port))
     if wait:
         agent.wait_ready()
     return agent
@@ -111,6 +112,17 @@ def engine(shipped_agent: Agent) -> Iterator[str]:
     wait_applied(60)
     remove_supervised_objects()
     clear_host_leftovers()
+
+
+@pytest.fixture
+def admin_client(transactional_db: None, shipped_agent: Agent) -> AgentClient:
+    """A maintainer signed in to the session agent's admin over HTTP."""
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("admin", "admin@example.com", "admin-pass-1")
+    client = AgentClient()
+    assert client.login(username="admin", password="admin-pass-1")
+    return client
 
 
 def clear_host_leftovers() -> None:

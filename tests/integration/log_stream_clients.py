@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
+from tests.route_coverage import record_route
+
 Condition = Callable[[list[dict[str, Any]]], bool]
 
 
@@ -62,6 +64,7 @@ class NdjsonClient(_Collected):
     def __init__(self, base_url: str, path: str = "/v2/local/logs") -> None:
         super().__init__()
         address = urlsplit(base_url)
+        record_route("GET", path)
         self._connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
         self._connection.request("GET", path, headers={"Accept-Encoding": "gzip, deflate"})
         self.response = self._connection.getresponse()
@@ -98,6 +101,7 @@ class WebSocketClient(_Collected):
         self._thread.start()
         self._protocol: WebSocketClientProtocol | None = None
         address = urlsplit(url)
+        record_route("GET", url)
         factory = WebSocketClientFactory(url, loop=self._loop)
         factory.protocol = self._protocol_class()
         connect = self._loop.create_connection(factory, address.hostname, address.port)

@@ -6,17 +6,18 @@ without Redis the limit lets actions through (fail open)."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from django.conf import settings
 
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
-from apps_api.redis_store import ACTION_COUNT_PREFIX, SCHEDULER_TICK_KEY, redis_client
-from tests.integration.conftest import WebProcess, free_port, launch_web, stop_web
+from supervisor_site.system_services import wait_until
+from tests.agent_process import Agent, free_port
+from tests.integration.conftest import StartWeb, WebProcess, manage
 from tests.integration.engine_helpers import apply, local_target, supervised_containers
 
 # The web process's threads read the keys this test writes: they must be committed.
@@ -26,29 +27,24 @@ API_SERVICE = {"labels": {"io.balena.features.supervisor-api": "1"}}
 
 
 @pytest.fixture
-def start_limited_web(redis_server: str, tmp_path: Path) -> Iterator[Callable[[], WebProcess]]:
-    """Starts the web server on the tests' database, Redis and engine, with the default limit
-    (the tests' settings turn it off); counts left by other tests are cleared first."""
-    stale = list(redis_client().scan_iter(ACTION_COUNT_PREFIX + "*"))
-    redis_client().delete(SCHEDULER_TICK_KEY, *stale)
-    started: list[WebProcess] = []
+def start_limited_web(shipped_agent: Agent) -> Iterator[Callable[[], WebProcess]]:
+    """The session agent with a limit of 6 a minute (the tests run it without one): the first
+    call restarts the whole agent with it (its Redis, and so every count, starts empty), a
+    later one only the agent process, as a crash would (its Redis and the counts stay)."""
+    limited = False
 
     def start() -> WebProcess:
-        data_dir = Path(settings.SUPERVISOR_DATA_DIR)
-        web = launch_web(
-            data_dir,
-            tmp_path,
-            DJANGO_SETTINGS_MODULE="tests.settings",
-            SUPERVISOR_TEST_DATA_DIR=str(data_dir),
-            SUPERVISOR_TEST_REDIS_URL=settings.REDIS_URL,
-            SUPERVISOR_ACTION_RATE_LIMIT="6",
-        )
-        started.append(web)
-        return web
+        nonlocal limited
+        if limited:
+            shipped_agent.kill_agent(signum=signal.SIGTERM)
+        else:
+            shipped_agent.restart(SUPERVISOR_ACTION_RATE_LIMIT="6")
+            limited = True
+        return shipped_agent
 
     yield start
-    for web in started:
-        stop_web(web)
+    if limited:
+        shipped_agent.restart(SUPERVISOR_ACTION_RATE_LIMIT="0")
 
 
 def post(web: WebProcess, path: str, key: str, body: dict[str, Any] | None = None) -> requests.Response:
@@ -116,14 +112,13 @@ def test_the_seventh_disruptive_call_in_a_minute_is_refused_and_changes_nothing(
     assert (scoped.status_code, scoped.text) == (401, "Unauthorized")
 
 
-def test_the_count_outlives_a_restart_of_the_web_process(
+def test_the_count_outlives_a_restart_of_the_agent_process(
     start_limited_web: Callable[[], WebProcess],
 ) -> None:
     first = start_limited_web()
     key = get_or_create_service_key(1, "main")
     for _ in range(6):
         key = regenerate(first, key)
-    stop_web(first)
 
     second = start_limited_web()
     refused = post(second, "/v1/regenerate-api-key", key)
@@ -132,22 +127,34 @@ def test_the_count_outlives_a_restart_of_the_web_process(
     assert second.get("/v2/version", params={"apikey": key}).status_code == 200
 
 
-def test_without_redis_the_limit_lets_actions_through_and_says_so_once(tmp_path: Path) -> None:
-    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
+def test_without_redis_the_limit_lets_actions_through_and_says_so_once(start_web: StartWeb) -> None:
     nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
-    web = launch_web(
-        data_dir,
-        tmp_path,
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        SUPERVISOR_TEST_DATA_DIR=str(data_dir),
-        SUPERVISOR_TEST_REDIS_URL=nothing_listens,
-        SUPERVISOR_ACTION_RATE_LIMIT="6",
-    )
-    try:
-        key = get_or_create_service_key(1, "main")
-        for _ in range(8):  # regenerating a key needs no Redis
-            key = regenerate(web, key)
-    finally:
-        stop_web(web)
+    web = start_web(wait=False, REDIS_URL=nothing_listens, SUPERVISOR_ACTION_RATE_LIMIT="6")
+    assert wait_until(web.answers, 60), web.output()
+    key = manage(web.env, "apikey").stdout.strip()
+    for _ in range(8):  # regenerating a key needs no Redis
+        key = regenerate(web, key)
 
     assert web.output().count("disruptive API actions are not limited until Redis answers again") == 1
+
+
+def test_the_defaults_refuse_no_burst_of_60_and_no_steady_action_a_second(
+    start_web: StartWeb, busybox_image: str
+) -> None:
+    web = start_web()  # the shipped defaults: no limit set in its environment
+    key = manage(web.env, "apikey").stdout.strip()
+    statuses = []
+    for _ in range(60):  # a burst with the global key, and one without a key (local mode)
+        key = regenerate(web, key)
+        statuses.append(
+            requests.post(f"{web.base_url}/v1/restart", json={"appId": 99}, timeout=30).status_code
+        )
+    for _ in range(10):
+        time.sleep(1)  # a client acting once a second
+        key = regenerate(web, key)
+        statuses.append(
+            requests.post(f"{web.base_url}/v1/restart", json={"appId": 99}, timeout=30).status_code
+        )
+
+    assert 429 not in statuses
+    assert set(statuses) == {503}  # refused for what it asked (no app 99), never for the count

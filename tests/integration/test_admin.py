@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from pytest_django.fixtures import SettingsWrapper
 
 from apps_api.apikeys import get_or_create_global_key
 from hostcfg.identity import load_device_identity
+from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
+from tests.integration.conftest import StartWeb, manage
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_createsuperuser_then_admin_home_shows_device_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "maintainer-pass-1")
     call_command("createsuperuser", "--noinput", "--username=maintainer", "--email=m@example.com")
     client = Client()
-    assert client.login(username="maintainer", password="maintainer-pass-1")
+    assert client.login(username="maintainer", password="maintainer-pass-1")  # over HTTP, to the agent
 
     page = client.get("/admin/")
 
@@ -29,14 +30,14 @@ def test_createsuperuser_then_admin_home_shows_device_identity(monkeypatch: pyte
     assert get_or_create_global_key().key[-4:] in html
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_admin_requires_login() -> None:
     response = Client().get("/admin/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_admin_shows_the_stored_target_and_the_step_journal(admin_client: Client) -> None:
     from apps_api.models import App, StepRecord
     from apps_api.target.documents import parse_target
@@ -60,7 +61,7 @@ def test_admin_shows_the_stored_target_and_the_step_journal(admin_client: Client
     assert "not running" in journal
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_api_key_list_cannot_be_filtered_by_the_key(admin_client: Client) -> None:
     key = get_or_create_global_key().key
     listing = admin_client.get("/admin/apps_api/apikey/")
@@ -72,10 +73,15 @@ def test_the_api_key_list_cannot_be_filtered_by_the_key(admin_client: Client) ->
         assert key[-4:].encode() not in probe.content
 
 
-@pytest.mark.django_db
-def test_the_admin_home_names_what_is_unhealthy(admin_client: Client, settings: SettingsWrapper) -> None:
-    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
-    html = admin_client.get("/admin/").content.decode()
+def test_the_admin_home_names_what_is_unhealthy(start_web: StartWeb) -> None:
+    web = start_web(wait=False, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert wait_until(web.answers, 60), web.output()
+    maintainer = {**web.env, "DJANGO_SUPERUSER_PASSWORD": "maintainer-pass-1"}
+    created = manage(maintainer, "createsuperuser", "--noinput", "--username=m", "--email=m@example.com")
+    assert created.returncode == 0, created.stderr
+    client = Client(web.base_url)
+    assert client.login(username="m", password="maintainer-pass-1")
+    html = client.get("/admin/").content.decode()
     assert "Health" in html
     assert "docker:" in html
 
@@ -89,7 +95,7 @@ def test_a_weak_admin_password_is_refused(weak: str) -> None:
         validate_password(weak)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_step_journal_shows_causes_and_filters_by_app_and_service(
     admin_client: Client, redis_server: str
 ) -> None:

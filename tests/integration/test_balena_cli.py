@@ -1,10 +1,11 @@
-"""The real balena CLI against this supervisor in local mode: `balena push 127.0.0.1` builds
-on the engine at 127.0.0.1:2375 and sets the target; `balena device logs 127.0.0.1` streams
+"""The real balena CLI against this supervisor in local mode: `balena push <device>` builds
+on the engine at <device>:2375 and sets the target; `balena device logs <device>` streams
 the pushed services' output (spec/balena-cli.md).
 
-The CLI only talks to port 48484 of the device, so the web process under test listens
-there, on the tests' own database, Redis, worker and engine. The CLI is installed from npm
-into `.cache/balena-cli` on the first run (tests/balena_cli.py).
+The CLI talks only to port 48484 of the device: the device is the session's agent as it
+ships, which listens on port 48484 of a loopback address of this run's own
+(SUPERVISOR_TEST_ADDRESS), with the engine relayed to port 2375 of the same address. The CLI
+is installed from npm into `.cache/balena-cli` on the first run (tests/balena_cli.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import contextlib
 import os
 import selectors
 import signal
-import socket
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -26,15 +25,15 @@ import docker
 import pytest
 from django.conf import settings
 
-from supervisor_site.system_services import ServiceStartError, StartedService, expose_docker_tcp, wait_until
+from supervisor_site.system_services import ServiceStartError, expose_docker_tcp, wait_until
+from tests.agent_process import Agent
 from tests.balena_cli import BalenaCli, balena_cli
-from tests.integration.conftest import PROJECT_DIR, WebProcess, agent_environment, launch_web, stop_web
+from tests.integration.conftest import WebProcess
 from tests.integration.engine_helpers import supervised_containers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DEVICE = "127.0.0.1"
-SUPERVISOR_PORT = 48484
+DEVICE = os.environ["SUPERVISOR_TEST_ADDRESS"]
 SERVICES = {"cli-main": "main says hello", "cli-worker": "worker says hello"}
 PUSH_TIMEOUT = 150.0
 LOGS_TIMEOUT = 60.0
@@ -53,18 +52,12 @@ services:
 """
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def docker_tcp(docker_engine: None, service_log_dir: Path) -> Iterator[None]:
-    """The engine on tcp://127.0.0.1:2375, where `balena push` builds: socat in front of its
-    socket as `make run` starts it, unless an engine answers there already."""
+    """The engine on tcp://<device>:2375, where `balena push` builds: socat in front of its
+    socket as `make run` starts it."""
     try:
-        relay = expose_docker_tcp(settings.DOCKER_HOST, service_log_dir)
+        relay = expose_docker_tcp(settings.DOCKER_HOST, service_log_dir, address=(DEVICE, 2375))
     except ServiceStartError as exc:
         pytest.fail(str(exc))
     yield
@@ -91,38 +84,11 @@ def pushed_images() -> Iterator[None]:
                 warnings.warn(f"kept the image of {service}: {exc.explanation}", stacklevel=1)
 
 
-def _shared_settings() -> dict[str, str]:
-    """The variables that make a supervisor process use the tests' database and Redis."""
-    return {
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "SUPERVISOR_TEST_DATA_DIR": str(settings.SUPERVISOR_DATA_DIR),
-        "SUPERVISOR_TEST_REDIS_URL": settings.REDIS_URL,
-    }
-
-
 @pytest.fixture
-def device(pushed_images: None, engine: str, tmp_path: Path) -> Iterator[WebProcess]:
-    """The supervisor's web process on 127.0.0.1:48484, sharing the tests' database and worker."""
-    if _listening(SUPERVISOR_PORT):
-        pytest.fail(
-            f"port {SUPERVISOR_PORT} is taken (a `make run`?): the balena CLI talks only to that port"
-        )
-    web = launch_web(Path(settings.SUPERVISOR_DATA_DIR), tmp_path, port=SUPERVISOR_PORT, **_shared_settings())
-    yield web
-    stop_web(web)
-
-
-@pytest.fixture
-def log_collector(device: WebProcess, tmp_path: Path) -> Iterator[None]:
-    """`manage.py collect_logs`, the log collection the agent's worker runs, on the tests' settings."""
-    with open(tmp_path / "collect_logs.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "collect_logs"], cwd=PROJECT_DIR,
-            env=agent_environment(Path(settings.SUPERVISOR_DATA_DIR), **_shared_settings()),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    yield
-    StartedService("collect_logs", process).stop()
+def device(pushed_images: None, engine: str, shipped_agent: Agent) -> Agent:
+    """The session's agent: its web server on <device>:48484, its worker, its log collector."""
+    assert (shipped_agent.address, shipped_agent.port) == (DEVICE, 48484)
+    return shipped_agent
 
 
 @pytest.fixture
@@ -235,7 +201,7 @@ def test_push_builds_on_the_engine_and_runs_the_services(
 
 
 def test_device_logs_shows_the_pushed_services_output(
-    cli: BalenaCli, docker_tcp: None, device: WebProcess, log_collector: None, project: Path
+    cli: BalenaCli, docker_tcp: None, device: WebProcess, project: Path
 ) -> None:
     push_detached(cli, project)
     wait_for_pushed_services(device)
@@ -250,7 +216,7 @@ def test_device_logs_shows_the_pushed_services_output(
 
 
 def test_push_settles_then_streams_the_services_output(
-    cli: BalenaCli, docker_tcp: None, device: WebProcess, log_collector: None, project: Path
+    cli: BalenaCli, docker_tcp: None, device: WebProcess, project: Path
 ) -> None:
     # Not detached: the CLI follows /v2/local/logs and polls /v2/state/status for livepush.
     expected = {*log_lines_of_the_services(), "Device state settled"}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from apps_api.target.store import store_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.fake_cloud import FakeCloud, Scripted, make_certificate
-from tests.integration.conftest import PROJECT_DIR, agent_environment
 from tests.integration.test_log_collector import LABELS, RunningCollector, containers  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -215,34 +212,12 @@ def test_nothing_is_uploaded_while_log_control_is_off(
     assert wait_until(left, timeout=10)
 
 
-def test_the_collector_process_uploads_container_output(
-    provisioned: FakeCloud,
+def test_the_agent_uploads_container_output(
+    agent_fake_cloud: FakeCloud,
     containers: Callable[..., Any],  # noqa: F811
-    busybox_image: str,
-    tmp_path: Path,
 ) -> None:
-    """`manage.py collect_logs` (the log collection the agent's worker runs) with its real timings: the
-    stream opens on the first line and sends 5 s later."""
-    from django.conf import settings
-
+    """The agent as it ships, with its real timings: it provisions, its log collector thread
+    reads the container, and its uploader thread opens the stream on the first line and sends."""
     containers("while true; do echo tick; sleep 1; done")
-    data_dir = Path(settings.SUPERVISOR_DATA_DIR)
-    env = agent_environment(
-        data_dir,
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        SUPERVISOR_TEST_DATA_DIR=str(data_dir),
-        SUPERVISOR_TEST_REDIS_URL=settings.REDIS_URL,
-    )
-    with open(tmp_path / "collect_logs.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "collect_logs"], cwd=PROJECT_DIR, env=env,
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        assert wait_until(lambda: "tick" in uploaded_messages(provisioned), timeout=30), (
-            tmp_path / "collect_logs.log"
-        ).read_text()
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert {r.get("serviceId") for r in provisioned.log_lines if r["message"] == "tick"} == {7}
+    assert wait_until(lambda: "tick" in uploaded_messages(agent_fake_cloud), timeout=60)
+    assert {r.get("serviceId") for r in agent_fake_cloud.log_lines if r["message"] == "tick"} == {7}
