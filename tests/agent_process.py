@@ -84,10 +84,11 @@ class Agent:
             SUPERVISOR_DATA_DIR=str(self.data_dir),
             SUPERVISOR_HOST_ROOT=str(self.host_root or self.data_dir.parent / "host"),
             SUPERVISOR_PORT=str(self.port),
-            SUPERVISOR_LISTEN_ADDRESS=self.address,
             SUPERVISOR_LED_FILE=str(self.data_dir.parent / "led0"),
             PYTHONUNBUFFERED="1",
         )
+        if self.address != "127.0.0.1":  # else the default: loopback and the supervisor0 gateway
+            env["SUPERVISOR_LISTEN_ADDRESS"] = self.address
         # Never the host's own bus or firewall: the tests' private bus and network namespace.
         for name in ("SUPERVISOR_DBUS_ADDRESS", "SUPERVISOR_FIREWALL_NETNS"):
             if name in os.environ:

@@ -7,6 +7,7 @@ a `db` test holds SQLite's write lock for its whole length.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -43,6 +44,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nservice logs kept in {data_dir}/log")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The route check last: it reads what every other test called."""
+    last = [item for item in items if item.name == "test_every_route_is_called_through_the_shipped_agent"]
+    for item in last:
+        items.remove(item)
+        items.append(item)
+
+
 @pytest.fixture(scope="session")
 def service_log_dir() -> Path:
     path = Path(settings.SUPERVISOR_DATA_DIR) / "log"
@@ -50,8 +60,23 @@ def service_log_dir() -> Path:
     return path
 
 
+ENGINE_LOCK = Path("/run/lock/supervisor-tests-engine.lock")
+
+
 @pytest.fixture(scope="session")
 def docker_engine(service_log_dir: Path) -> Iterator[None]:
+    """The engine, held by this run alone: the agent under test owns every supervised
+    container on it, so a second run (or a `make run`) beside it would fight over them."""
+    ENGINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(ENGINE_LOCK, "a+")  # noqa: SIM115 - held for the whole session
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pytest.exit(f"another test run uses this Docker engine ({lock.read().strip()}); run one at a time", 3)
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}, data dir {settings.SUPERVISOR_DATA_DIR}\n")
+    lock.flush()
     started = ensure_dockerd(settings.DOCKER_HOST, service_log_dir)
     yield
     if started is not None:

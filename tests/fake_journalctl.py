@@ -7,7 +7,8 @@ It plays the runs planned in `$FAKE_JOURNAL_DIR/plan.json`, one per start: a lis
 `journalctl --output=json` does (one JSON object per line) and then exits with that
 status, or, with `null`, follows forever (until killed). Past the last run it plays the
 last again. Each start appends its arguments to `$FAKE_JOURNAL_DIR/argv` (one JSON list
-per line). Standard library only: it runs on whatever python3 the host has.
+per line), then waits for the file `$FAKE_JOURNAL_DIR/go` when the plan's run says
+`"after_go": true`. Standard library only: it runs on whatever python3 the host has.
 """
 
 import json
@@ -24,6 +25,8 @@ def main() -> int:
     started = len((directory / "argv").read_text().splitlines())
     runs = json.loads((directory / "plan.json").read_text())
     run = runs[min(started, len(runs)) - 1]
+    while run.get("after_go") and not (directory / "go").exists():
+        time.sleep(0.05)
     for entry in run["entries"]:
         sys.stdout.write(json.dumps(entry) + "\n")
     sys.stdout.flush()

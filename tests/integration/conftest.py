@@ -68,7 +68,11 @@ def launch_web(
         port=port or free_port(),
         host_root=data_dir / "host",
         log_file=log_dir / f"agent-{data_dir.name}.log",
-        extra_env={"SUPERVISOR_LED_FILE": str(data_dir / "led0"), **overrides},
+        extra_env={
+            "SUPERVISOR_LED_FILE": str(data_dir / "led0"),
+            "SUPERVISOR_LISTEN_ADDRESS": "127.0.0.1",
+            **overrides,
+        },
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     agent.start(wait=False)

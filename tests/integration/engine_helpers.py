@@ -99,6 +99,7 @@ def remove_supervised_objects() -> None:
     for container in client.containers.list(all=True, filters=SUPERVISED):
         container.remove(force=True, v=True)
     for network in client.networks.list(filters=SUPERVISED):
-        network.remove()
+        if network.name != "supervisor0":  # the agent's own, which its API listens on
+            network.remove()
     for volume in client.volumes.list(filters=SUPERVISED):
         volume.remove(force=True)

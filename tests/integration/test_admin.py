@@ -111,3 +111,36 @@ def test_the_step_journal_shows_causes_and_filters_by_app_and_service(
     by_service = admin_client.get("/admin/apps_api/steprecord/?service_name=web").content.decode()
     assert "env changed: TOKEN (changed)" in by_service
     assert "exit code" not in by_service
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_admin_page_answers_a_maintainer_without_a_server_error(admin_client: Client) -> None:
+    """Each admin route, through the agent: index, each app, each model's list, add, change,
+    history and delete pages (of a real row where there is one), the maintainer's own pages."""
+    from django.contrib import admin
+    from django.contrib.contenttypes.models import ContentType
+    from django.urls import reverse
+
+    from apps_api.apikeys import get_or_create_global_key
+
+    get_or_create_global_key()
+    urls = [reverse("admin:index"), "/admin/nowhere/", reverse("admin:password_change"),
+            reverse("admin:password_change_done"), reverse("admin:jsi18n"),
+            reverse("admin:autocomplete") + "?app_label=auth&model_name=user&field_name=groups"]  # fmt: skip
+    for model in admin.site._registry:
+        meta = model._meta
+        name = f"admin:{meta.app_label}_{meta.model_name}"
+        urls += [reverse("admin:app_list", args=[meta.app_label]), reverse(f"{name}_changelist"),
+                 reverse(f"{name}_add")]  # fmt: skip
+        row = model.objects.order_by("pk").first()
+        pk = str(row.pk) if row is not None else "1"
+        urls += [reverse(f"{name}_{page}", args=[pk]) for page in ("change", "history", "delete")]
+        urls.append(f"/admin/{meta.app_label}/{meta.model_name}/{pk}/")  # redirects to the change page
+        if row is not None:
+            content_type = ContentType.objects.get_for_model(model)
+            urls.append(reverse("admin:view_on_site", args=[content_type.pk, pk]))
+    answers = {url: admin_client.get(url).status_code for url in urls}
+
+    assert {url: status for url, status in answers.items() if status >= 500} == {}
+    assert answers[reverse("admin:index")] == 200
+    assert admin_client.post(reverse("admin:logout")).status_code == 200

@@ -11,16 +11,16 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
-import redis
 
-from supervisor_site.system_services import wait_until
-from tests.agent_process import STARTED, Agent
+from supervisor_site.system_services import ensure_redis, wait_until
+from tests.agent_process import STARTED, Agent, free_port
 from tests.fake_cloud import FakeCloud
 from tests.integration.engine_helpers import (
     SUPERVISED,
@@ -34,10 +34,13 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture(autouse=True)
 def no_agent_left_running() -> Iterator[None]:
+    """Stops what a failed test left running (not the session's agent, started before)."""
+    before = list(STARTED)
     yield
-    while STARTED:
+    for agent in [a for a in STARTED if a not in before]:
+        STARTED.remove(agent)
         with contextlib.suppress(Exception):
-            STARTED.pop().stop()
+            agent.stop()
 
 
 @pytest.fixture
@@ -54,6 +57,20 @@ def services_in_docker() -> list[str]:
     """The service of each supervised container, from one listing (safe while some go)."""
     listed = docker.from_env().api.containers(all=True, filters=SUPERVISED)
     return sorted(c["Labels"]["io.balena.service-name"] for c in listed)
+
+
+def container_ids() -> dict[str, str]:
+    """Service → id of each supervised container, from one listing."""
+    listed = docker.from_env().api.containers(all=True, filters=SUPERVISED)
+    return {c["Labels"]["io.balena.service-name"]: c["Id"] for c in listed}
+
+
+def process_exists(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for its parent is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def post_target(agent: Agent, document: dict[str, object]) -> None:
@@ -92,8 +109,11 @@ def test_sigterm_stops_the_agent_and_the_apps_keep_running_then_are_adopted(
     post_target(agent, local_target({"main": {}}, image=busybox_image))
     assert wait_until(lambda: "main" in services_in_docker() and applied(agent), 60)
     before = supervised_containers()["main"]
+    children = [agent.child("agent"), agent.child("redis")]
+    stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0
-    assert agent.children() == {}
+    assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s"
+    assert all(pid is not None and not process_exists(pid) for pid in children), children
     running = docker.from_env().containers.get(before.id)
     assert running.status == "running"
     agent.start()
@@ -244,6 +264,9 @@ def test_a_worker_killed_in_the_middle_of_an_apply_converges_and_tells_the_truth
     worker = agent.child("agent")
     assert worker is not None
     os.kill(worker, signal.SIGKILL)
+    assert len(services_in_docker()) < len(services), (
+        "the apply ended before the kill: nothing was interrupted"
+    )
     assert wait_until(lambda: agent.child("agent") not in (None, worker) and agent.ready(), 60)
     assert wait_until(lambda: applied(agent), 120)
     # One container a service: none left half-made, none twice.
@@ -357,10 +380,11 @@ def test_the_agent_lives_through_a_dockerd_restart_and_does_what_was_asked_meanw
 
 
 def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their_own_cloud(
-    tmp_path: Path, docker_engine: None, redis_server: str
+    tmp_path: Path, docker_engine: None
 ) -> None:
-    shared = "redis://127.0.0.1:6379/12"  # a Redis that outlives the agents that used it
-    redis.Redis.from_url(shared).flushdb()
+    shared = f"redis://127.0.0.1:{free_port()}/0"  # a Redis that outlives the agents that used it
+    redis_of_both = ensure_redis(shared, tmp_path)
+    assert redis_of_both is not None
     for name in ("first", "second"):
         cloud = FakeCloud()
         cloud.start()
@@ -378,6 +402,7 @@ def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their
         finally:
             agent.stop()
             cloud.stop()
+    redis_of_both.stop()
 
 
 def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_finishes_it(
@@ -386,12 +411,17 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
     services = {f"s{n}": {} for n in range(10)}
     post_target(agent, local_target(services, image=busybox_image))
     assert wait_until(lambda: len(services_in_docker()) >= 2, 60)
+    children = [agent.child("agent"), agent.child("redis")]
+    stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0  # the parent abandons the round: Celery's cold shutdown
-    assert agent.children() == {}
-    left_running = set(services_in_docker())
+    assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s, mid-apply too"
+    assert all(pid is not None and not process_exists(pid) for pid in children), children
+    left_running = container_ids()
+    assert len(left_running) < len(services), "the apply ended before the stop: nothing was interrupted"
     agent.start()
     assert wait_until(lambda: applied(agent) and services_in_docker() == sorted(services), 120)
-    assert left_running <= set(services_in_docker())
+    # Those left running were adopted, not made again.
+    assert left_running.items() <= container_ids().items()
 
 
 def test_an_agent_started_without_its_engine_listens_for_the_apps_once_the_engine_is_back(

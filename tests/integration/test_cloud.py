@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import stat
@@ -15,13 +14,15 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from apps_api import redis_store
+from apps_api import actions, redis_store
 from apps_api.apikeys import get_or_create_global_key, regenerate_api_key
 from apps_api.cloud import client as cloud
 from apps_api.cloud import poll as cloud_poll
 from apps_api.cloud import report as cloud_report
 from apps_api.device_settings import api_request_timeout_seconds
 from apps_api.engine.state import TargetState
+from apps_api.errors import InternalFailure
+from apps_api.health import failed_health_checks
 from apps_api.models import TargetRecord
 from apps_api.redis_store import redis_client
 from apps_api.target.store import store_target
@@ -36,7 +37,12 @@ from tests.integration.engine_helpers import supervised_containers, wait_applied
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CONFIG_JSON = Path(settings.SUPERVISOR_CONFIG_JSON)
+
+def config_json() -> Path:
+    """The config.json this process's cloud code reads (the `fake_cloud` fixture's own)."""
+    return Path(settings.SUPERVISOR_CONFIG_JSON)
+
+
 HOST_ROOT = Path(settings.SUPERVISOR_HOST_ROOT)
 REPORT_CACHE = report_cache_path(HOST_ROOT)
 
@@ -63,7 +69,7 @@ def test_provisioning_registers_and_drops_the_provisioning_key(fake_cloud: FakeC
     assert register.body["uuid"] == uuid
     assert register.body["application"] == "1"
     assert register.body["api_key"] == load_device_identity().device_api_key
-    stored = read_config_json(CONFIG_JSON)
+    stored = read_config_json(config_json())
     assert stored["deviceId"] == fake_cloud.devices[uuid].device_id
     assert stored["registered_at"]
     assert "apiKey" not in stored
@@ -141,8 +147,8 @@ def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
     }
     apply_device_config(parse_local_target({"local": {"name": "d", "config": ran_locally, "apps": {}}}))
     assert applied_device_config() == ran_locally
-    config = read_config_json(CONFIG_JSON)
-    CONFIG_JSON.write_text(json.dumps({**config, "initialDeviceName": "kitchen-sensor"}))
+    config = read_config_json(config_json())
+    config_json().write_text(json.dumps({**config, "initialDeviceName": "kitchen-sensor"}))
     cloud.provision()
     cloud_config = {"RESIN_SUPERVISOR_DELTA": "false"}
     fake_cloud.set_target(uuid, {uuid: {"name": "kitchen-sensor", "config": cloud_config, "apps": {}}})
@@ -242,10 +248,10 @@ def test_an_invalid_target_is_ignored_and_the_apps_keep_running(fake_cloud: Fake
     assert supervised_containers()["main"].id == running
 
 
-def test_v1_update_polls_at_once_through_the_worker(fake_cloud: FakeCloud, engine: str) -> None:
-    cloud.provision()
-    tick_until_polled()  # the next poll is an interval away
-    assert cloud_poll.read_poll_state().next_poll_at > cloud_poll.time.time() + 60
+def test_v1_update_polls_at_once_through_the_worker(agent_fake_cloud: FakeCloud, engine: str) -> None:
+    fake_cloud = agent_fake_cloud  # the session agent provisions and polls by itself
+    assert wait_until(lambda: fake_cloud.requests_to("GET", "/device/v3/*/state"), 60)
+    assert wait_until(lambda: cloud_poll.read_poll_state().next_poll_at > cloud_poll.time.time() + 60, 10)
     polls = len(fake_cloud.requests_to("GET", "/device/v3/*/state"))
     key = get_or_create_global_key().key
     response = Client().post(
@@ -475,15 +481,12 @@ def test_health_follows_the_connectivity_check_which_the_vpn_pauses(
     cloud.provision()
     tick_until_polled()
     assert cloud_poll.read_poll_state().reachable is True
-    assert Client().get("/v1/healthy").status_code == 200
+    assert failed_health_checks() == {}
 
     fake_cloud.stop()  # nothing listens on its port any more
     cloud_poll.cloud_tick()
     assert cloud_poll.read_poll_state().reachable is False
-    with caplog.at_level(logging.WARNING, logger="apps_api.health"):
-        unhealthy = Client().get("/v1/healthy")
-    assert (unhealthy.status_code, unhealthy.content) == (500, b"Unhealthy")
-    assert "the cloud API is not reachable" in caplog.text  # the reasons go to the log
+    assert "the cloud API is not reachable" in failed_health_checks()["cloud"]
     assert no_connectivity_shown()
     assert wait_until(lambda: led.read_text() == "1", timeout=5)
 
@@ -527,14 +530,14 @@ def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: Fa
     assert cloud_report.report_tags_if_due(now=now + 61)
     sent = [r.body[uuid] for r in fake_cloud.requests_to("PATCH", "/device/v3/tags")]
     assert sent == [{"floor": "1", "room": "kitchen"}, {"floor": "2"}]
+    # Read back as GET /v2/device/tags does on a managed device (this process's config.json
+    # is the managed one; the session agent's is not).
     fake_cloud.devices[uuid].tags = {"room": "kitchen", "floor": "2"}
-    body = api("get", "/v2/device/tags").json()
-    assert body == {"status": "success", "tags": [{"id": 1, "name": "room", "value": "kitchen"},
-                                                  {"id": 2, "name": "floor", "value": "2"}]}  # fmt: skip
+    assert actions.device_tags() == [{"id": 1, "name": "room", "value": "kitchen"},
+                                     {"id": 2, "name": "floor", "value": "2"}]  # fmt: skip
     fake_cloud.script("GET /v7/device_tag", Scripted(503, b"down"))
-    failed = api("get", "/v2/device/tags")
-    assert failed.status_code == 500
-    assert failed.json()["status"] == "failed"
+    with pytest.raises(InternalFailure):
+        actions.device_tags()
 
 
 def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: FakeCloud) -> None:

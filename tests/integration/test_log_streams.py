@@ -276,6 +276,7 @@ def test_host_unit_journal_lines_reach_the_streams_and_journalctl_exiting_is_sur
         {
             "entries": [entry("power mode set to high", 6, "s=1"), entry("fan profile failed", 3, "s=2")],
             "exit": 1,
+            "after_go": True,  # once the stream below is open
         },
         {"entries": [entry("update applied", 5, "s=3")], "exit": None},
     ]
@@ -284,6 +285,7 @@ def test_host_unit_journal_lines_reach_the_streams_and_journalctl_exiting_is_sur
                     FAKE_JOURNAL_DIR=str(journal))  # fmt: skip
     collector = AgentCollector(web)
     client = open_ndjson(web, streams)
+    (journal / "go").touch()
     records = client.wait_for(lambda rs: any(r["message"] == "update applied" for r in rs), 60)
     wait_until_followed(collector, client, containers)
 

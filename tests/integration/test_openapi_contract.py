@@ -23,7 +23,14 @@ from tests.integration.conftest import WebProcess, launch_web, manage, stop_web
 # change act on the host (their answers are covered by test_host_power/test_host_config_api).
 EXCLUDED_PATHS = ("/v1/regenerate-api-key", "/v2/journal-logs", "/v1/reboot", "/v1/shutdown")
 EXCLUDED_OPERATIONS = (("/v1/device/host-config", "PATCH"),)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
+# The server errors the API reference documents (an app or service the device does not run);
+# any other 5xx fails the run.
+DOCUMENTED_SERVER_ERRORS = {
+    ("POST", "/v1/restart"): "is not in the current state",
+    ("POST", "/v1/purge"): "is not in the current state",
+    ("GET", "/v2/containerId"): "Could not find service with that name",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +65,9 @@ for excluded, method in EXCLUDED_OPERATIONS:
 def test_device_api_matches_its_schema(
     case: schemathesis.Case, device_api: WebProcess, device_api_key: str
 ) -> None:
-    case.call_and_validate(
-        base_url=device_api.base_url,
-        headers={"Authorization": f"Bearer {device_api_key}"},
-        checks=CHECKS,
-        timeout=30,
+    response = case.call(
+        base_url=device_api.base_url, headers={"Authorization": f"Bearer {device_api_key}"}, timeout=30
     )
+    documented = DOCUMENTED_SERVER_ERRORS.get((case.method.upper(), case.path))
+    expected_failure = response.status_code == 503 and documented is not None and documented in response.text
+    case.validate_response(response, checks=CHECKS if expected_failure else [not_a_server_error, *CHECKS])

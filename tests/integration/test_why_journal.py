@@ -5,9 +5,6 @@ it in the key's scope, and each service in /v2/applications/state carries its la
 from __future__ import annotations
 
 import json
-import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +12,6 @@ import pytest
 from apps_api import apply_status
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from apps_api.engine.causes import crash_cause
-from apps_api.logs.collector import LogCollector
 from apps_api.redis_store import SERVICE_LAST_CHANGE_KEY, redis_client
 from apps_api.service_changes import record, restore_last_changes
 from supervisor_site.system_services import wait_until
@@ -106,20 +102,8 @@ def test_forced_stop_over_a_user_lock_journals_the_lock_override(engine: str) ->
     ]
 
 
-@pytest.fixture
-def exit_watcher(engine: str) -> Iterator[None]:
-    """The log collector, which sees the engine's exits (the agent runs it in its worker;
-    the tests' worker does not, so it runs here)."""
-    collector = LogCollector(group=f"test-why-{uuid.uuid4().hex[:8]}")
-    thread = threading.Thread(target=collector.run, daemon=True)
-    thread.start()
-    assert collector.ready.wait(30), "the collector did not reach the engine"
-    yield
-    collector.stop()
-    thread.join(20)
-
-
-def test_container_exiting_with_code_3_is_journaled_as_a_crash(engine: str, exit_watcher: None) -> None:
+def test_container_exiting_with_code_3_is_journaled_as_a_crash(engine: str) -> None:
+    # The agent's log collector thread sees the engine's exit and journals it.
     apply(
         local_target({"main": {"command": ["sh", "-c", "sleep 0.5; exit 3"], "restart": "no"}}, image=engine)
     )
