@@ -51,6 +51,11 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(autouse=True)
+def _session_agent(shipped_agent: Agent) -> None:
+    """Every integration test may call the session's agent (tests/agent_client.py)."""
+
+
 # A whole agent as it ships, in a data dir of its own (start-up, fault and default-settings tests).
 WebProcess = Agent
 StartWeb = Callable[..., Agent]

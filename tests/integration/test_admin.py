@@ -118,6 +118,7 @@ def test_every_admin_page_answers_a_maintainer_without_a_server_error(admin_clie
     """Each admin route, through the agent: index, each app, each model's list, add, change,
     history and delete pages (of a real row where there is one), the maintainer's own pages."""
     from django.contrib import admin
+    from django.contrib.auth.models import User
     from django.contrib.contenttypes.models import ContentType
     from django.urls import reverse
 
@@ -139,8 +140,14 @@ def test_every_admin_page_answers_a_maintainer_without_a_server_error(admin_clie
         if row is not None:
             content_type = ContentType.objects.get_for_model(model)
             urls.append(reverse("admin:view_on_site", args=[content_type.pk, pk]))
+    admin_user = User.objects.get(username="admin")
+    urls.append(reverse("admin:auth_user_password_change", args=[admin_user.pk]))
     answers = {url: admin_client.get(url).status_code for url in urls}
 
     assert {url: status for url, status in answers.items() if status >= 500} == {}
     assert answers[reverse("admin:index")] == 200
-    assert admin_client.post(reverse("admin:logout")).status_code == 200
+    token = admin_client.session.cookies.get("csrftoken")
+    logout = admin_client.post(reverse("admin:logout"), {"csrfmiddlewaretoken": token},
+                               HTTP_REFERER=admin_client.base_url + "/admin/")  # fmt: skip
+    assert logout.status_code == 200
+    assert admin_client.get(reverse("admin:index")).status_code == 302, "signed out"

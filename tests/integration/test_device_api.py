@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 
 import docker
 import pytest
 from django.conf import settings
+from django.contrib.staticfiles import finders
 
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
 from tests.agent_client import Client
@@ -416,3 +418,25 @@ def test_metrics_count_unknown_methods_as_other(redis_server: str) -> None:
     assert 'method="other",route="v2/version",status="405"' in text
     assert "FOO" not in text
     assert "PROPFIND" not in text
+
+
+@pytest.mark.usefixtures("managed_device")
+def test_schema_and_docs_need_a_key_on_a_managed_device() -> None:
+    """Through the agent: the schema and Swagger UI are keyed like the API they describe."""
+    client = Client()
+    for path in ("/v2/version", "/openapi.json", "/docs/", "/metrics"):
+        assert client.get(path).status_code == 401, path
+
+    key = get_or_create_global_key().key
+    schema = client.get(f"/openapi.json?apikey={key}")
+    docs = client.get("/docs/", headers={"Authorization": f"Bearer {key}"})
+
+    assert schema.status_code == 200
+    assert schema["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert "/v1/device" in json.loads(schema.content)["paths"]
+    assert docs.status_code == 200
+    assert b"/openapi.json" in docs.content
+    # Swagger UI comes from the device's own static files: devices have no internet.
+    assets = re.findall(r'"/static/([^"]+)"', docs.content.decode())
+    assert any(asset.startswith("drf_spectacular_sidecar/swagger-ui-dist/") for asset in assets)
+    assert all(finders.find(asset) for asset in assets), assets

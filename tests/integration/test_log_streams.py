@@ -243,8 +243,10 @@ def test_a_service_the_supervisor_stops_or_kills_is_not_announced_as_exited(
 ) -> None:
     client = open_ndjson(web, streams)
     wait_until_followed(collector, client, containers)
-    stopped = containers("echo up; sleep 600", service="stopped", restart_policy={"Name": "always"})
-    killed = containers("echo up; sleep 600", service="killed", restart_policy={"Name": "always"})
+    # A shell as PID 1 ignores SIGTERM unless it traps it: the stop would wait out its 10 s.
+    service = "trap 'exit 0' TERM; echo up; sleep 600 & wait"
+    stopped = containers(service, service="stopped", restart_policy={"Name": "always"})
+    killed = containers(service, service="killed", restart_policy={"Name": "always"})
     client.wait_for(lambda rs: len([r for r in rs if r.get("serviceName") in ("stopped", "killed")]) >= 2)
 
     # The gateway calls behind the kill and stop steps, stop-service and reboot.
