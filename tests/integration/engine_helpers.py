@@ -69,6 +69,19 @@ def wait_applied(timeout: float = 60) -> None:
         pytest.fail(f"apply still running after {timeout} s; flags {apply_status.read_flags()}")
 
 
+def wait_worker_idle(timeout: float = 120) -> None:
+    """Until the agent's worker runs and holds no task (those it took ahead included)."""
+    from supervisor_site.celery import app
+
+    def idle() -> bool:
+        inspect = app.control.inspect(timeout=2, limit=1)
+        active, reserved = inspect.active(), inspect.reserved()
+        return bool(active) and not any(active.values()) and not any((reserved or {}).values())
+
+    if not wait_until(idle, timeout, interval=0.2):
+        pytest.fail(f"the worker was still busy after {timeout} s")
+
+
 def apply(document: dict[str, Any], *, force: bool = False, timeout: float = 60) -> None:
     set_target(document, force=force)
     wait_applied(timeout)

@@ -252,8 +252,8 @@ KEEPER = {"volumes": ["data:/data"], "command": ["sh", "-c", "echo kept > /data/
 
 
 # `sleep` as PID 1 ignores SIGTERM: replacing this service takes its whole grace period, so
-# an apply that replaces it is still running for 20 s, whatever the engine's speed.
-SLOW_TO_STOP = {"stop_signal": "SIGTERM", "stop_grace_period": "20s"}
+# an apply that replaces it is still running for 8 s, whatever the engine's speed.
+SLOW_TO_STOP = {"stop_signal": "SIGTERM", "stop_grace_period": "8s"}
 
 
 def test_a_worker_killed_in_the_middle_of_an_apply_converges_and_tells_the_truth(
@@ -414,7 +414,9 @@ def test_installations_that_share_a_redis_one_after_the_other_each_talk_to_their
 def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_finishes_it(
     agent: Agent, busybox_image: str
 ) -> None:
-    post_target(agent, local_target({"s0": SLOW_TO_STOP}, image=busybox_image))
+    # Longer than the agent's whole stop (10 s): the stop cannot wait the replacement out.
+    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "20s"}
+    post_target(agent, local_target({"s0": slow}, image=busybox_image))
     assert wait_until(lambda: applied(agent) and "s0" in services_in_docker(), 60)
     old_s0 = container_ids()["s0"]
     services = {

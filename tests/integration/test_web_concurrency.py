@@ -15,7 +15,7 @@ from apps_api.redis_store import redis_client
 from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
 from tests.integration.conftest import WebProcess
-from tests.integration.engine_helpers import apply, local_target
+from tests.integration.engine_helpers import apply, local_target, wait_worker_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,3 +73,4 @@ def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
         redis_client().delete("supervisor")  # the restarts still queued never run
         for thread in waiting:
             thread.join(30)
+        wait_worker_idle()  # those the worker took ahead end before the next test
