@@ -3,6 +3,7 @@ the parsing of app ids from paths and bodies."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -67,6 +68,15 @@ def application_state(app_id: int, access: ApiAccess) -> dict[str, Any]:
     }
 
 
+def iso_created_at(created_at: str) -> str:
+    """When a container was created, as the original answers it (an ISO 8601 date in UTC,
+    milliseconds); the engine's listing gives whole seconds since the epoch."""
+    if not created_at.isdigit():
+        return created_at
+    moment = datetime.fromtimestamp(int(created_at), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def state_status(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
     """GET /v2/state/status: the first app in scope, its containers and images."""
     containers = [c for c in snapshot.current.services if access.allows_app(c.app_id)]
@@ -80,7 +90,7 @@ def state_status(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
             "imageId": c.image_id,
             "serviceId": c.service_id,
             "containerId": c.container_id,
-            "createdAt": c.created_at,
+            "createdAt": iso_created_at(c.created_at),
         }
         for c in containers
         if c.app_id == first_app

@@ -64,12 +64,17 @@ STATUS_WHILE = {"fetch": "Downloading", "start": "Installing", "kill": "Stopping
                 "handover": "Handing over"}  # fmt: skip
 
 
+# Steps about the container that runs now: their lines name its image, not the target's.
+ABOUT_THE_CURRENT_CONTAINER = frozenset({"kill", "stop", "remove"})
+
+
 def _describe(step: Step) -> dict[str, str]:
     image = step.image or (step.target.image if step.target else "")
-    if step.target is not None:
+    current = step.current
+    if current is not None and (step.kind in ABOUT_THE_CURRENT_CONTAINER or step.target is None):
+        service_text = f"{current.service_name} {current.image or current.docker_image_id}"
+    elif step.target is not None:
         service_text = f"{step.target.service_name} {step.target.image}"
-    elif step.current is not None:
-        service_text = f"{step.current.service_name} {step.current.docker_image_id}"
     else:
         service_text = ""
     network = (

@@ -3,8 +3,9 @@ upload"). Runs in the log collector's process: one thread reads the log group of
 channel layer (container lines and the worker's system messages alike) into a bounded
 buffer, another keeps a log stream to the cloud open while there is something to send.
 
-The buffer outlives connections: while the cloud is away or slow it fills to 256 KB, and
-what does not fit is dropped and reported as one system message once sending resumes.
+The buffer outlives connections and comes before provisioning: from the start of a managed
+device, and while the cloud is away or slow, it fills to 256 KB; what does not fit is
+dropped and reported as one system message once sending resumes.
 """
 
 from __future__ import annotations
@@ -105,12 +106,12 @@ class PendingLogs:
 
 
 def log_upload_enabled() -> bool:
-    """Whether logs go to the cloud: a provisioned device, not in local mode, whose target
-    does not turn SUPERVISOR_LOG_CONTROL off."""
+    """Whether logs are kept for the cloud: a managed device, provisioned or not yet (what
+    its first release logs is sent once it is), not in local mode, whose target does not
+    turn SUPERVISOR_LOG_CONTROL off."""
 
     try:
-        device = cloud_device()
-        if device is None or not device.provisioned:
+        if cloud_device() is None:
             return False
         config = stored_device_config()
     except Exception as exc:
@@ -249,6 +250,9 @@ class CloudLogUploader:
                     self._stopping.wait(ENABLED_CHECK_SECONDS)
                     continue
                 if not self.pending.wait(ENABLED_CHECK_SECONDS) or (device := cloud_device()) is None:
+                    continue
+                if not device.provisioned:  # kept in the buffer until the device has its key
+                    self._stopping.wait(ENABLED_CHECK_SECONDS)
                     continue
                 opened_at = time.monotonic()
                 self._stream(device)

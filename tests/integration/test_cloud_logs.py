@@ -212,12 +212,25 @@ def test_nothing_is_uploaded_while_log_control_is_off(
     assert wait_until(left, timeout=10)
 
 
-def test_the_agent_uploads_container_output(
-    agent_fake_cloud: FakeCloud,
-    containers: Callable[..., Any],  # noqa: F811
+def test_a_fresh_device_sends_its_first_releases_logs_from_the_first_line(
+    agent_fake_cloud: FakeCloud, engine: str
 ) -> None:
-    """The agent as it ships, with its real timings: it provisions, its log collector thread
-    reads the container, and its uploader thread opens the stream on the first line and sends."""
-    containers("while true; do echo tick; sleep 1; done")
-    assert wait_until(lambda: "tick" in uploaded_messages(agent_fake_cloud), timeout=60)
-    assert {r.get("serviceId") for r in agent_fake_cloud.log_lines if r["message"] == "tick"} == {7}
+    """The agent as it ships, with its real timings: what its first release logs before and
+    while the device provisions (the install, the container's first line) reaches the cloud,
+    through its collector and uploader threads."""
+    from tests.integration.engine_helpers import supervised_containers
+    from tests.integration.test_cloud import fleet_document
+
+    uuid = load_device_identity().uuid
+    document = fleet_document(uuid, engine)
+    release = document[uuid]["apps"]["fleetuuid"]["releases"]["c0ffee"]
+    release["services"]["main"]["composition"]["command"] = ["sh", "-c", "echo first line; sleep 100000"]
+    agent_fake_cloud.set_target(uuid, document)  # waiting for the device before it registers
+
+    assert wait_until(lambda: "main" in supervised_containers(), 60), "the agent did not apply the release"
+    wanted = {f"Installing service 'main {engine}'", f"Started service 'main {engine}'", "first line"}
+    assert wait_until(lambda: wanted <= set(uploaded_messages(agent_fake_cloud)), timeout=60), (
+        uploaded_messages(agent_fake_cloud)
+    )
+    first = next(r for r in agent_fake_cloud.log_lines if r["message"] == "first line")
+    assert first["serviceId"] == 7

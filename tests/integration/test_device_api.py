@@ -82,7 +82,11 @@ def test_state_status_reports_applied_containers(one_service: str) -> None:
     assert body["release"] == "c1"
     [row] = body["containers"]
     assert (row["serviceName"], row["appId"], row["status"]) == ("main", 1, "Running")
-    assert row["containerId"] == supervised_containers()["main"].id
+    main = supervised_containers()["main"]
+    assert row["containerId"] == main.id
+    # As the original: an ISO 8601 date (the engine's own, to the second).
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z", row["createdAt"]), row["createdAt"]
+    assert row["createdAt"][:19] == main.attrs["Created"][:19]
     assert body["images"][0]["status"] == "Downloaded"
 
 
