@@ -173,13 +173,21 @@ def _command(value: object, path: str) -> list[str]:
 
 
 def _memory(value: object, path: str) -> int:
+    """Bytes, from a number or a size as docker-compose reads it ("512m", "1.5g", "1gb").
+
+    A size that cannot be read is no limit (0), as the original supervisor falls back to
+    its default: a warning names where it was, and the release still runs."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    match = re.fullmatch(r"([0-9]+)([bkmg]?)b?", value, re.IGNORECASE) if isinstance(value, str) else None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return int(value)
+    pattern = r"([0-9]+(?:\.[0-9]+)?)\s*([bkmg]?)b?"
+    match = re.fullmatch(pattern, value.strip(), re.IGNORECASE) if isinstance(value, str) else None
     if match is None:
-        raise InvalidTargetState(path, f"invalid memory size {value!r}")
+        logger.warning("Ignoring invalid memory size %r at %s: no limit is set", value, path)
+        return 0
     exponent = "bkmg".index(match[2].lower() or "b")
-    return int(match[1]) * 1024**exponent
+    return int(Decimal(match[1]) * 1024**exponent)
 
 
 def _number(value: object, path: str, problem: str) -> Decimal:

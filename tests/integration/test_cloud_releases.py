@@ -139,6 +139,26 @@ def test_a_bind_mount_in_a_cloud_release_is_left_out_and_the_release_runs(
     assert any("Ignoring bind mount '/etc:/host-etc'" in r.getMessage() for r in caplog.records)
 
 
+def test_memory_sizes_are_read_as_docker_compose_writes_them_and_an_unreadable_one_is_no_limit(
+    fake_cloud: FakeCloud, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud.provision()
+    caplog.set_level(logging.WARNING)
+    limited = service(3, engine, composition={"mem_limit": "1.5g"})
+    unreadable = service(4, engine, composition={"mem_limit": "lots"})
+
+    poll(fake_cloud, {"useruuid": app(3, "userapp", {"main": limited, "side": unreadable})})
+
+    containers = supervised_containers()
+    assert containers["main"].status == containers["side"].status == "running"
+    assert containers["main"].attrs["HostConfig"]["Memory"] == 1536 * 1024 * 1024
+    assert containers["side"].attrs["HostConfig"]["Memory"] == 0
+    assert any(
+        "Ignoring invalid memory size 'lots'" in r.getMessage() and "side" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def test_with_deltas_asked_for_it_is_said_once_and_images_are_pulled_whole(
     engine: str, registry: str, caplog: pytest.LogCaptureFixture
 ) -> None:

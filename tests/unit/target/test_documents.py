@@ -476,6 +476,13 @@ def test_restart_policy(fields: dict[str, Any], expected: dict[str, Any]) -> Non
         pytest.param("mem_reservation", "64k", 64 * 1024, id="memory in kibibytes"),
         pytest.param("mem_limit", "100", 100, id="memory without unit is bytes"),
         pytest.param("mem_limit", "100b", 100, id="memory in bytes"),
+        pytest.param(
+            "mem_limit", "1.5g", 1536 * MIB, id="memory with a fraction, as docker-compose reads it"
+        ),
+        pytest.param("mem_limit", "0.5m", 512 * 1024, id="a fraction of a mebibyte"),
+        pytest.param("mem_limit", "1gb", 1024 * MIB, id="memory unit with b suffix, lower case"),
+        pytest.param("mem_limit", "lots", 0, id="unreadable memory: no limit, as the original"),
+        pytest.param("mem_limit", "-1m", 0, id="negative memory: no limit, as the original"),
         pytest.param("shm_size", 1048576, MIB, id="memory as a number of bytes"),
         pytest.param("storage_opt", {"size": "1G"}, {"size": "1G"}, id="storage_opt untouched"),
         pytest.param("cpus", 0.5, 500_000_000, id="cpus become nano cpus"),
@@ -944,10 +951,6 @@ INVALID_DOCUMENTS = [
     pytest.param(
         local_document(service(volumes="data:/data")), f"{S}.volumes", "list", id="volumes as a string"
     ),
-    pytest.param(local_document(service(mem_limit="lots")), f"{S}.mem_limit", "memory", id="memory size"),
-    pytest.param(
-        local_document(service(mem_limit="-1m")), f"{S}.mem_limit", "memory", id="negative memory size"
-    ),
     pytest.param(local_document(service(cpus="half")), f"{S}.cpus", "cpus", id="cpus"),
     pytest.param(
         local_document(service(stop_grace_period="soon")), f"{S}.stop_grace_period", "duration", id="duration"
@@ -1152,3 +1155,10 @@ def test_health_gate_labels_of_a_cloud_composition_are_checked_where_they_are_wr
         parse_target(document, device_uuid=DEVICE_UUID)
 
     assert raised.value.path.endswith("services.main.composition.labels.io.balena.update.health-restarts")
+
+
+def test_an_unreadable_memory_size_is_a_warning_naming_where_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="apps_api.target.compose"):
+        assert composition_of(mem_limit="lots")["mem_limit"] == 0
+    assert "Ignoring invalid memory size 'lots' at " in caplog.text
+    assert ".mem_limit: no limit is set" in caplog.text
