@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,15 +147,22 @@ def apps_report(snapshot: DeviceSnapshot) -> dict[str, Any]:
             if status is not None and status.download_progress is not None:
                 entry["download_progress"] = status.download_progress
             services[service.service_name] = entry
+        releases: dict[str, Any] = {}
         if app.failed_commit and app.failed_commit != app.commit:
-            services = {}  # rolled back: none of its services runs
-        release_status = update_status(snapshot, app)
-        # The cloud knows rejected, aborted, downloading, downloaded, applying changes and
-        # done: a release that failed its probation was aborted (the API says "failed").
-        release = release_report("aborted" if release_status == "failed" else release_status, services)
-        # A release that failed its probation is reported as the one the target names.
-        commit = app.failed_commit or app.commit
-        apps[app.app_uuid] = {"releases": {commit: release} if commit else {}}
+            # Rolled back: the failed release was aborted (the cloud knows no "failed") and
+            # none of its services runs; the release running again is reported with its
+            # services, or the cloud would retire the images it runs on.
+            releases[app.failed_commit] = release_report("aborted", {})
+            if app.commit:
+                running = update_status(snapshot, replace(app, failed_commit=""))
+                releases[app.commit] = release_report(running, services)
+        elif commit := app.failed_commit or app.commit:
+            # A first release that failed its probation stays, reported as aborted.
+            release_status = update_status(snapshot, app)
+            releases[commit] = release_report(
+                "aborted" if release_status == "failed" else release_status, services
+            )
+        apps[app.app_uuid] = {"releases": releases}
         if commit := current_commit(snapshot, app.app_id):
             apps[app.app_uuid]["release_uuid"] = commit
     return apps

@@ -131,7 +131,11 @@ def test_a_release_failing_its_healthcheck_then_one_crash_looping_both_end_on_th
     assert app_state(shared_web)["failedRelease"]["commit"] == "c3"
     app_report = last_report(fake_cloud)["apps"]["useruuid"]
     assert app_report["release_uuid"] == "c1"
-    assert app_report["releases"] == {"c3": {"update_status": "aborted", "services": {}}}
+    # The release running again is reported with its services, so the cloud keeps its images.
+    assert app_report["releases"] == {
+        "c3": {"update_status": "aborted", "services": {}},
+        "c1": {"update_status": "done", "services": {"main": {"image": v1, "status": "Running"}}},
+    }
     assert worker_log.lines_with("Rolling back release c1") == []
 
 
