@@ -134,6 +134,9 @@ def provision() -> bool:
     if device.provisioned:
         return True
     device_id = device.device_id
+    if device_id is None and device.registered_at:
+        # Registered once, its id since lost: the device key alone finds the record.
+        device_id = _find_device_id(device, device.device_api_key)
     if not device.registered_at or device_id is None:
         device_id = _register(device)
     if device.provisioning_key:

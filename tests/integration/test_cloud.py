@@ -76,6 +76,23 @@ def test_provisioning_registers_and_drops_the_provisioning_key(fake_cloud: FakeC
     assert cloud.cloud_device().provisioned  # type: ignore[union-attr]
 
 
+def test_a_registered_device_that_lost_its_id_and_provisioning_key_finds_itself_with_its_key(
+    fake_cloud: FakeCloud,
+) -> None:
+    assert cloud.provision()
+    device_id = read_config_json(config_json())["deviceId"]
+    config = read_config_json(config_json())
+    del config["deviceId"]  # what an older OS image or a hand edit leaves: no id, no apiKey
+    assert "apiKey" not in config
+    assert config["registered_at"]
+    config_json().write_text(json.dumps(config))
+
+    assert cloud.provision()
+
+    assert read_config_json(config_json())["deviceId"] == device_id
+    assert len(fake_cloud.requests_to("POST", "/device/register")) == 1, "registered once, found after"
+
+
 def test_an_existing_uuid_gets_its_key_exchanged(fake_cloud: FakeCloud) -> None:
     identity = load_device_identity()
     fake_cloud.add_device(identity.uuid, "the-key-of-an-earlier-install")
