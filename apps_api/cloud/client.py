@@ -27,7 +27,7 @@ from django.conf import settings
 
 from apps_api.backoff import backoff_delay
 from apps_api.device_settings import api_request_timeout_seconds
-from hostcfg.host_info import os_version
+from hostcfg.host_info import os_variant, os_version
 from hostcfg.identity import load_device_identity, new_device_secret, read_config_json, update_config_json
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def cloud_device() -> CloudDevice | None:
 
 
 def user_agent() -> str:
-    return f"Supervisor/{settings.SUPERVISOR_VERSION} (Linux; {os_version() or 'unknown'}; prod)"
+    return f"Supervisor/{settings.SUPERVISOR_VERSION} (Linux; {os_version() or 'unknown'}; {os_variant()})"
 
 
 def _request(

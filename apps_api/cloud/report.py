@@ -39,7 +39,7 @@ from apps_api.snapshot import DeviceSnapshot, current_commit, read_snapshot, upd
 from hostcfg.atomic_file import write_file_atomically
 from hostcfg.device_config import initial_config_variables
 from hostcfg.hardware import read_hardware_metrics, undervoltage_detected
-from hostcfg.host_info import host_addresses, os_version
+from hostcfg.host_info import host_addresses, os_variant, os_version
 from hostcfg.report_cache import load_report_cache, save_report_cache
 from hostcfg.tags import mark_reported, unreported_tags
 
@@ -118,7 +118,7 @@ def current_report(*, local_mode: bool) -> dict[str, Any]:
         "ip_address": ips,
         "mac_address": macs,
         "os_version": os_version(),
-        "os_variant": "prod",
+        "os_variant": os_variant(),
         "supervisor_version": settings.SUPERVISOR_VERSION,
         "provisioning_progress": None,
         "provisioning_state": "",
