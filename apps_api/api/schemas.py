@@ -193,7 +193,7 @@ class JournalRequest(serializers.Serializer):
 
 class V1DeviceSerializer(serializers.Serializer):
     api_port = serializers.IntegerField()
-    ip_address = serializers.CharField(help_text="The host's IPv4 and global IPv6 addresses, space-separated.")
+    ip_address = serializers.CharField(help_text="The host's IPv4 and global IPv6 addresses, space-separated")
     mac_address = serializers.CharField(help_text="The host's MAC addresses, space-separated.")
     os_version = serializers.CharField(help_text="PRETTY_NAME of the host's os-release; empty if unknown.")
     supervisor_version = serializers.CharField()
