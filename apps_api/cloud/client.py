@@ -293,14 +293,16 @@ class FetchedTarget:
 
 
 def fetch_target(device: CloudDevice, *, etag: str | None) -> FetchedTarget:
-    """GET the v3 target with If-None-Match; raises CloudError on anything but 200/304,
-    and on a body that is not a JSON object or is larger than 10 MB."""
+    """GET the v3 target with If-None-Match; raises CloudError on anything but 200 or a 304
+    to the ETag sent, and on a body that is not a JSON object or is larger than 10 MB."""
     headers = {"If-None-Match": etag} if etag else {}
     url = f"{device.api_endpoint}/device/v3/{device.uuid}/state"
     # Streamed, so that a huge body is refused before it is all in memory.
     response = _request("GET", url, key=device.device_api_key, headers=headers, stream=True)
     with response:
         if response.status_code == 304:
+            if not etag:  # "unchanged" from nothing: the original treats it as a failed poll
+                raise CloudError("target state: 304 Not Modified without an ETag asked for")
             return FetchedTarget(None, etag)
         if response.status_code != 200:
             raise CloudError(f"target state: {response.status_code} {response.reason}")

@@ -197,8 +197,9 @@ def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
         Scripted(200, b"[1, 2, 3]", {"ETag": '"x3"'}),
         Scripted(200, b"{" + b" " * (11 * 1024 * 1024) + b"}", {"ETag": '"x4"'}),
         Scripted(500, b"oops"),
+        Scripted(304, b""),  # "not modified" when no ETag was sent: nothing to keep
     ],
-    ids=["not-json", "truncated", "not-an-object", "huge", "500"],
+    ids=["not-json", "truncated", "not-an-object", "huge", "500", "304-without-etag"],
 )
 def test_a_bad_answer_is_not_applied_and_polling_backs_off(fake_cloud: FakeCloud, answer: Scripted) -> None:
     cloud.provision()
