@@ -17,6 +17,8 @@ class TagsInvalid(ValueError):
 
 INVALID_TAGS_BODY = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
 WHITESPACE = re.compile(r"\s")
+RESERVED_TAG_PREFIXES = ("io.balena.", "io.resin.")
+MAX_TAG_VALUE_CHARS = 10_000
 
 
 def list_tags() -> list[dict[str, Any]]:
@@ -30,6 +32,13 @@ def validate_tags(body: object) -> dict[str, str]:
         raise TagsInvalid(INVALID_TAGS_BODY)
     if any(not isinstance(k, str) or not k or len(k) > 255 or WHITESPACE.search(k) for k in body):
         raise TagsInvalid("Tag keys cannot contain whitespace")
+    # What the balena API refuses for the whole report, so that one such tag would stop every
+    # later tag from reaching the cloud: refused here, naming it.
+    for key, value in body.items():
+        if key.startswith(RESERVED_TAG_PREFIXES):
+            raise TagsInvalid(f"Tag '{key}': keys starting with io.balena. or io.resin. are reserved")
+        if len(value) > MAX_TAG_VALUE_CHARS:
+            raise TagsInvalid(f"Tag '{key}': the value is longer than {MAX_TAG_VALUE_CHARS} characters")
     return dict(body)
 
 

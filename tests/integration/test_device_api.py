@@ -358,6 +358,14 @@ def test_regenerated_key_replaces_the_old_one_at_once(one_service: str, managed_
 # --- device utilities ---------------------------------------------------------------------------
 
 
+def test_a_tag_value_of_10000_characters_and_a_balena_like_key_elsewhere_are_kept(engine: str) -> None:
+    body = {"notes": "n" * 10_000, "my.io.balena.key": "fine"}
+    response = Client().patch("/v2/device/tags", json.dumps(body), content_type="application/json")
+    assert response.status_code == 202
+    tags = Client().get("/v2/device/tags").json()["tags"]
+    assert {t["name"]: len(t["value"]) for t in tags} == {"notes": 10_000, "my.io.balena.key": 4}
+
+
 def test_device_tags_are_kept_locally_on_an_unmanaged_device(engine: str) -> None:
     assert Client().get("/v2/device/tags").json() == {"status": "success", "tags": []}
     response = Client().patch(
@@ -376,8 +384,13 @@ def test_device_tags_are_kept_locally_on_an_unmanaged_device(engine: str) -> Non
         ([1, 2], "Invalid tags body, must be an object like `{[tagKey: string]: string}`"),
         ({"room": 3}, "Invalid tags body, must be an object like `{[tagKey: string]: string}`"),
         ({"my room": "x"}, "Tag keys cannot contain whitespace"),
+        # What the balena API refuses for a whole report, so one such tag would block the rest.
+        ({"room": "x", "io.balena.owner": "me"},
+         "Tag 'io.balena.owner': keys starting with io.balena. or io.resin. are reserved"),
+        ({"io.resin.x": "y"}, "Tag 'io.resin.x': keys starting with io.balena. or io.resin. are reserved"),
+        ({"room": "x", "notes": "n" * 10_001}, "Tag 'notes': the value is longer than 10000 characters"),
     ],
-)
+)  # fmt: skip
 def test_invalid_tags_are_refused_whole(engine: str, body: object, message: str) -> None:
     response = Client().patch("/v2/device/tags", json.dumps(body), content_type="application/json")
     assert response.status_code == 400
