@@ -239,8 +239,10 @@ class FakeCloud:
             if headers.get("If-None-Match") == etag:
                 return 304, b"", {"ETag": etag}
             return 200, target, {"ETag": etag, "Content-Type": "application/json"}
-        if method == "PATCH" and bare in ("/device/v3/state", "/device/v3/tags"):
+        if method == "PATCH" and bare == "/device/v3/state":
             return 200, b"OK", {}
+        if method == "PATCH" and bare == "/device/v3/tags":
+            return self._patch_tags(device, body)
         if method == "POST" and bare == "/v7/device_config_variable":
             device.config_variables[str(body.get("name"))] = str(body.get("value"))
             return 201, b"{}", {}
@@ -252,6 +254,21 @@ class FakeCloud:
             tags = [{"id": i, "tag_key": k, "value": v} for i, (k, v) in enumerate(device.tags.items(), 1)]
             return 200, json.dumps({"d": tags}).encode(), {"Content-Type": "application/json"}
         return 404, b"Not found", {}
+
+    def _patch_tags(self, device: Any, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """As open-balena-api refuses a tags report: the whole body for one bad tag
+        (src/features/device-state/routes/tags-patch-v3.ts, src/features/tags/validation.ts:
+        a key with whitespace or starting io.resin./io.balena.; field-size-limits/hooks.ts:
+        a value over 10 000 characters), and an empty body."""
+        tags = body.get(device.uuid) if isinstance(body, dict) else None
+        if not isinstance(tags, dict) or not tags:
+            return 400, b"", {}
+        for key, value in tags.items():
+            reserved = key.startswith(("io.resin.", "io.balena."))
+            if reserved or re.search(r"\s", key) or not isinstance(value, str) or len(value) > 10_000:
+                return 400, b"Bad Request", {}
+        device.tags.update(tags)
+        return 200, b"OK", {}
 
     def _register(self, key: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
         if key != self.provisioning_key:

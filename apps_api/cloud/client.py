@@ -361,12 +361,23 @@ def fetch_device_tags(device: CloudDevice) -> list[dict[str, Any]]:
             raise CloudError(f"device tags: unexpected answer ({exc})") from exc
 
 
+class TagsRefused(CloudError):
+    """The cloud refused the tags themselves (400): sent again as they are, they never pass."""
+
+
 def send_device_tags(device: CloudDevice, tags: dict[str, str]) -> None:
-    """PATCH the tags that changed; raises CloudError unless 2xx."""
+    """PATCH the tags that changed; raises TagsRefused on a 400, CloudError on any other
+    answer but 2xx (with the cloud's Retry-After)."""
     url = f"{device.api_endpoint}/device/v3/tags"
     with _request("PATCH", url, key=device.device_api_key, body={device.uuid: tags}) as response:
-        if not 200 <= response.status_code < 300:
-            raise CloudError(f"device tags report: {response.status_code} {response.reason}")
+        if 200 <= response.status_code < 300:
+            return
+        refused = TagsRefused if response.status_code == 400 else CloudError
+        retry_after = response.headers.get("Retry-After", "")
+        raise refused(
+            f"device tags report: {response.status_code} {response.reason}",
+            retry_after=float(retry_after) if retry_after.isdigit() else None,
+        )
 
 
 # --- log stream --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from django.conf import settings
 from apps_api.apikeys import get_or_create_global_key
 from apps_api.cloud.client import (
     CloudError,
+    TagsRefused,
     cloud_device,
     retry_delay,
     send_config_variable,
@@ -245,12 +246,39 @@ def report_tags_if_due(*, now: float | None = None) -> bool:
         return False
     try:
         send_device_tags(device, tags)
+    except TagsRefused as exc:
+        # One bad tag refuses the whole report: each alone, so that only it is held back.
+        if len(tags) == 1:
+            _drop_refused_tag(*next(iter(tags.items())), exc)
+        else:
+            try:
+                for name, value in tags.items():
+                    _send_tag_alone(device, name, value)
+            except CloudError as unwell:
+                _refused(state, unwell, now, CLOUD_TAGS_REPORT_KEY)
+                raise
     except CloudError as exc:
         _refused(state, exc, now, CLOUD_TAGS_REPORT_KEY)
         raise
-    mark_reported(tags)
+    else:
+        mark_reported(tags)
     _accepted(state, now, CLOUD_TAGS_REPORT_KEY)
     return True
+
+
+def _send_tag_alone(device: CloudDevice, name: str, value: str) -> None:
+    try:
+        send_device_tags(device, {name: value})
+    except TagsRefused as exc:
+        _drop_refused_tag(name, value, exc)
+    else:
+        mark_reported({name: value})
+
+
+def _drop_refused_tag(name: str, value: str, error: CloudError) -> None:
+    """A value the cloud refuses is never sent again; a new value of the tag is."""
+    logger.warning("the cloud refuses the tag %r (%s); it is not sent again until it changes", name, error)
+    mark_reported({name: value})
 
 
 # --- what a newly provisioned device tells the cloud once -------------------------------

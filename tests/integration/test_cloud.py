@@ -558,6 +558,46 @@ def test_tags_are_reported_once_each_and_read_back_from_the_cloud(fake_cloud: Fa
         actions.device_tags()
 
 
+@pytest.fixture
+def tagged_device(fake_cloud: FakeCloud) -> FakeCloud:
+    from hostcfg.models import DeviceTag
+
+    DeviceTag.objects.all().delete()
+    redis_client().delete(redis_store.CLOUD_TAGS_REPORT_KEY)
+    cloud.provision()
+    return fake_cloud
+
+
+def test_a_tag_the_cloud_refuses_holds_back_only_itself(tagged_device: FakeCloud) -> None:
+    from hostcfg.tags import set_tags, unreported_tags
+
+    uuid = load_device_identity().uuid
+    # Kept by an agent that took any tag: the cloud refuses a whole report for one of these.
+    set_tags({"room": "kitchen", "io.balena.owner": "me", "floor": "2"})
+    now = cloud_poll.time.time()
+    assert cloud_report.report_tags_if_due(now=now)
+    assert tagged_device.devices[uuid].tags == {"room": "kitchen", "floor": "2"}
+    assert unreported_tags() == {}  # the refused one is not retried for ever
+
+    set_tags({"floor": "3"})
+    assert cloud_report.report_tags_if_due(now=now + 61)
+    assert tagged_device.requests_to("PATCH", "/device/v3/tags")[-1].body == {uuid: {"floor": "3"}}
+    assert tagged_device.devices[uuid].tags == {"room": "kitchen", "floor": "3"}
+
+
+def test_a_refused_tags_report_waits_for_retry_after(tagged_device: FakeCloud) -> None:
+    from hostcfg.tags import set_tags
+
+    set_tags({"room": "kitchen"})
+    tagged_device.script("PATCH /device/v3/tags", Scripted(503, b"busy", {"Retry-After": "120"}))
+    now = cloud_poll.time.time()
+    with pytest.raises(cloud.CloudError):
+        cloud_report.report_tags_if_due(now=now)
+    assert cloud_report.read_report_state(redis_store.CLOUD_TAGS_REPORT_KEY).next_report_at >= now + 120
+    assert not cloud_report.report_tags_if_due(now=now + 60)
+    assert cloud_report.report_tags_if_due(now=now + 121)
+
+
 def test_health_fails_when_an_apply_runs_too_long_downloads_aside(fake_cloud: FakeCloud) -> None:
     from apps_api.health import Unhealthy, check_engine_progress
     from apps_api.redis_store import APPLY_DOWNLOAD_SECONDS_KEY, APPLY_STARTED_KEY
