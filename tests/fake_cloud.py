@@ -182,6 +182,9 @@ class FakeCloud:
         key = headers.get("Authorization", "").removeprefix("Bearer ")
         if scripted is None and not any(d.api_key == key for d in self.devices.values()):
             scripted = Scripted(401, b"Unauthorized")
+        # src/features/device-logs/lib/store.ts: exactly this media type, else 415.
+        if scripted is None and headers.get("Content-Type") != "application/x-ndjson":
+            scripted = Scripted(415, b"Unsupported Media Type")
         if scripted is not None:
             time.sleep(scripted.delay)
             handler.close_connection = True
@@ -240,6 +243,8 @@ class FakeCloud:
                 return 304, b"", {"ETag": etag}
             return 200, target, {"ETag": etag, "Content-Type": "application/json"}
         if method == "PATCH" and bare == "/device/v3/state":
+            if not valid_state_patch(body, device.uuid):
+                return 400, b"", {}  # the real server's zod refusal: an empty body
             return 200, b"OK", {}
         if method == "PATCH" and bare == "/device/v3/tags":
             return self._patch_tags(device, body)
@@ -275,8 +280,10 @@ class FakeCloud:
             return 401, b"Unauthorized", {}
         if body["uuid"] in self.devices:
             return 409, b'"uuid" must be unique.', {}
+        if any(d.api_key == body.get("api_key") for d in self.devices.values()):
+            return 409, b'"api_key" must be unique.', {}
         device = self.add_device(body["uuid"], body["api_key"], application=int(body["application"]))
-        answer = {"id": device.device_id, "uuid": device.uuid, "device_type": body.get("device_type")}
+        answer = {"id": device.device_id, "uuid": device.uuid, "api_key": device.api_key}
         return 201, json.dumps(answer).encode(), {"Content-Type": "application/json"}
 
     def _find_device(self, key: str, path: str) -> tuple[int, bytes, dict[str, str]]:
@@ -308,6 +315,48 @@ class FakeCloud:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+# The device-level fields of PATCH /device/v3/state and the types open-balena-api's zod schema
+# takes (src/features/device-state/routes/state-patch-v3.ts); other keys are stripped.
+_STATE_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(["status", "supervisor_version", "ip_address", "mac_address"], (str,)),
+    **dict.fromkeys(["os_version", "os_variant", "provisioning_state", "api_secret", "storage_block_device",
+                     "cpu_id"], (str, type(None))),
+    "api_port": (int, float),
+    **dict.fromkeys(["provisioning_progress", "memory_usage", "memory_total", "storage_usage",
+                     "storage_total", "cpu_temp", "cpu_usage"], (int, float, type(None))),
+    **dict.fromkeys(["is_undervolted", "is_online"], (bool,)),
+}  # fmt: skip
+UPDATE_STATUSES = {"rejected", "aborted", "downloading", "downloaded", "applying changes", "done"}
+
+
+def valid_state_patch(body: Any, uuid: str) -> bool:
+    """Whether the real server's schema takes this state report of device `uuid`."""
+    if not isinstance(body, dict) or set(body) != {uuid} or not isinstance(body[uuid], dict):
+        return False
+    state = body[uuid]
+    for name, types in _STATE_FIELD_TYPES.items():
+        value = state.get(name)
+        if name in state and (
+            not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        ):
+            return False
+    apps = state.get("apps", {})
+    if not isinstance(apps, dict):
+        return False
+    for app in apps.values():
+        if not isinstance(app, dict) or not isinstance(app.get("release_uuid", ""), str):
+            return False
+        for release in (app.get("releases") or {}).values():
+            if not isinstance(release, dict) or release.get("update_status", "done") not in UPDATE_STATUSES:
+                return False
+            for service in (release.get("services") or {}).values():
+                if not isinstance(service, dict) or not isinstance(service.get("image"), str):
+                    return False
+                if not isinstance(service.get("status"), str):
+                    return False
+    return True
 
 
 def _matches(pattern: str, path: str) -> bool:
