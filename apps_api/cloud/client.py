@@ -27,6 +27,7 @@ from django.conf import settings
 
 from apps_api.backoff import backoff_delay
 from apps_api.device_settings import api_request_timeout_seconds
+from hostcfg.cloud_trust import cloud_ca_file, cloud_ssl_context
 from hostcfg.host_info import os_variant, os_version
 from hostcfg.identity import load_device_identity, new_device_secret, read_config_json, update_config_json
 
@@ -116,7 +117,8 @@ def _request(
         all_headers["Authorization"] = f"Bearer {key}"
     timeout = api_request_timeout_seconds()
     try:
-        return requests.request(method, url, json=body, headers=all_headers, timeout=timeout, stream=stream)
+        return requests.request(method, url, json=body, headers=all_headers, timeout=timeout, stream=stream,
+                                verify=cloud_ca_file() or True)  # fmt: skip
     except requests.RequestException as exc:
         raise CloudError(f"{method} {url}: {exc}") from exc
 
@@ -393,8 +395,13 @@ class LogStream:
         self._timeout = api_request_timeout_seconds()
         url = urlsplit(f"{device.logs_endpoint or device.api_endpoint}/device/v2/{device.uuid}/log-stream")
         secure = url.scheme == "https"
-        connection_class = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-        self._connection = connection_class(url.netloc, timeout=self._timeout)
+        self._connection: http.client.HTTPConnection
+        if secure:
+            self._connection = http.client.HTTPSConnection(
+                url.netloc, timeout=self._timeout, context=cloud_ssl_context()
+            )
+        else:
+            self._connection = http.client.HTTPConnection(url.netloc, timeout=self._timeout)
         self._gzip = zlib.compressobj(wbits=31)  # 31: a gzip header and trailer
         self._sync_flush = zlib.Z_SYNC_FLUSH
         try:

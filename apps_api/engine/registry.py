@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from hostcfg.cloud_trust import cloud_ssl_context
+
 REQUEST_TIMEOUT_SECONDS = 10
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", DOCKER_HUB_REGISTRY)
@@ -166,7 +168,8 @@ class RegistryClient:
         request = urllib.request.Request(url, headers={"Accept": ACCEPT})  # noqa: S310
         if authorization:
             request.add_header("Authorization", authorization)
-        return urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS)  # noqa: S310
+        # The cloud's registry may be an openBalena one, signed by its private root CA.
+        return urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS, context=cloud_ssl_context())  # noqa: S310
 
     def _answer(self, challenge: str, repository: str) -> str:
         """The Authorization header that answers the registry's challenge."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import time
@@ -116,24 +117,28 @@ def test_container_output_and_system_messages_reach_the_cloud(
     assert len(provisioned.requests_to("POST", "/device/v2/*/log-stream")) == 1
 
 
-def test_logs_reach_a_cloud_served_over_tls(
+def test_a_cloud_signed_by_a_private_root_ca_is_trusted_through_config_json(
     fake_cloud: FakeCloud,
     publisher: LogPublisher,
     start_uploader: Callable[..., CloudLogUploader],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Over TLS 1.3 the server speaks first after the handshake (session tickets): that is
-    not the cloud answering the stream."""
-    certificate, key = make_certificate(tmp_path)
+    """An openBalena install: its certificate is signed by a root CA of its own, which
+    config.json carries as balenaRootCA (base64 PEM), for provisioning and the log stream
+    alike. Over TLS 1.3 the server speaks first after the handshake (session tickets): that
+    is not the cloud answering the stream."""
+    certificate, key = make_certificate(tmp_path)  # self-signed: its own root CA
     secure = FakeCloud()
     secure.start(tls=(certificate, key))
     try:
-        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
         config_json = Path(settings.SUPERVISOR_CONFIG_JSON)
-        config_json.write_text(json.dumps({**json.loads(config_json.read_text()), "apiEndpoint": secure.url}))
-        assert secure.url.startswith("https://")
+        config = {**json.loads(config_json.read_text()), "apiEndpoint": secure.url}
+        config_json.write_text(json.dumps(config))
+        with pytest.raises(cloud.CloudError, match="CERTIFICATE_VERIFY_FAILED"):
+            cloud.provision()  # without it, the system's CAs do not know this one
+
+        config["balenaRootCA"] = base64.b64encode(certificate.read_bytes()).decode()
+        config_json.write_text(json.dumps(config))
         assert cloud.provision()
         start_uploader()
         publish_until_uploaded(publisher, secure, "over TLS")
