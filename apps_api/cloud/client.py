@@ -276,12 +276,19 @@ def fetch_application_uuid(device: CloudDevice, app_id: int) -> str:
             raise CloudError(f"application {app_id}: unexpected answer ({exc})") from exc
 
 
+class PinRefused(CloudError):
+    """The cloud refuses the pin itself (400, 404: no such release in the fleet); asking
+    again cannot help."""
+
+
 def pin_device_to_release(device: CloudDevice, release_id: int) -> None:
+    """Pin the device to a release; raises PinRefused on a 400 or 404, CloudError unless 2xx."""
     url = f"{device.api_endpoint}/v7/device({device.device_id})"
     body = {"is_pinned_on__release": release_id}
     with _request("PATCH", url, key=device.device_api_key, body=body) as response:
         if not 200 <= response.status_code < 300:
-            raise CloudError(f"pinning to release {release_id}: {response.status_code} {response.reason}")
+            refused = PinRefused if response.status_code in (400, 404) else CloudError
+            raise refused(f"pinning to release {release_id}: {response.status_code} {response.reason}")
 
 
 # --- target state ------------------------------------------------------------------------

@@ -336,6 +336,12 @@ def _mount(
     return {"type": kind, "source": source, "target": target, "read_only": read_only}
 
 
+# What the engine takes after a volume's target, as the original passes it through: read-only
+# or not, no copy of the image's files, and the SELinux relabelling and macOS consistency
+# modes, which change nothing on a device (no SELinux, Linux's mounts are always consistent).
+VOLUME_MODES = frozenset({"ro", "rw", "nocopy", "z", "Z", "consistent", "cached", "delegated"})
+
+
 def _short_mount(entry: str, path: str, app: AppDeclarations) -> dict[str, Any] | None:
     """`name:/path[:mode]` or an anonymous `/path[:mode]`."""
     parts = entry.split(":")
@@ -348,7 +354,7 @@ def _short_mount(entry: str, path: str, app: AppDeclarations) -> dict[str, Any] 
     else:
         raise InvalidTargetState(path, f"invalid volume '{entry}'")
     options = mode.split(",") if mode else []
-    if not set(options) <= {"ro", "rw", "nocopy"}:
+    if not set(options) <= VOLUME_MODES:
         raise InvalidTargetState(path, f"invalid volume mode '{mode}'")
     return _mount("volume", source, target, "ro" in options, path, app)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps_api.cloud.client import cloud_device, fetch_application_uuid, pin_device_to_release
+from apps_api.cloud.client import PinRefused, cloud_device, fetch_application_uuid, pin_device_to_release
 from apps_api.engine.state import InvalidTargetState, TargetState
 from apps_api.logs.publisher import system_log
 from apps_api.redis_store import PRELOAD_REFUSED_KEY, redis_client
@@ -195,6 +195,10 @@ def pin_to_preloaded_release() -> None:
         logger.warning("ignoring unreadable %s (%s)", path, exc)
         path.unlink(missing_ok=True)
         return
-    pin_device_to_release(device, release)
+    try:
+        pin_device_to_release(device, release)
+    except PinRefused as exc:
+        logger.warning("not pinned to the preloaded release: %s; not asked again", exc)
+    else:
+        logger.info("pinned to the preloaded release %s", release)
     path.unlink(missing_ok=True)
-    logger.info("pinned to the preloaded release %s", release)

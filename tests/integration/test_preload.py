@@ -80,6 +80,25 @@ def test_a_v2_preload_on_a_new_device_gets_app_uuids_and_its_pin_from_the_cloud(
                 if "is_pinned_on__release" in r.body]) == 1  # fmt: skip
 
 
+@pytest.mark.parametrize("refusal", [400, 404])
+def test_a_pin_the_cloud_refuses_is_not_asked_again(
+    apps_json: Path, fake_cloud: FakeCloud, engine: str, refusal: int
+) -> None:
+    apps_json.write_text(json.dumps(v2_apps_json(engine)))
+    assert load_preloaded_apps()
+    wait_applied()
+    fake_cloud.script("PATCH /v7/device(*)", Scripted(refusal, b"no such release"))
+
+    cloud_poll.request_poll_now(force=False)
+    cloud_poll.cloud_tick()  # provisions, then asks for the pin: refused
+    cloud_poll.cloud_tick()
+    cloud_poll.cloud_tick()
+
+    pins = [r for r in fake_cloud.requests_to("PATCH", "/v7/device(*)") if "is_pinned_on__release" in r.body]
+    assert len(pins) == 1
+    assert fake_cloud.devices[load_device_identity().uuid].pinned_release is None
+
+
 def test_an_apps_json_that_does_not_validate_is_left_and_nothing_applied(
     apps_json: Path, engine: str
 ) -> None:

@@ -626,6 +626,10 @@ def mount(
             ["data:/data:ro"], [mount("/data", "data", read_only=True)], id="named volume read-only"
         ),
         pytest.param(["data:/data:rw"], [mount("/data", "data")], id="named volume read-write"),
+        pytest.param(["data:/data:z"], [mount("/data", "data")], id="SELinux relabel: nothing to do"),
+        pytest.param(["data:/data:ro,Z"], [mount("/data", "data", read_only=True)], id="read-only, relabel"),
+        pytest.param(["data:/data:cached"], [mount("/data", "data")], id="consistency mode: nothing to do"),
+        pytest.param(["data:/data:nocopy"], [mount("/data", "data")], id="no copy"),
         pytest.param(["/scratch"], [mount("/scratch")], id="anonymous volume"),
         pytest.param(
             [{"type": "volume", "source": "data", "target": "/data", "read_only": True}],
