@@ -45,13 +45,17 @@ ENABLED_CHECK_SECONDS = 5.0
 GROUP_REJOIN_SECONDS = 3600.0
 
 
-def cloud_log_line(line: str) -> bytes:
-    """A record as the log streams carry it (LogRecord.as_json) in the cloud's form: its
-    message capped at 10 000 characters, serviceName left out."""
+def cloud_log_line(line: str) -> bytes | None:
+    """A record as the log streams carry it (LogRecord.as_json) in the cloud's form, as the
+    original sends it: its message capped at 10 000 characters ("[...]" included),
+    serviceName left out; None for a container line without a service id, which the
+    original does not send either."""
     record = json.loads(line)
+    if not record.get("isSystem") and record.get("serviceId") is None:
+        return None
     message = str(record.get("message", ""))
     if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS] + TRUNCATED_SUFFIX
+        message = message[: MAX_MESSAGE_CHARS - len(TRUNCATED_SUFFIX)] + TRUNCATED_SUFFIX
     uploaded: dict[str, object] = {"message": message, "timestamp": record.get("timestamp") or now_ms()}
     if record.get("isSystem"):
         uploaded["isSystem"] = True
@@ -94,7 +98,7 @@ class PendingLogs:
             self._lines.clear()
             self._size = 0
             if self._dropped:
-                taken += cloud_log_line(suppressed_line(self._dropped))
+                taken += cloud_log_line(suppressed_line(self._dropped)) or b""
                 self._dropped = 0
             return taken
 
@@ -216,7 +220,8 @@ class CloudLogUploader:
                     lines = sequencer.take(LogBatch.from_message(message))
                     if self._enabled:
                         for line in lines:
-                            self.pending.add(cloud_log_line(line))
+                            if (uploaded := cloud_log_line(line)) is not None:
+                                self.pending.add(uploaded)
                 except TimeoutError:
                     continue
                 except Exception as exc:

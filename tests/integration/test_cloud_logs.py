@@ -157,7 +157,9 @@ def test_a_refused_stream_is_retried_with_growing_delays_and_drops_are_reported(
     assert wait_until(lambda: bool(provisioned.requests_to("POST", "/device/v2/*/log-stream")), timeout=10)
     # 400 records of 1 000 characters: more than the 256 KB the uploader keeps meanwhile.
     for index in range(400):
-        publisher.publish(LogRecord(message=f"{index:04d}" + "y" * 996, timestamp=1_000 + index))
+        publisher.publish(
+            LogRecord(message=f"{index:04d}" + "y" * 996, timestamp=1_000 + index, service_id=7)
+        )
     assert publisher.flush(10)
 
     assert wait_until(lambda: any("Suppressed" in m for m in uploaded_messages(provisioned)), timeout=20)

@@ -12,16 +12,21 @@ from apps_api.logs.records import LogRecord
 
 def uploaded(record: LogRecord) -> dict[str, object]:
     line = cloud_log_line(record.as_json())
+    assert line is not None
     assert line.endswith(b"\n")
     return json.loads(line)
 
 
 @pytest.mark.parametrize(
     ("length", "expected"),
-    [(9_999, "a" * 9_999), (10_000, "a" * 10_000), (10_001, "a" * 10_000 + "[...]")],
+    [(9_999, "a" * 9_999), (10_000, "a" * 10_000), (10_001, "a" * 9_995 + "[...]")],
 )
-def test_messages_are_capped_at_10_000_characters(length: int, expected: str) -> None:
-    assert uploaded(LogRecord(message="a" * length, timestamp=5))["message"] == expected
+def test_messages_are_capped_at_10_000_characters_the_mark_included(length: int, expected: str) -> None:
+    assert uploaded(LogRecord(message="a" * length, timestamp=5, service_id=1))["message"] == expected
+
+
+def test_a_container_line_without_a_service_id_is_not_sent() -> None:
+    assert cloud_log_line(LogRecord(message="orphan", timestamp=5).as_json()) is None
 
 
 def test_a_service_line_keeps_its_service_id_and_not_its_name() -> None:
