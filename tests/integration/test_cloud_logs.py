@@ -102,7 +102,7 @@ def test_container_output_and_system_messages_reach_the_cloud(
     assert (hello["isStdErr"], hello["serviceId"], oops["isStdErr"], oops["serviceId"]) == (False, 7, True, 7)
     assert abs(hello["timestamp"] - time.time() * 1000) < 60_000
     # Lines over 10 000 characters are cut there and marked.
-    assert "x" * 10_000 + "[...]" in by_message
+    assert "x" * 9_995 + "[...]" in by_message  # 10 000 characters, the mark included
     system = by_message["Killing service 'talker'"]
     assert (system["isSystem"], system["isStdErr"], "serviceId" in system) == (True, False, False)
 
