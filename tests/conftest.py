@@ -63,10 +63,25 @@ def service_log_dir() -> Path:
 ENGINE_LOCK = Path("/run/lock/supervisor-tests-engine.lock")
 
 
+def processes_titled(prefix: str) -> list[tuple[int, str]]:
+    """(pid, title) of the processes whose title starts with `prefix`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(prefix):
+                found.append((int(entry.name), title))
+    return found
+
+
 @pytest.fixture(scope="session")
 def docker_engine(service_log_dir: Path) -> Iterator[None]:
     """The engine, held by this run alone: the agent under test owns every supervised
-    container on it, so a second run (or a `make run`) beside it would fight over them."""
+    container on it, so a second run, or any other agent on this machine (a `make run`, the
+    installed unit), beside it would fight over them; the run stops at once, saying so."""
     ENGINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
     lock = open(ENGINE_LOCK, "a+")  # noqa: SIM115 - held for the whole session
     try:
@@ -77,6 +92,9 @@ def docker_engine(service_log_dir: Path) -> Iterator[None]:
     lock.truncate(0)
     lock.write(f"pid {os.getpid()}, data dir {settings.SUPERVISOR_DATA_DIR}\n")
     lock.flush()
+    if agents := [pid for pid, title in processes_titled("supervisor: parent")]:
+        pytest.exit(f"an agent already runs on this machine (pid {agents[0]}): it and the tests' agent "
+                    "would reconcile the same engine's containers; stop it first", 3)  # fmt: skip
     started = ensure_dockerd(settings.DOCKER_HOST, service_log_dir)
     yield
     if started is not None:
