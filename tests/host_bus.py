@@ -58,6 +58,8 @@ class HostServices:
         member = str(message.header.fields.get(HeaderFields.member))
         path = str(message.header.fields.get(HeaderFields.path))
         args = tuple(message.body)
+        if (refusal := _refusal(message)) is not None:
+            return refusal
         self.calls.append(BusCall(time.time(), member, args))
         if member in ("Reboot", "PowerOff"):
             return new_method_return(message)
@@ -92,6 +94,56 @@ class HostServices:
             if args[1] == "PartOf":
                 return new_method_return(message, "v", (("as", self.unit_part_of.get(unit, [])),))
         return new_error(message, "org.freedesktop.DBus.Error.UnknownMethod", "s", (f"no {member}",))
+
+
+LOGIND = ("org.freedesktop.login1", "/org/freedesktop/login1", "org.freedesktop.login1.Manager")
+SYSTEMD = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
+PROPERTIES = "org.freedesktop.DBus.Properties"
+# What the real logind and systemd declare, (destination, object path, interface, member) →
+# the signature of the arguments (org.freedesktop.login1(5), org.freedesktop.systemd1(5)).
+METHODS = {
+    (*LOGIND, "Reboot"): "b",
+    (*LOGIND, "PowerOff"): "b",
+    **{(*SYSTEMD, member): "ss" for member in ("RestartUnit", "StartUnit", "StopUnit")},
+    (*SYSTEMD, "MaskUnitFiles"): "asbb",
+    (*SYSTEMD, "UnmaskUnitFiles"): "asb",
+    (*SYSTEMD, "Reload"): "",
+    (*SYSTEMD, "GetUnit"): "s",
+    (*SYSTEMD, "LoadUnit"): "s",
+}
+UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+
+
+def _refusal(message: Message) -> Message | None:
+    """The error the real daemons answer a call to a method they do not have at that object
+    and interface, or with arguments of another signature; None for a call they take."""
+    fields = message.header.fields
+    destination, path = fields.get(HeaderFields.destination), str(fields.get(HeaderFields.path))
+    interface, member = fields.get(HeaderFields.interface), fields.get(HeaderFields.member)
+    signature = fields.get(HeaderFields.signature, "")
+    if (
+        interface == PROPERTIES
+        and member == "Get"
+        and destination == SYSTEMD[0]
+        and path.startswith(UNIT_PATH_PREFIX)
+    ):
+        expected: str | None = "ss"
+        if signature == "ss" and message.body[0] != UNIT_INTERFACE:
+            return new_error(message, "org.freedesktop.DBus.Error.UnknownInterface", "s",
+                             (f"Unknown interface {message.body[0]}.",))  # fmt: skip
+    else:
+        expected = METHODS.get((destination, path, interface, member))
+    if path not in (LOGIND[1], SYSTEMD[1]) and not path.startswith(UNIT_PATH_PREFIX):
+        return new_error(
+            message, "org.freedesktop.DBus.Error.UnknownObject", "s", (f"Unknown object '{path}'.",)
+        )
+    if expected is None:
+        return new_error(message, "org.freedesktop.DBus.Error.UnknownMethod", "s",
+                         (f"Unknown method {member} or interface {interface} at {path}.",))  # fmt: skip
+    if signature != expected:
+        problem = f"Invalid arguments '{signature}' to call {interface}.{member}(), expecting '{expected}'."
+        return new_error(message, "org.freedesktop.DBus.Error.InvalidArgs", "s", (problem,))
+    return None
 
 
 class HostBus:
@@ -147,7 +199,11 @@ class HostBus:
                 except TimeoutError:
                     continue
                 if message.header.message_type == MessageType.method_call:
-                    connection.send(self.services.answer(message))
+                    try:
+                        reply = self.services.answer(message)
+                    except Exception as exc:  # a malformed call must not end the stand-ins
+                        reply = new_error(message, "org.freedesktop.DBus.Error.Failed", "s", (repr(exc),))
+                    connection.send(reply)
 
 
 def _request_name(connection: DBusConnection, name: str) -> None:
