@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import ssl
 from pathlib import Path
@@ -60,17 +61,33 @@ def cloud_ca_file() -> str | None:
     if pem is None:
         return None
     bundle = Path(settings.SUPERVISOR_DATA_DIR) / BUNDLE_NAME
+    if not bundle.is_file():
+        _write_bundle.cache_clear()
+    _write_bundle(str(bundle), pem)
+    return str(bundle)
+
+
+# Every cloud request asks for the bundle, and the system's part is some 200 KB: it is read
+# and written once per root CA, and an SSL context made once per root CA.
+@functools.lru_cache(maxsize=1)
+def _write_bundle(path: str, pem: str) -> None:
     content = f"{_system_bundle().rstrip()}\n{pem.strip()}\n"
     try:
-        current = bundle.read_text(errors="replace")
+        current = Path(path).read_text(errors="replace")
     except OSError:
         current = ""
     if current != content:
-        write_file_atomically(bundle, content, mode=0o600)
-    return str(bundle)
+        write_file_atomically(Path(path), content, mode=0o600)
 
 
 def cloud_ssl_context() -> ssl.SSLContext | None:
     """An SSL context trusting the bundle above; None without a private root CA."""
-    cafile = cloud_ca_file()
-    return ssl.create_default_context(cafile=cafile) if cafile else None
+    pem = private_root_ca()
+    if pem is None:
+        return None
+    return _ssl_context(str(cloud_ca_file()), pem)
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context(cafile: str, pem: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
