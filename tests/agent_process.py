@@ -32,23 +32,41 @@ def free_port() -> int:
 
 def process_title(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first, then ppid)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def processes() -> dict[int, str]:
+    """pid → title of every process."""
+    return {int(entry.name): process_title(int(entry.name)) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit()}  # fmt: skip
 
 
 def children_of(pid: int) -> dict[int, str]:
     """pid → title of the processes whose parent is `pid`."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found[int(entry.name)] = process_title(int(entry.name))
+    for child, title in processes().items():
+        try:
+            ppid = int(_stat_fields(child)[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found[child] = title
     return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for its parent is not)."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 STARTED: list[Agent] = []
@@ -146,7 +164,7 @@ class Agent:
         pid = self.child("agent")
         assert pid is not None, "no agent process to kill"
         os.kill(pid, signum)
-        assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), 15)
+        assert wait_until(lambda: not process_alive(pid), 15)
         if wait:
             assert wait_until(lambda: self.child("agent") not in (None, pid), 30), (
                 "the agent did not come back"
@@ -208,10 +226,3 @@ class Agent:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode(errors="replace")
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True

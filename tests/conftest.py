@@ -23,7 +23,7 @@ from django.conf import settings
 
 from supervisor_site.system_services import ensure_dockerd, wait_until
 from tests import agent_client
-from tests.agent_process import Agent
+from tests.agent_process import Agent, processes
 from tests.host_bus import HostBus
 from tests.route_coverage import AGENT_ADDRESSES, record_if_agent
 
@@ -63,20 +63,6 @@ def service_log_dir() -> Path:
 ENGINE_LOCK = Path("/run/lock/supervisor-tests-engine.lock")
 
 
-def processes_titled(prefix: str) -> list[tuple[int, str]]:
-    """(pid, title) of the processes whose title starts with `prefix`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith(prefix):
-                found.append((int(entry.name), title))
-    return found
-
-
 @pytest.fixture(scope="session")
 def docker_engine(service_log_dir: Path) -> Iterator[None]:
     """The engine, held by this run alone: the agent under test owns every supervised
@@ -92,7 +78,7 @@ def docker_engine(service_log_dir: Path) -> Iterator[None]:
     lock.truncate(0)
     lock.write(f"pid {os.getpid()}, data dir {settings.SUPERVISOR_DATA_DIR}\n")
     lock.flush()
-    if agents := [pid for pid, title in processes_titled("supervisor: parent")]:
+    if agents := [pid for pid, title in processes().items() if title.startswith("supervisor: parent")]:
         pytest.exit(f"an agent already runs on this machine (pid {agents[0]}): it and the tests' agent "
                     "would reconcile the same engine's containers; stop it first", 3)  # fmt: skip
     started = ensure_dockerd(settings.DOCKER_HOST, service_log_dir)

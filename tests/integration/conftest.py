@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,21 +22,6 @@ from tests.fake_cloud import FakeCloud
 from tests.route_coverage import AGENT_ADDRESSES
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
-def agent_environment(data_dir: Path, **overrides: str) -> dict[str, str]:
-    """The environment of a supervisor process (a `manage.py` command beside an agent):
-    test variables dropped, `overrides` set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "REDIS_URL"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="supervisor_site.settings",
-        SUPERVISOR_DATA_DIR=str(data_dir),
-        SUPERVISOR_LED_FILE=str(data_dir / "led0"),
-        SUPERVISOR_HOST_ROOT=str(data_dir / "host"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(overrides)
-    return env
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

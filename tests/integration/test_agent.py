@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from supervisor_site.system_services import ensure_redis, wait_until
-from tests.agent_process import STARTED, Agent, free_port
+from tests.agent_process import STARTED, Agent, free_port, process_alive
 from tests.fake_cloud import FakeCloud
 from tests.integration.engine_helpers import (
     SUPERVISED,
@@ -65,14 +65,6 @@ def container_ids() -> dict[str, str]:
     return {c["Labels"]["io.balena.service-name"]: c["Id"] for c in listed}
 
 
-def process_exists(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie waiting for its parent is not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def post_target(agent: Agent, document: dict[str, object]) -> None:
     status, body = agent.request("POST", "/v2/local/target-state", document)
     assert status == 200, body
@@ -113,7 +105,7 @@ def test_sigterm_stops_the_agent_and_the_apps_keep_running_then_are_adopted(
     stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0
     assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s"
-    assert all(pid is not None and not process_exists(pid) for pid in children), children
+    assert all(pid is not None and not process_alive(pid) for pid in children), children
     running = docker.from_env().containers.get(before.id)
     assert running.status == "running"
     agent.start()
@@ -429,7 +421,7 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
     stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0  # the parent abandons the round: Celery's cold shutdown
     assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s, mid-apply too"
-    assert all(pid is not None and not process_exists(pid) for pid in children), children
+    assert all(pid is not None and not process_alive(pid) for pid in children), children
     left_running = container_ids()
     assert left_running.get("s0") == old_s0, "the apply ended before the stop: nothing was interrupted"
     agent.start()
