@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+from uuid import uuid4
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,10 @@ class FakeCloud:
             self.scripts.setdefault(route, []).extend(answers)
 
     def requests_to(self, method: str, pattern: str) -> list[Received]:
+        """The requests to paths matching `pattern` (its query string aside)."""
         with self._lock:
-            return [r for r in self.received if r.method == method and _matches(pattern, r.path)]
+            return [r for r in self.received
+                    if r.method == method and _matches(pattern, r.path.partition("?")[0])]  # fmt: skip
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -230,7 +233,8 @@ class FakeCloud:
             return self._exchange_key(key, int(match.group(1)), body)
         device = next((d for d in self.devices.values() if d.api_key == key), None)
         if method == "GET" and (match := re.fullmatch(r"/v7/application\((\d+)\)", bare)):
-            if device is None and key != self.provisioning_key:
+            # src/lib/auth.ts: the provisioning key's role may create devices and nothing else.
+            if device is None:
                 return 401, b"Unauthorized", {}
             found = json.dumps({"d": [{"uuid": self.application_uuid(int(match.group(1)))}]})
             return 200, found.encode(), {"Content-Type": "application/json"}
@@ -278,11 +282,16 @@ class FakeCloud:
     def _register(self, key: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
         if key != self.provisioning_key:
             return 401, b"Unauthorized", {}
+        # src/features/device-provisioning/register.ts and
+        # gracefully-deny-conflicting-registrations.ts: `api_key` is optional (one is made).
+        if not isinstance(body, dict) or not body.get("uuid") or not body.get("device_type"):
+            return 400, b"Bad Request", {}
         if body["uuid"] in self.devices:
             return 409, b'"uuid" must be unique.', {}
-        if any(d.api_key == body.get("api_key") for d in self.devices.values()):
-            return 409, b'"api_key" must be unique.', {}
-        device = self.add_device(body["uuid"], body["api_key"], application=int(body["application"]))
+        if body.get("api_key") and any(d.api_key == body["api_key"] for d in self.devices.values()):
+            return 409, b'"key" must be unique.', {}
+        api_key = str(body.get("api_key") or uuid4().hex)
+        device = self.add_device(body["uuid"], api_key, application=int(body["application"]))
         answer = {"id": device.device_id, "uuid": device.uuid, "api_key": device.api_key}
         return 201, json.dumps(answer).encode(), {"Content-Type": "application/json"}
 
@@ -290,7 +299,9 @@ class FakeCloud:
         match = re.search(r"uuid eq '([0-9a-f]+)'", unquote(path))
         uuid = match.group(1) if match else ""
         device = self.devices.get(uuid)
-        if device is None or key not in (device.api_key, self.provisioning_key):
+        if key == self.provisioning_key:
+            return 401, b"Unauthorized", {}  # src/lib/auth.ts: it may not read devices
+        if device is None or key != device.api_key:
             return 200, b'{"d": []}', {"Content-Type": "application/json"}
         return (
             200,
@@ -299,8 +310,10 @@ class FakeCloud:
         )
 
     def _exchange_key(self, key: str, device_id: int, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """On openBalena the provisioning key may not make device keys (src/lib/auth.ts: its
+        role only creates devices), so the agent's exchange always ends in a new identity."""
         device = next((d for d in self.devices.values() if d.device_id == device_id), None)
-        if key != self.provisioning_key or device is None:
+        if device is None or key != device.api_key:
             return 401, b"Unauthorized", {}
         device.api_key = str(body["apiKey"])
         return 200, b"OK", {}

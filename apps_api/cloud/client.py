@@ -264,10 +264,13 @@ def send_device_name(device: CloudDevice, name: str) -> None:
 
 
 def fetch_application_uuid(device: CloudDevice, app_id: int) -> str:
-    """The uuid of an application known by its id (a v2 apps.json names apps by id)."""
-    key = device.device_api_key if device.provisioned else device.provisioning_key
+    """The uuid of an application known by its id (a v2 apps.json names apps by id). Only
+    a provisioned device can ask: a provisioning key may create devices and read nothing
+    (open-balena-api src/lib/auth.ts)."""
+    if not device.provisioned:
+        raise CloudError(f"application {app_id}: the device must be provisioned to look its uuid up")
     url = f"{device.api_endpoint}/v7/application({app_id})?$select=uuid"
-    with _request("GET", url, key=key) as response:
+    with _request("GET", url, key=device.device_api_key) as response:
         if response.status_code != 200:
             raise CloudError(f"application {app_id}: {response.status_code} {response.reason}")
         try:

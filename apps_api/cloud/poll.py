@@ -155,8 +155,8 @@ def _tick(device: CloudDevice) -> None:
                 logger.warning("cloud: %s", exc)
 
 
-def _load_preloaded_apps(state: PollState) -> None:
-    if time.time() < state.preload_retry_at:
+def _load_preloaded_apps(state: PollState, *, now: bool = False) -> None:
+    if time.time() < state.preload_retry_at and not now:
         return
     try:
         load_preloaded_apps()
@@ -205,6 +205,8 @@ def _poll_when_due(device: CloudDevice, state: PollState) -> None:
     try:
         if not device.provisioned:
             provision()
+            # A v2 apps.json waits for this: only the device key may name its apps.
+            _load_preloaded_apps(state, now=True)
         try:
             # Before the first poll: the cloud then sends the pinned release, not the latest.
             pin_to_preloaded_release()

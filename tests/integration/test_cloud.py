@@ -93,20 +93,23 @@ def test_a_registered_device_that_lost_its_id_and_provisioning_key_finds_itself_
     assert len(fake_cloud.requests_to("POST", "/device/register")) == 1, "registered once, found after"
 
 
-def test_an_existing_uuid_gets_its_key_exchanged(fake_cloud: FakeCloud) -> None:
+def test_an_existing_uuid_that_the_device_key_opens_is_taken_over_without_a_new_record(
+    fake_cloud: FakeCloud,
+) -> None:
     identity = load_device_identity()
-    fake_cloud.add_device(identity.uuid, "the-key-of-an-earlier-install")
+    fake_cloud.add_device(identity.uuid, identity.device_api_key)  # a register whose 201 was lost
     assert cloud.provision()
-    assert fake_cloud.devices[identity.uuid].api_key == identity.device_api_key
-    assert fake_cloud.requests_to("POST", "/api-key/device/*/device-key")
+    assert read_config_json(config_json())["deviceId"] == fake_cloud.devices[identity.uuid].device_id
+    assert not fake_cloud.requests_to("POST", "/api-key/device/*/device-key")
+    assert list(fake_cloud.devices) == [identity.uuid]
 
 
-def test_a_uuid_taken_in_another_fleet_is_given_up_for_a_new_one(fake_cloud: FakeCloud) -> None:
+def test_a_uuid_held_under_another_key_is_given_up_for_a_new_one(fake_cloud: FakeCloud) -> None:
+    """As on openBalena, where the provisioning key may neither read that device nor make it
+    a key (src/lib/auth.ts): the device registers again under a new identity."""
     taken = load_device_identity()
     fake_cloud.add_device(taken.uuid, "another-fleets-device-key", application=99)
-    invisible = Scripted(200, b'{"d": []}', {"Content-Type": "application/json"})
-    fake_cloud.script("GET /v7/device", invisible, invisible)  # neither key sees it
-    with pytest.raises(cloud.CloudError):
+    with pytest.raises(cloud.CloudError, match="registering under a new uuid"):
         cloud.provision()
     fresh = load_device_identity()
     assert fresh.uuid != taken.uuid
@@ -116,14 +119,15 @@ def test_a_uuid_taken_in_another_fleet_is_given_up_for_a_new_one(fake_cloud: Fak
     assert fake_cloud.devices[taken.uuid].api_key == "another-fleets-device-key"
 
 
-def test_a_cloud_failing_during_the_key_exchange_keeps_the_uuid(fake_cloud: FakeCloud) -> None:
+def test_a_cloud_failing_during_the_lookup_keeps_the_uuid(fake_cloud: FakeCloud) -> None:
     known = load_device_identity()
-    fake_cloud.add_device(known.uuid, "the-key-of-an-earlier-install")
-    fake_cloud.script("POST /api-key/device/*/device-key", Scripted(503, b"busy"))
+    fake_cloud.add_device(known.uuid, known.device_api_key)
+    fake_cloud.script("GET /v7/device", Scripted(503, b"busy"))
     with pytest.raises(cloud.CloudError):
         cloud.provision()
     assert load_device_identity().uuid == known.uuid
-    assert cloud.provision()  # the cloud answers again: the key is exchanged
+    assert cloud.provision()  # the cloud answers again: the device key finds the record
+    assert load_device_identity().uuid == known.uuid
     assert fake_cloud.devices[known.uuid].api_key == known.device_api_key
 
 

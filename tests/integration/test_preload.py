@@ -64,15 +64,19 @@ def test_a_v2_preload_on_a_new_device_gets_app_uuids_and_its_pin_from_the_cloud(
     apps_json: Path, fake_cloud: FakeCloud, engine: str
 ) -> None:
     apps_json.write_text(json.dumps(v2_apps_json(engine)))
-    assert load_preloaded_apps()  # not provisioned yet: the provisioning key asks for the uuid
-    loaded = load_target()
-    assert loaded is not None
-    assert [app.app_uuid for app in loaded[0].apps] == [FakeCloud.application_uuid(3)]
-    wait_applied()
-    assert "main" in supervised_containers()
+    with pytest.raises(cloud.CloudError, match="must be provisioned"):
+        load_preloaded_apps()  # the provisioning key may not read applications
+    assert not fake_cloud.requests_to("GET", "/v7/application(*)")
 
     cloud_poll.request_poll_now(force=False)
-    cloud_poll.cloud_tick()  # provisions, then pins the device to the preloaded release
+    cloud_poll.cloud_tick()  # provisions, loads the apps with the device key, pins, polls
+    stored = [json.dumps(record.document) for record in TargetRecord.objects.all()]
+    assert any(FakeCloud.application_uuid(3) in document for document in stored)
+    [lookup] = fake_cloud.requests_to("GET", "/v7/application(*)")
+    assert lookup.headers["Authorization"] == f"Bearer {load_device_identity().device_api_key}"
+    [pin] = [r for r in fake_cloud.requests_to("PATCH", "/v7/device(*)") if "is_pinned_on__release" in r.body]
+    [poll] = fake_cloud.requests_to("GET", "/device/v3/*/state")
+    assert lookup.at < pin.at < poll.at, "pinned before the first poll, so the cloud sends the pinned release"
     device = fake_cloud.devices[load_device_identity().uuid]
     assert device.pinned_release == 5
     cloud_poll.cloud_tick()
@@ -85,12 +89,11 @@ def test_a_pin_the_cloud_refuses_is_not_asked_again(
     apps_json: Path, fake_cloud: FakeCloud, engine: str, refusal: int
 ) -> None:
     apps_json.write_text(json.dumps(v2_apps_json(engine)))
-    assert load_preloaded_apps()
-    wait_applied()
     fake_cloud.script("PATCH /v7/device(*)", Scripted(refusal, b"no such release"))
 
     cloud_poll.request_poll_now(force=False)
-    cloud_poll.cloud_tick()  # provisions, then asks for the pin: refused
+    cloud_poll.cloud_tick()  # provisions, loads the apps, then asks for the pin: refused
+    wait_applied()
     cloud_poll.cloud_tick()
     cloud_poll.cloud_tick()
 
@@ -130,6 +133,7 @@ def test_a_provisioned_device_with_a_target_ignores_an_apps_json(
 def test_a_v2_preload_waits_while_the_cloud_cannot_name_its_apps(
     apps_json: Path, fake_cloud: FakeCloud, engine: str
 ) -> None:
+    assert cloud.provision()
     apps_json.write_text(json.dumps(v2_apps_json(engine)))
     fake_cloud.script("GET /v7/application(*)", Scripted(503, b"busy"))
     with pytest.raises(cloud.CloudError):

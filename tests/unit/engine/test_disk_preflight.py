@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from pytest_django.fixtures import SettingsWrapper
 
 from apps_api.cloud.report import apps_report
 from apps_api.engine.disk_preflight import (
@@ -36,6 +39,7 @@ from apps_api.engine.registry import (
 from apps_api.engine.state import AppSpec, CurrentState, TargetState
 from apps_api.engine.status import ServiceStatus
 from apps_api.snapshot import DeviceSnapshot
+from tests.fake_cloud import make_certificate
 from tests.unit.engine.state_builders import svc
 
 INDEX = {
@@ -207,6 +211,7 @@ class StandInRegistry(BaseHTTPRequestHandler):
 
     manifests: dict[str, tuple[str, dict[str, Any]]] = {}
     token_requests: list[dict[str, Any]] = []
+    scheme = "http"
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -221,7 +226,8 @@ class StandInRegistry(BaseHTTPRequestHandler):
             self.send_response(401)
             self.send_header(
                 "WWW-Authenticate",
-                f'Bearer realm="http://127.0.0.1:{port}/token",service="stand-in",scope="repository:app:pull"',
+                f'Bearer realm="{self.scheme}://127.0.0.1:{port}/token",service="stand-in",'
+                'scope="repository:app:pull"',
             )
             self.end_headers()
             return
@@ -244,17 +250,37 @@ class StandInRegistry(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def stand_in_registry() -> Iterator[str]:
+def serve_stand_in_registry(tls: tuple[Path, Path] | None = None) -> ThreadingHTTPServer:
     StandInRegistry.manifests = {
         "v1": ("application/vnd.oci.image.index.v1+json", INDEX),
         "sha256:armv7": ("application/vnd.docker.distribution.manifest.v2+json", manifest(5, 6)),
     }
     StandInRegistry.token_requests = []
+    StandInRegistry.scheme = "https" if tls else "http"
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def stand_in_registry() -> Iterator[str]:
+    server = serve_stand_in_registry()
     yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def private_ca_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The stand-in over HTTPS, its token realm too, signed by a CA only config.json's
+    balenaRootCA names (as an openBalena registry and API are)."""
+    certificate, key = make_certificate(tmp_path)
+    server = serve_stand_in_registry((certificate, key))
+    yield f"127.0.0.1:{server.server_address[1]}", certificate
     server.shutdown()
     server.server_close()
 
@@ -270,6 +296,27 @@ def test_the_reader_answers_a_token_challenge_and_follows_the_list_to_the_platfo
     assert len(StandInRegistry.token_requests) == 1, "one token serves the repository's reads"
     [token_request] = StandInRegistry.token_requests
     assert token_request["query"] == {"service": ["stand-in"], "scope": ["repository:app:pull"]}
+    assert token_request["authorization"] == "Basic " + base64.b64encode(b"d_abc:key").decode()
+
+
+def test_a_registry_and_token_realm_signed_by_the_private_root_ca_are_trusted(
+    private_ca_registry: tuple[str, Path], tmp_path: Path, settings: SettingsWrapper
+) -> None:
+    registry, certificate = private_ca_registry
+    settings.SUPERVISOR_DATA_DIR = str(tmp_path / "data")
+    settings.SUPERVISOR_CONFIG_JSON = str(tmp_path / "config.json")
+    config = tmp_path / "config.json"
+    client = RegistryClient(registry, {"username": "d_abc", "password": "key"})
+    wanted = (ImageName(registry, "app", "v1"), Platform("linux", "arm", "v7"))
+
+    config.write_text(json.dumps({"registryEndpoint": registry}))
+    with pytest.raises(ManifestUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        client.image_layers(*wanted)
+
+    root_ca = base64.b64encode(certificate.read_bytes()).decode()
+    config.write_text(json.dumps({"registryEndpoint": registry, "balenaRootCA": root_ca}))
+    assert client.image_layers(*wanted) == [Layer("sha256:layer0", 5), Layer("sha256:layer1", 6)]
+    [token_request] = StandInRegistry.token_requests
     assert token_request["authorization"] == "Basic " + base64.b64encode(b"d_abc:key").decode()
 
 
