@@ -8,6 +8,7 @@ a `Retry-After`, a body that is not JSON, a slow answer).
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import ssl
@@ -55,6 +56,20 @@ class FakeDevice:
     config_variables: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     pinned_release: int | None = None
+    frozen: bool = False
+    """As balenaCloud's frozen devices (open-balena-api's `is_frozen`): the target GET answers
+    304, state reports and log streams 401."""
+
+
+@dataclass(frozen=True)
+class FakeRelease:
+    """A successful release the cloud knows: set_target records those of each document."""
+
+    release_id: int
+    app_uuid: str
+    commit: str
+    images: frozenset[str]
+    """Its services' image names (before any `@digest`)."""
 
 
 class FakeCloud:
@@ -63,6 +78,8 @@ class FakeCloud:
         self.devices: dict[str, FakeDevice] = {}
         self.targets: dict[str, tuple[str, bytes]] = {}
         """uuid → (ETag, body) of its target state."""
+        self.releases: dict[tuple[str, str], FakeRelease] = {}
+        """(app uuid, commit) → the release, for state reports and pins to refer to."""
         self.received: list[Received] = []
         self.scripts: dict[str, list[Scripted]] = {}
         """"METHOD /path/pattern" → answers used (and removed) before the normal behaviour."""
@@ -126,12 +143,23 @@ class FakeCloud:
             return device
 
     def set_target(self, uuid: str, document: dict[str, Any]) -> str:
-        """Make `document` the device's target; returns its new ETag."""
+        """Make `document` the device's target, and its releases known; returns its new ETag
+        (weak, as Express makes them)."""
         body = json.dumps(document).encode()
         with self._lock:
-            etag = f'"{abs(hash(body)) % 10**12}-{len(self.targets)}-{time.monotonic_ns()}"'
+            etag = f'W/"{abs(hash(body)) % 10**12}-{len(self.targets)}-{time.monotonic_ns()}"'
             self.targets[uuid] = (etag, body)
+        for app_uuid, app in (document.get(uuid, {}).get("apps") or {}).items():
+            for commit, release in (app.get("releases") or {}).items():
+                images = [service["image"] for service in (release.get("services") or {}).values()]
+                self.add_release(app_uuid, commit, int(release["id"]), images)
         return etag
+
+    def add_release(self, app_uuid: str, commit: str, release_id: int, images: list[str]) -> None:
+        """A successful release of the app (what `balena deploy` leaves in the cloud)."""
+        with self._lock:
+            names = frozenset(image.partition("@")[0] for image in images)
+            self.releases[app_uuid, commit] = FakeRelease(release_id, app_uuid, commit, names)
 
     @staticmethod
     def application_uuid(app_id: int) -> str:
@@ -183,7 +211,9 @@ class FakeCloud:
             self.received.append(Received("POST", handler.path, headers, b""))
             scripted = self._take_script("POST", handler.path)
         key = headers.get("Authorization", "").removeprefix("Bearer ")
-        if scripted is None and not any(d.api_key == key for d in self.devices.values()):
+        # src/features/device-logs/index.ts: deleted and frozen devices get a 401 (after 55 s
+        # there; at once here).
+        if scripted is None and not any(d.api_key == key and not d.frozen for d in self.devices.values()):
             scripted = Scripted(401, b"Unauthorized")
         # src/features/device-logs/lib/store.ts: exactly this media type, else 415.
         if scripted is None and headers.get("Content-Type") != "application/x-ndjson":
@@ -231,6 +261,8 @@ class FakeCloud:
             return self._find_device(key, path)
         if method == "POST" and (match := re.fullmatch(r"/api-key/device/(\d+)/device-key", bare)):
             return self._exchange_key(key, int(match.group(1)), body)
+        if method == "GET" and (match := re.fullmatch(r"/device/v3/([^/]+)/state", bare)):
+            return self._target(match.group(1), key, headers)
         device = next((d for d in self.devices.values() if d.api_key == key), None)
         if method == "GET" and (match := re.fullmatch(r"/v7/application\((\d+)\)", bare)):
             # src/lib/auth.ts: the provisioning key's role may create devices and nothing else.
@@ -238,31 +270,121 @@ class FakeCloud:
                 return 401, b"Unauthorized", {}
             found = json.dumps({"d": [{"uuid": self.application_uuid(int(match.group(1)))}]})
             return 200, found.encode(), {"Content-Type": "application/json"}
-        if device is None:
+        if device is None or device.frozen:
             return 401, b"Unauthorized", {}
-        if method == "GET" and (match := re.fullmatch(r"/device/v3/([^/]+)/state", bare)):
-            empty = ('"empty"', json.dumps({match.group(1): {"name": "", "config": {}, "apps": {}}}).encode())
-            etag, target = self.targets.get(match.group(1), empty)
-            if headers.get("If-None-Match") == etag:
-                return 304, b"", {"ETag": etag}
-            return 200, target, {"ETag": etag, "Content-Type": "application/json"}
         if method == "PATCH" and bare == "/device/v3/state":
             if not valid_state_patch(body, device.uuid):
                 return 400, b"", {}  # the real server's zod refusal: an empty body
+            if not self._known_releases(body[device.uuid]):
+                return 401, b"Unauthorized", {}
             return 200, b"OK", {}
         if method == "PATCH" and bare == "/device/v3/tags":
             return self._patch_tags(device, body)
         if method == "POST" and bare == "/v7/device_config_variable":
-            device.config_variables[str(body.get("name"))] = str(body.get("value"))
-            return 201, b"{}", {}
+            return self._create_config_variable(device, body)
         if method == "PATCH" and bare == f"/v7/device({device.device_id})":
-            device.name = str(body.get("device_name", device.name))
-            device.pinned_release = body.get("is_pinned_on__release", device.pinned_release)
-            return 200, b"OK", {}
+            return self._patch_device(device, body)
         if method == "GET" and bare == "/v7/device_tag":
             tags = [{"id": i, "tag_key": k, "value": v} for i, (k, v) in enumerate(device.tags.items(), 1)]
             return 200, json.dumps({"d": tags}).encode(), {"Content-Type": "application/json"}
         return 404, b"Not found", {}
+
+    def _target(self, uuid: str, key: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """src/features/device-state/index.ts, middleware.ts: an unknown, deleted or frozen
+        uuid is answered 304 before any key is checked, If-None-Match or not. state-get-v3.ts:
+        the fleet app is always there, releases or not; state-get-utils.ts setMinPollInterval:
+        `config` always carries RESIN_SUPERVISOR_POLL_INTERVAL, a string of at least 600000;
+        src/index.ts: answers are compressed (gzip) for a client that takes it."""
+        device = self.devices.get(uuid)
+        if device is None or device.frozen:
+            return 304, b"", {}
+        if key != device.api_key:
+            return 401, b"Unauthorized", {}
+        app = {"id": device.application, "name": "fleet", "is_host": False, "class": "fleet"}
+        empty = {uuid: {"name": device.name or "fleet-device", "config": {},
+                        "apps": {self.application_uuid(device.application): app}}}  # fmt: skip
+        etag, target = self.targets.get(uuid, ('W/"empty"', json.dumps(empty).encode()))
+        if headers.get("If-None-Match") == etag:
+            return 304, b"", {"ETag": etag}
+        document = json.loads(target)
+        config = document[uuid].setdefault("config", {})
+        given = str(config.get("RESIN_SUPERVISOR_POLL_INTERVAL", "0"))
+        config["RESIN_SUPERVISOR_POLL_INTERVAL"] = str(max(int(given) if given.isdigit() else 0, 600_000))
+        answer = json.dumps(document).encode()
+        answer_headers = {"ETag": etag, "Content-Type": "application/json; charset=utf-8"}
+        if "gzip" in headers.get("Accept-Encoding", ""):
+            answer, answer_headers["Content-Encoding"] = gzip.compress(answer), "gzip"
+        return 200, answer, answer_headers
+
+    def _known_releases(self, state: dict[str, Any]) -> bool:
+        """src/features/device-state/routes/state-patch-v3.ts: each app's reported releases
+        (and `release_uuid`) must be successful releases of that app, and each service's
+        image one of theirs; else the whole report is refused (401)."""
+        for app_uuid, app in (state.get("apps") or {}).items():
+            commits = set(app.get("releases") or {}) | (
+                {app["release_uuid"]} if app.get("release_uuid") else set()
+            )
+            known = [
+                self.releases[app_uuid, commit] for commit in commits if (app_uuid, commit) in self.releases
+            ]
+            if len(known) != len(commits):
+                return False
+            images = set().union(*(r.images for r in known))
+            for release in (app.get("releases") or {}).values():
+                for service in (release.get("services") or {}).values():
+                    if service["image"].partition("@")[0] not in images:
+                        return False
+        return True
+
+    def _create_config_variable(self, device: FakeDevice, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """src/features/vars-schema/env-vars.ts and hooks/config-var-validation.ts: a name in
+        the RESIN_/BALENA_ namespace of letters, digits and `_`, not a bare namespace; a value
+        without line breaks, of at most 100 000 characters (field-size-limits/hooks.ts); one
+        variable per name and device (409, as Pine answers a unique-key violation)."""
+        name, value = (body.get("name"), body.get("value")) if isinstance(body, dict) else (None, None)
+        if body.get("device") != device.device_id or not isinstance(name, str) or not isinstance(value, str):
+            return 400, b"Bad Request", {}
+        if re.search(r"^\d|\W", name) or name in ("RESIN", "BALENA", "USER"):
+            return (
+                400,
+                b"Configuration variable names can only contain alphanumeric characters and underscores.",
+                {},
+            )
+        if not name.startswith(("RESIN_", "BALENA_")):
+            return (
+                400,
+                b"Configuration variables must be part of one of the following namespaces: RESIN_, BALENA_",
+                {},
+            )
+        if re.search(r"[\r\n]", value) or len(value) > 100_000:
+            return 400, b"Bad Request", {}
+        if name in device.config_variables:
+            return 409, b'"device" and "name" must be unique.', {}
+        device.config_variables[name] = value
+        return (
+            201,
+            json.dumps({"id": len(device.config_variables), "name": name, "value": value}).encode(),
+            {},
+        )
+
+    def _patch_device(self, device: FakeDevice, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """src/features/devices/hooks/defaults-validation.ts: a device name without line breaks,
+        of at most 255 characters (Short Text); balena.sbvr: a device is pinned only to a
+        successful release (here: one the fake knows)."""
+        if not isinstance(body, dict):
+            return 400, b"Bad Request", {}
+        name = body.get("device_name", device.name)
+        if not isinstance(name, str) or "\n" in name or len(name) > 255:
+            return 400, b"Device name cannot contain any newline characters.", {}
+        pin = body.get("is_pinned_on__release", device.pinned_release)
+        if pin is not None and pin not in {release.release_id for release in self.releases.values()}:
+            return (
+                400,
+                b"a pinned release must be a successful release",
+                {},
+            )
+        device.name, device.pinned_release = name, pin
+        return 200, b"OK", {}
 
     def _patch_tags(self, device: Any, body: Any) -> tuple[int, bytes, dict[str, str]]:
         """As open-balena-api refuses a tags report: the whole body for one bad tag

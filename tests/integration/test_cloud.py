@@ -162,9 +162,10 @@ def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
 
     uuid = load_device_identity().uuid
     ran_locally = {
-        "SUPERVISOR_POLL_INTERVAL": "600000",
+        "SUPERVISOR_POLL_INTERVAL": "600000",  # the cloud always sets it: never sent
         "SUPERVISOR_DELTA": "true",
         "SUPERVISOR_VPN_CONTROL": "false",
+        "SUPERVISOR_HARDWARE_METRICS": "false",
     }
     apply_device_config(parse_local_target({"local": {"name": "d", "config": ran_locally, "apps": {}}}))
     assert applied_device_config() == ran_locally
@@ -180,13 +181,13 @@ def test_a_new_device_keeps_its_config_in_the_cloud_and_takes_its_initial_name(
     tick_until_polled()  # 304, and the variable is sent again
 
     device = fake_cloud.devices[uuid]
-    assert device.config_variables == {"RESIN_SUPERVISOR_POLL_INTERVAL": "600000"}
+    assert device.config_variables == {"RESIN_SUPERVISOR_HARDWARE_METRICS": "false"}
     assert device.name == "kitchen-sensor"
     sent = fake_cloud.requests_to("POST", "/v7/device_config_variable")[-1]
     assert sent.body == {
         "device": device.device_id,
-        "name": "RESIN_SUPERVISOR_POLL_INTERVAL",
-        "value": "600000",
+        "name": "RESIN_SUPERVISOR_HARDWARE_METRICS",
+        "value": "false",
     }
     tick_until_polled()
     assert len(fake_cloud.requests_to("POST", "/v7/device_config_variable")) == 2
@@ -216,6 +217,24 @@ def test_a_bad_answer_is_not_applied_and_polling_backs_off(fake_cloud: FakeCloud
     assert TargetRecord.objects.count() == stored
     tick_until_polled()  # the cloud answers again: recovery
     assert cloud_poll.read_poll_state().failures == 0
+
+
+@pytest.mark.parametrize("gone", ["deleted", "frozen"])
+def test_a_device_deleted_or_frozen_in_the_cloud_polls_as_failed_not_as_unchanged(
+    fake_cloud: FakeCloud, gone: str
+) -> None:
+    """The real server answers such a device's target GET with a 304, ETag or not: the
+    device must not count it as a healthy, unchanged target."""
+    cloud.provision()
+    uuid = load_device_identity().uuid
+    if gone == "deleted":
+        del fake_cloud.devices[uuid]
+    else:
+        fake_cloud.devices[uuid].frozen = True
+    tick_until_polled()
+    state = cloud_poll.read_poll_state()
+    assert state.failures == 1
+    assert state.etag is None
 
 
 def test_without_instant_updates_the_first_poll_waits_one_interval(

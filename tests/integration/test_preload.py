@@ -64,6 +64,7 @@ def test_a_v2_preload_on_a_new_device_gets_app_uuids_and_its_pin_from_the_cloud(
     apps_json: Path, fake_cloud: FakeCloud, engine: str
 ) -> None:
     apps_json.write_text(json.dumps(v2_apps_json(engine)))
+    fake_cloud.add_release(FakeCloud.application_uuid(3), "c0ffee", 5, [engine])  # the preloaded one
     with pytest.raises(cloud.CloudError, match="must be provisioned"):
         load_preloaded_apps()  # the provisioning key may not read applications
     assert not fake_cloud.requests_to("GET", "/v7/application(*)")
