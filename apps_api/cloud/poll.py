@@ -242,8 +242,9 @@ def poll_target(state: PollState) -> None:
         try:
             target = parse_cloud_target(fetched.document, device_uuid=device.uuid)
         except InvalidTargetState as exc:
-            system_log(f"Ignoring an invalid target state from the cloud: {exc}", is_stderr=True)
-            fetched = type(fetched)(None, None)
+            # The original's words; its ETag kept, as the original marks such a target seen:
+            # it is not fetched and refused again until the cloud changes it.
+            system_log(f"Could not move to new release: Invalid target state. {exc}", is_stderr=True)
         else:
             # Before the target is applied: it works out what the target would reset.
             _report_initial_config(device, dict(target.config))

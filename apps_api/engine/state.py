@@ -134,7 +134,11 @@ class AppSpec:
     app_class: str = "fleet"
     is_host: bool = False
     rejected: str = ""
-    """Why the release's contracts reject it; a rejected app gets no steps at all."""
+    """Why the release is rejected (its contracts, or `invalid`); a rejected app gets no
+    steps at all: what runs of it stays as it is."""
+    invalid: bool = False
+    """Rejected because the cloud's release cannot be read or run (documents.py); it then
+    has no services."""
     failed_commit: str = ""
     """The target release that failed its health probation (engine/release_health.py); the
     app then runs its last committed release, or, having none, the failed one as it is."""

@@ -1,7 +1,11 @@
 """Compose service fields of a target, validated and normalised into `ServiceSpec.composition`.
 
-Every problem surfaces as `InvalidTargetState` naming the path the user wrote
-(target/json_shape.py). Pure: no Django, no docker.
+As tolerant as the original supervisor, no more: a value it reads is read; a value it cannot
+read and replaces with a default (or leaves out) is replaced the same way, with a warning
+naming where it was; a value that makes its apply or the engine fail (a port it cannot
+parse, an unknown network) is an `InvalidTargetState` naming the path the user wrote
+(target/json_shape.py). tests/unit/target/test_compose_tolerance.py holds the table.
+Pure: no Django, no docker.
 """
 
 from __future__ import annotations
@@ -101,7 +105,11 @@ def normalise_compose_fields(fields: dict[str, Any], *, path: str, app: AppDecla
 
 
 def _restart(value: object, path: str) -> str:
-    policy = value.lower() if isinstance(value, str) else ""
+    """An unknown policy (`on-failure:3` included) is `always`, as the original reads it."""
+    if not isinstance(value, str):
+        logger.warning("Ignoring restart policy %r at %s: not a string; 'always' is used", value, path)
+        return "always"
+    policy = value.strip().lower()
     return policy if policy in RESTART_POLICIES else "always"
 
 
@@ -110,10 +118,13 @@ def _depends_on(value: object, path: str, app: AppDeclarations) -> list[str]:
         entries = [(name, join_path(path, name)) for name in value]
     else:
         entries = [(name, join_path(path, i)) for i, name in enumerate(expect_list(value, path))]
+    known = []
     for name, at in entries:
-        if expect_text(name, at) not in app.services:
-            raise InvalidTargetState(at, f"depends on unknown service '{name}'")
-    return [name for name, _ in entries]
+        if expect_text(name, at) in app.services:
+            known.append(name)
+        else:  # the original waits for no such service either
+            logger.warning("Ignoring dependency on unknown service '%s' at %s", name, at)
+    return known
 
 
 def _network_mode(value: object, path: str, app: AppDeclarations) -> str | None:
@@ -140,6 +151,9 @@ def _check_network(name: object, path: str, app: AppDeclarations) -> str:
 
 
 def _networks(value: object, path: str, app: AppDeclarations) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, list | dict):
+        logger.warning("Ignoring networks %r at %s: expected a list or an object", value, path)
+        return {}
     if isinstance(value, list):
         return {
             _check_network(name, join_path(path, i), app): {"aliases": []} for i, name in enumerate(value)
@@ -164,19 +178,24 @@ def _networks(value: object, path: str, app: AppDeclarations) -> dict[str, dict[
 
 
 def _command(value: object, path: str) -> list[str]:
-    if isinstance(value, str):
+    """A list as it is, or a command line split as a shell would; a quote left open runs to
+    the end of the line, as the original's parser takes it."""
+    if not isinstance(value, str):
+        return string_list(value, path)
+    for closing in ("", '"', "'"):
         try:
-            return shlex.split(value)
-        except ValueError as error:
-            raise InvalidTargetState(path, f"cannot be parsed as a command line: {error}") from error
-    return string_list(value, path)
+            return shlex.split(value + closing)
+        except ValueError:
+            continue
+    raise InvalidTargetState(path, "cannot be parsed as a command line")
 
 
 def _memory(value: object, path: str) -> int:
     """Bytes, from a number or a size as docker-compose reads it ("512m", "1.5g", "1gb").
 
-    A size that cannot be read is no limit (0), as the original supervisor falls back to
-    its default: a warning names where it was, and the release still runs."""
+    A size that cannot be read is 0, the engine's default (no limit; 64 MB of /dev/shm), as
+    the original falls back to its default: a warning names where it was, and the release
+    still runs."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, float) and math.isfinite(value) and value >= 0:
@@ -184,7 +203,7 @@ def _memory(value: object, path: str) -> int:
     pattern = r"([0-9]+(?:\.[0-9]+)?)\s*([bkmg]?)b?"
     match = re.fullmatch(pattern, value.strip(), re.IGNORECASE) if isinstance(value, str) else None
     if match is None:
-        logger.warning("Ignoring invalid memory size %r at %s: no limit is set", value, path)
+        logger.warning("Ignoring invalid memory size %r at %s: the default is used", value, path)
         return 0
     exponent = "bkmg".index(match[2].lower() or "b")
     return int(Decimal(match[1]) * 1024**exponent)
@@ -200,8 +219,39 @@ def _number(value: object, path: str, problem: str) -> Decimal:
 
 
 def _cpus(value: object, path: str) -> int:
-    """Kept under `cpus` but as Docker's NanoCpus."""
-    return int(_number(value, path, f"invalid cpus {value!r}") * 10**9)
+    """Kept under `cpus` but as Docker's NanoCpus. What is not a number at all is no limit
+    (0), as the original reads it; a negative number is refused, as the engine refuses it."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise InvalidTargetState(path, f"invalid cpus {value!r}: must not be negative")
+    try:
+        return int(_number(value, path, "not a number") * 10**9)
+    except InvalidTargetState:
+        logger.warning("Ignoring invalid cpus %r at %s: no limit is set", value, path)
+        return 0
+
+
+def _int_or_default(value: object, path: str) -> int:
+    """cpu_shares, cpu_quota, oom_score_adj: an integer (`512`, "512", "512.0"); anything
+    else is the engine's default (0), with a warning, as the original reads them."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}\.?0*", value):
+        return int(value.partition(".")[0])
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    logger.warning("Ignoring %r at %s: not an integer; the default is used", value, path)
+    return 0
+
+
+def _flag(value: object, path: str) -> bool:
+    """init, oom_kill_disable, read_only, tty: true/false or "true"/"false"; another value
+    counts by its truth, as the original reads it, with a warning."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    logger.warning("Reading %r at %s as %s: not a boolean", value, path, "true" if value else "false")
+    return bool(value)
 
 
 _DURATION_UNITS_NS = {
@@ -326,7 +376,8 @@ def _mount(
         )
         return None
     if kind not in {"volume", "tmpfs"}:
-        raise InvalidTargetState(path, f"unsupported volume type '{kind}'")
+        logger.warning("Ignoring volume of unsupported type '%s' at %s", kind, path)
+        return None
     if not target.startswith("/"):
         raise InvalidTargetState(path, f"invalid mount target '{target}': expected an absolute path")
     if kind == "tmpfs":
@@ -366,8 +417,10 @@ def _mounts(value: object, path: str, app: AppDeclarations) -> list[dict[str, An
         mount: dict[str, Any] | None
         if isinstance(entry, str):
             mount = _short_mount(entry, at, app)
+        elif not isinstance(entry, dict):
+            logger.warning("Ignoring invalid volume definition %r at %s", entry, at)
+            mount = None
         else:
-            entry = expect_object(entry, at)
             kind = expect_string(optional(entry, "type", "volume"), join_path(at, "type"))
             source = entry.get("source")
             source = None if source is None else expect_text(source, join_path(at, "source"))
@@ -412,7 +465,11 @@ def _extra_hosts(value: object, path: str) -> list[str]:
 
 
 def _security_opt(value: object, path: str) -> list[str]:
-    return [option for option in string_list(value, path) if not option.startswith("label=")]
+    """SELinux `label=` options are left out: a device has no SELinux."""
+    options = string_list(value, path)
+    if labels := [option for option in options if option.startswith("label=")]:
+        logger.warning("Ignoring unsupported security options at %s: %s", path, ", ".join(labels))
+    return [option for option in options if not option.startswith("label=")]
 
 
 def _group_add(value: object, path: str) -> list[str]:
@@ -451,8 +508,10 @@ _NORMALISERS: dict[str, Callable[[Any, str], Any]] = {
     **dict.fromkeys(_STRING_FIELDS, expect_string),
     **dict.fromkeys(["cap_add", "cap_drop", "devices", "dns_opt"], string_list),
     **dict.fromkeys(["dns", "dns_search", "tmpfs"], _string_or_list),
-    **dict.fromkeys(["cpu_shares", "cpu_quota", "oom_score_adj", "pids_limit"], expect_int),
-    **dict.fromkeys(["init", "oom_kill_disable", "privileged", "read_only", "tty"], expect_flag),
+    **dict.fromkeys(["cpu_shares", "cpu_quota", "oom_score_adj"], _int_or_default),
+    "pids_limit": expect_int,
+    **dict.fromkeys(["init", "oom_kill_disable", "read_only", "tty"], _flag),
+    "privileged": expect_flag,
     **dict.fromkeys(["mem_limit", "mem_reservation", "shm_size"], _memory),
     **dict.fromkeys(["command", "entrypoint"], _command),
     **dict.fromkeys(["storage_opt", "ulimits"], _object),

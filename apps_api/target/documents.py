@@ -47,10 +47,11 @@ V2_SERVICE_KEYS = frozenset(
 
 def parse_target(document: object, *, device_uuid: str, current_name: str | None = None) -> TargetState:
     """Parse either format: a document with a top-level "local" key is v2 local mode,
-    anything else v3 cloud. Raises InvalidTargetState."""
+    anything else v3 cloud, read strictly (a person gave it: they are told at once).
+    Raises InvalidTargetState."""
     if isinstance(document, dict) and "local" in document:
         return parse_local_target(document, current_name=current_name)
-    return parse_cloud_target(document, device_uuid=device_uuid)
+    return parse_cloud_target(document, device_uuid=device_uuid, reject_unreadable_releases=False)
 
 
 def parse_local_target(document: object, *, current_name: str | None = None) -> TargetState:
@@ -75,12 +76,18 @@ def parse_local_target(document: object, *, current_name: str | None = None) -> 
     )
 
 
-def parse_cloud_target(document: object, *, device_uuid: str) -> TargetState:
+def parse_cloud_target(
+    document: object, *, device_uuid: str, reject_unreadable_releases: bool = True
+) -> TargetState:
     """Parse a v3 target (`GET /device/v3/<uuid>/state`) for the device `device_uuid`
     into a TargetState with source "cloud". Only the first release of each app is read;
     an app with no release installs nothing. Raises InvalidTargetState; a document
     without the device's uuid is rejected with an empty path and the message
     "Expected target state for local device with uuid '<uuid>'."
+
+    A release whose services, volumes or networks cannot be read or run leaves its app
+    `rejected` and `invalid` (the message naming the path), the rest of the target standing;
+    without `reject_unreadable_releases` it raises like any other problem.
     """
     root = expect_object(document, "")
     if device_uuid not in root:
@@ -92,7 +99,8 @@ def parse_cloud_target(document: object, *, device_uuid: str) -> TargetState:
     unmanaged: list[str] = []
     for uuid, app in apps_doc.items():
         if unmanaged_app_reason(uuid, app) is None:
-            apps.append(_cloud_app(uuid, app, join_path(apps_path, uuid), unmanaged))
+            at = join_path(apps_path, uuid)
+            apps.append(_cloud_app(uuid, app, at, unmanaged, reject_unreadable_releases))
         else:
             unmanaged.append(uuid)
     return TargetState(
@@ -155,7 +163,7 @@ def _local_service_names(services: dict[str, Any], path: str) -> dict[str, str]:
     return names
 
 
-def _cloud_app(uuid: str, doc: object, path: str, unmanaged: list[str]) -> AppSpec:
+def _cloud_app(uuid: str, doc: object, path: str, unmanaged: list[str], reject_unreadable: bool) -> AppSpec:
     """One user app; its services that are not ours to run are left out, into `unmanaged`."""
     expect_name(uuid, path, "app uuid")
     app = expect_object(doc, path)
@@ -175,6 +183,30 @@ def _cloud_app(uuid: str, doc: object, path: str, unmanaged: list[str]) -> AppSp
     _commit(commit, release_path)
     release = expect_object(release_doc, release_path)
     release_id = expect_id(_required(release, "id", release_path), join_path(release_path, "id"))
+    try:
+        return _cloud_release(uuid, app_id, name, app_class, is_host, commit, release_id,
+                              release, release_path, unmanaged)  # fmt: skip
+    except InvalidTargetState as exc:
+        if not reject_unreadable:
+            raise
+        # What the original cannot run either (its apply fails on it, or the engine's):
+        # this app's release is rejected, the cloud told; the rest of the target applies.
+        return AppSpec(app_id=app_id, app_uuid=uuid, name=name, commit=commit, release_id=release_id,
+                       app_class=app_class, is_host=is_host, rejected=str(exc), invalid=True)  # fmt: skip
+
+
+def _cloud_release(
+    uuid: str,
+    app_id: int,
+    name: str,
+    app_class: str,
+    is_host: bool,
+    commit: str,
+    release_id: int,
+    release: dict[str, Any],
+    release_path: str,
+    unmanaged: list[str],
+) -> AppSpec:
     services_path = join_path(release_path, "services")
     services_doc = expect_object(optional(release, "services", {}), services_path)
     for service_name in services_doc:

@@ -26,6 +26,10 @@ def accept_target(
     the record id. Raises what `set_target_state` raises, with nothing stored."""
     verdict = judge_contracts(target, device_facts())
     record_id = set_target_state(verdict.target, force=force, posted_apps=posted_apps)
+    for spec in target.apps:
+        if spec.invalid:
+            message = f"Could not move app '{spec.name}' to release {spec.commit}: {spec.rejected}"
+            system_log(message, is_stderr=True)
     for app, reason in verdict.rejected.items():
         system_log(f"Some releases were rejected: app '{app}': {reason}", is_stderr=True)
     for service, reason in verdict.dropped.items():

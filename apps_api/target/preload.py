@@ -61,7 +61,7 @@ def preloaded_target(
             target = replace(local, apps=named, source="cloud")
         else:
             wrapped = {device_uuid: {"config": config, "apps": apps}}
-            target = parse_cloud_target(wrapped, device_uuid=device_uuid)
+            target = parse_cloud_target(wrapped, device_uuid=device_uuid, reject_unreadable_releases=False)
     except InvalidTargetState as exc:
         # The parsers name paths from their own roots ("local.apps.1", "<uuid>.apps.x").
         path = exc.path.removeprefix("local.").removeprefix(f"{device_uuid}.")

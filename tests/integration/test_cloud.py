@@ -273,22 +273,6 @@ def test_a_cloud_failing_for_a_while_is_polled_ever_less_often_then_recovers(
     assert state.next_poll_at - state.last_success_at >= cloud_poll.poll_interval_seconds()  # type: ignore[operator]
 
 
-def test_an_invalid_target_is_ignored_and_the_apps_keep_running(fake_cloud: FakeCloud, engine: str) -> None:
-    uuid = load_device_identity().uuid
-    cloud.provision()
-    fake_cloud.set_target(uuid, fleet_document(uuid, engine))
-    tick_until_polled()
-    wait_applied()
-    running = supervised_containers()["main"].id
-    stored = TargetRecord.objects.count()
-    bad = fleet_document(uuid, engine, commit="bad")
-    bad[uuid]["apps"]["fleetuuid"]["releases"]["bad"]["services"]["main"]["environment"] = {"1X": "y"}
-    fake_cloud.set_target(uuid, bad)
-    tick_until_polled()
-    assert TargetRecord.objects.count() == stored
-    assert supervised_containers()["main"].id == running
-
-
 def test_v1_update_polls_at_once_through_the_worker(agent_fake_cloud: FakeCloud, engine: str) -> None:
     fake_cloud = agent_fake_cloud  # the session agent provisions and polls by itself
     assert wait_until(lambda: fake_cloud.requests_to("GET", "/device/v3/*/state"), 60)

@@ -16,6 +16,7 @@ from apps_api.cloud import poll as cloud_poll
 from apps_api.cloud import report as cloud_report
 from apps_api.redis_store import CLOUD_REPORT_KEY, redis_client
 from hostcfg.identity import load_device_identity
+from hostcfg.report_cache import report_cache_path
 from tests.fake_cloud import FakeCloud
 from tests.integration.engine_helpers import supervised_containers, wait_applied
 
@@ -53,7 +54,9 @@ def poll(fake_cloud: FakeCloud, apps: dict[str, Any]) -> None:
 
 
 def last_report(fake_cloud: FakeCloud) -> dict[str, Any]:
-    redis_client().delete(CLOUD_REPORT_KEY)  # a whole report, not the difference
+    # A whole report, not the difference from the last one (kept in Redis and on the host).
+    redis_client().delete(CLOUD_REPORT_KEY)
+    report_cache_path(Path(settings.SUPERVISOR_HOST_ROOT)).unlink(missing_ok=True)
     assert cloud_report.report_state_if_due()
     uuid = load_device_identity().uuid
     return dict(fake_cloud.requests_to("PATCH", "/device/v3/state")[-1].body[uuid])
@@ -120,6 +123,63 @@ def test_a_release_whose_contract_does_not_fit_is_rejected_and_the_running_one_s
     report = last_report(fake_cloud)
     assert report["apps"]["useruuid"]["releases"]["beef01"]["update_status"] == "rejected"
     assert report["apps"]["otheruuid"]["releases"]["c0ffee"]["update_status"] == "done"
+
+
+def test_a_release_that_cannot_run_is_rejected_and_said_the_rest_applies_and_the_running_one_stays(
+    fake_cloud: FakeCloud, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port the original cannot parse either fails its apply; here that app's release is
+    rejected (the cloud told: update_status and a log line), its running release untouched,
+    and the other app of the target updates."""
+    cloud.provision()
+    poll(fake_cloud, {"useruuid": app(3, "userapp", {"main": service(3, engine)})})
+    running = supervised_containers()["main"]
+    caplog.set_level(logging.INFO)
+
+    unparsable = service(3, engine, composition={"ports": ["80:80/sctp"]})
+    poll(fake_cloud, {
+        "useruuid": app(3, "userapp", {"main": unparsable}, commit="beef01"),
+        "otheruuid": app(4, "otherapp", {"web": service(7, engine)}),
+    })  # fmt: skip
+
+    containers = supervised_containers()
+    assert sorted(containers) == ["main", "web"]
+    assert containers["main"].id == running.id
+    assert containers["main"].labels["io.balena.app-uuid"] == "useruuid"
+    said = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("Could not move app 'userapp'")
+    ]
+    assert said == [
+        "Could not move app 'userapp' to release beef01: "
+        f"{load_device_identity().uuid}.apps.useruuid.releases.beef01.services.main.composition.ports.0: "
+        "invalid port protocol 'sctp'"
+    ]
+    report = last_report(fake_cloud)
+    assert report["apps"]["useruuid"]["releases"]["beef01"] == {"update_status": "rejected", "services": {}}
+    assert report["apps"]["useruuid"]["release_uuid"] == "c0ffee"
+    assert report["apps"]["otheruuid"]["releases"]["c0ffee"]["update_status"] == "done"
+
+
+def test_a_target_the_original_refuses_whole_is_said_once_and_the_apps_keep_running(
+    fake_cloud: FakeCloud, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud.provision()
+    poll(fake_cloud, {"useruuid": app(3, "userapp", {"main": service(3, engine)})})
+    running = supervised_containers()["main"].id
+    caplog.set_level(logging.INFO)
+    unreadable = app(3, "userapp", {"main": service(3, engine)}, commit="beef01")
+    unreadable["id"] = "three"  # the original's schema refuses the whole target for it
+
+    for _ in range(2):
+        poll(fake_cloud, {"useruuid": unreadable})
+        cloud_poll.request_poll_now(force=False)
+        cloud_poll.cloud_tick()  # the same target again: 304
+
+    refused = [r.getMessage() for r in caplog.records if "Invalid target state" in r.getMessage()]
+    assert len(refused) == 2, "said once per target the cloud sends, not at every poll"
+    assert refused[0].startswith("Could not move to new release: Invalid target state. ")
+    assert "apps.useruuid.id: invalid id 'three'" in refused[0]
+    assert supervised_containers()["main"].id == running
 
 
 def test_a_bind_mount_in_a_cloud_release_is_left_out_and_the_release_runs(
