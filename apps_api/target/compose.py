@@ -99,7 +99,7 @@ def normalise_compose_fields(fields: dict[str, Any], *, path: str, app: AppDecla
         else:
             ignored.append(key)
     if ignored:
-        logger.warning("Ignoring unsupported or unknown compose fields: %s", ", ".join(ignored))
+        logger.warning("Ignoring unsupported or unknown compose fields at %s: %s", path, ", ".join(ignored))
     composition.setdefault("restart", "always")
     return ComposeFields(composition, environment, labels, tuple(sorted(depends_on)))
 
