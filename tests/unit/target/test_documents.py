@@ -705,7 +705,8 @@ def test_unknown_compose_fields_are_dropped_and_logged(caplog: pytest.LogCapture
         composition = composition_of(build="./", container_name="x", privileged=True)
 
     assert composition == {"privileged": True, "restart": "always"}
-    assert "Ignoring unsupported or unknown compose fields at local.apps.1.services.1: build, container_name" in caplog.text
+    at = "local.apps.1.services.1"
+    assert f"Ignoring unsupported or unknown compose fields at {at}: build, container_name" in caplog.text
 
 
 def test_camel_case_compose_fields_are_read_as_snake_case() -> None:
