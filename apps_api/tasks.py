@@ -29,6 +29,7 @@ from apps_api.engine.temporary_stops import start_temporarily_stopped
 from apps_api.health import scheduler_ran
 from apps_api.host_ops.host_config import change_host_config
 from apps_api.host_ops.power import run_power_action
+from apps_api.logs.publisher import system_log
 from apps_api.redis_store import redis_client, send_reply
 from apps_api.service_changes import restore_last_changes
 from apps_api.target.preload import load_preloaded_apps
@@ -54,6 +55,7 @@ def review_releases() -> None:
 
 @worker_ready.connect
 def resume_applying(**_: object) -> None:
+    system_log("Supervisor starting")  # the original's first line at each start
     # One worker drives the device: whatever a previous worker left running is over.
     forget_the_dead_workers_apply()
     apply_status.forget_progress()

@@ -45,7 +45,10 @@ def scope_key(scope: dict[str, Any]) -> str:
 def handshake_from_the_device_clients(scope: dict[str, Any]) -> bool:
     """A keyless handshake (local mode) must not be a web page's: browsers always send its
     Origin, which must then be the device itself."""
-    headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers") or []}
+    # ASGI gives header names as lower-case bytes.
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers") or []
+    }
     try:
         check_keyless_request(method="GET", host=headers.get("host", ""),
                               origin=headers.get("origin", ""), fetch_site=headers.get("sec-fetch-site", ""),

@@ -105,16 +105,18 @@ class BoundedRequest(WebRequest):
     def handle_reply(self, message: dict[str, Any]) -> None:
         streaming = message.get("type") == "http.response.body" and message.get("more_body")
         if streaming and self.channel is not None and not self.finished:
-            if self.slow_reader.behind(self.channel.transport):
-                if self.path.startswith(LOG_STREAM_PATH):
-                    self.slow_reader.drop(message.get("body", b""))
-                elif not self.ended_for_a_slow_reader:
+            behind = self.slow_reader.behind(self.channel.transport)
+            if self.path.startswith(LOG_STREAM_PATH):
+                body = self.slow_reader.whole_lines(message.get("body", b""), drop=behind)
+                if not body:
+                    return
+                message = {**message, "body": body}
+            elif behind:
+                if not self.ended_for_a_slow_reader:
                     self.ended_for_a_slow_reader = True
                     logger.warning("web: %s: the client does not keep up; ending the stream", self.path)
                     self.channel.transport.loseConnection()
                 return
-            if note := self.slow_reader.note():
-                message = {**message, "body": note.encode() + message.get("body", b"")}
         super().handle_reply(message)
 
     def refuse_too_large(self) -> None:
@@ -134,6 +136,33 @@ class SlowReaderGuard:
 
     def __init__(self) -> None:
         self.dropped_lines = 0
+        self._sent_part_of_a_line = False
+        self._dropping_a_line = False
+
+    def whole_lines(self, body: bytes, *, drop: bool) -> bytes:
+        """What of an HTTP body part to send, dropping (`drop`) or not: Django cuts a long
+        stream chunk into parts anywhere, so a line is sent whole or not at all. A line
+        begun is finished before dropping starts; one being dropped is dropped to its end."""
+        if self._dropping_a_line:
+            end = body.find(b"\n")
+            if end < 0:
+                return b""
+            self._dropping_a_line, body = False, body[end + 1 :]
+        if drop:
+            kept = b""
+            if self._sent_part_of_a_line:
+                end = body.find(b"\n")
+                kept, body = (body, b"") if end < 0 else (body[: end + 1], body[end + 1 :])
+            if body:
+                self._dropping_a_line = not body.endswith(b"\n")
+                self.dropped_lines += body.count(b"\n") + self._dropping_a_line
+            self._sent_part_of_a_line = bool(kept) and not kept.endswith(b"\n")
+            return kept
+        if body and not self._sent_part_of_a_line and (note := self.note()):
+            body = note.encode() + body
+        if body:
+            self._sent_part_of_a_line = not body.endswith(b"\n")
+        return body
 
     def behind(self, transport: Any) -> bool:
         return unsent_bytes(transport) > STREAM_BACKLOG_BYTES

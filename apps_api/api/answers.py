@@ -116,14 +116,14 @@ def state_status(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str, Any]:
     progress: list[int] = [
         row["downloadProgress"] for row in image_rows if row["downloadProgress"] is not None
     ]
-    first = snapshot.target_app(first_app) if first_app is not None else None
     return {
         "status": "success",
         "appState": "applying" if snapshot.applying else "applied",
-        "overallDownloadProgress": sum(progress) // len(progress) if progress else None,
+        "overallDownloadProgress": sum(progress) / len(progress) if progress else None,
         "containers": container_rows,
         "images": image_rows,
-        "release": first.commit if first else None,
+        # The release that runs (the original's commit of the last finished apply), not the target's.
+        "release": current_commit(snapshot, first_app) if first_app is not None else None,
     }
 
 

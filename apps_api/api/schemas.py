@@ -378,7 +378,7 @@ class StatusImageSerializer(serializers.Serializer):
 
 class StateStatusSerializer(SuccessSerializer):
     appState = serializers.ChoiceField(choices=["applying", "applied"])
-    overallDownloadProgress = serializers.IntegerField(allow_null=True)
+    overallDownloadProgress = serializers.FloatField(allow_null=True)
     containers = StatusContainerSerializer(many=True, help_text="The first app's only.")
     images = StatusImageSerializer(many=True, help_text="The first app's only.")
     release = serializers.CharField(allow_null=True, help_text="The first app's target commit.")

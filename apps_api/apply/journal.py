@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -41,23 +42,69 @@ def record_image(reference: str, docker_id: str) -> None:
     apply_status.set_flags(update_downloaded=True)
 
 
-# What each step announces (spec: logs-hostconfig-misc.md): (starting, done).
+@dataclass(frozen=True)
+class StepText:
+    """What a step says as it starts, what it says once done (no line for None), and the
+    start of its failure line (`… due to '<error>'`): the original's log types
+    (src/lib/log-types.ts), spec: logs-hostconfig-misc.md."""
+
+    starting: str
+    done: str | None
+    failed: str
+
+
 STEP_MESSAGES = {
-    "fetch": ("Downloading image '{image}'", "Downloaded image '{image}'"),
-    "start": ("Installing service '{service}'", "Started service '{service}'"),
-    "kill": ("Killing service '{service}'", "Killed service '{service}'"),
-    "stop": ("Stopping service '{service}'", "Stopped service '{service}'"),
-    "remove": ("Removing dead container of '{service}'", "Removed dead container of '{service}'"),
-    "updateMetadata": ("Updating metadata of service '{service}'", "Updated metadata of service '{service}'"),
-    "handover": ("Handing over service '{service}'", "Handed over service '{service}'"),
-    "createNetwork": ("Creating network '{network}'", "Created network '{network}'"),
-    "removeNetwork": ("Removing network '{network}'", "Removed network '{network}'"),
-    "createVolume": ("Creating volume '{volume}'", "Created volume '{volume}'"),
-    "removeVolume": ("Removing volume '{volume}'", "Removed volume '{volume}'"),
-    "removeImage": ("Deleting image '{image}'", "Deleted image '{image}'"),
-    "takeLock": ("Taking update locks", "Took update locks"),
-    "releaseLock": ("Releasing update locks", "Released update locks"),
-}
+    "fetch": StepText("Downloading image '{image}'", "Downloaded image '{image}'",
+                      "Failed to download image '{image}'"),
+    "start": StepText("Installing service '{service}'", "Installed service '{service}'",
+                      "Failed to install service '{service}'"),
+    "kill": StepText("Killing service '{service}'", "Killed service '{service}'",
+                     "Failed to kill service '{service}'"),
+    # The original stops a container with its kill, and says so.
+    "stop": StepText("Killing service '{service}'", "Killed service '{service}'",
+                     "Failed to kill service '{service}'"),
+    "remove": StepText("Removing dead container '{service}'", None,
+                       "Error removing dead container '{service}'"),
+    "handover": StepText("Handing over service '{service}'", "Handed over service '{service}'",
+                         "Failed to hand over service '{service}'"),
+    "createNetwork": StepText("Creating network '{network}'", None, "Error creating network '{network}'"),
+    "removeNetwork": StepText("Removing network '{network}'", None, "Error removing network '{network}'"),
+    "createVolume": StepText("Creating volume '{volume}'", None, "Error creating volume '{volume}'"),
+    "removeVolume": StepText("Removing volume '{volume}'", None, "Error removing volume '{volume}'"),
+    "removeImage": StepText("Deleting image '{image}'", "Deleted image '{image}'",
+                            "Failed to delete image '{image}'"),
+    "takeLock": StepText("Taking update locks", None, "Failed to take update locks"),
+    "releaseLock": StepText("Releasing update locks", None, "Failed to release update locks"),
+}  # fmt: skip
+# A start step that starts an existing container, rather than creating one.
+RESTART_TEXT = StepText(
+    "Starting service '{service}'", "Started service '{service}'", "Failed to start service '{service}'"
+)
+
+
+def step_text(step: Step) -> StepText | None:
+    if step.kind == "start" and step.current is not None:
+        return RESTART_TEXT
+    return STEP_MESSAGES.get(step.kind)
+
+
+def done_lines(step: Step) -> list[str]:
+    """The lines of a step that succeeded: a created container that was started is also
+    `Started` (one that waits for a reboot, or is not to run, is only `Installed`)."""
+    text = step_text(step)
+    if text is None or text.done is None:
+        return []
+    described = _describe(step)
+    lines = [text.done.format(**described)]
+    target = step.target
+    if (
+        text is STEP_MESSAGES["start"]
+        and target is not None
+        and target.running
+        and not target.requires_reboot
+    ):
+        lines.append(RESTART_TEXT.done.format(**described))  # type: ignore[union-attr]
+    return lines
 
 
 STATUS_WHILE = {"fetch": "Downloading", "start": "Installing", "kill": "Stopping", "stop": "Stopping",
@@ -71,7 +118,10 @@ ABOUT_THE_CURRENT_CONTAINER = frozenset({"kill", "stop", "remove"})
 def _describe(step: Step) -> dict[str, str]:
     image = step.image or (step.target.image if step.target else "")
     current = step.current
-    if current is not None and (step.kind in ABOUT_THE_CURRENT_CONTAINER or step.target is None):
+    # A start with a current container starts that one, not a new one.
+    if current is not None and (
+        step.kind in ABOUT_THE_CURRENT_CONTAINER or step.target is None or step.kind == "start"
+    ):
         service_text = f"{current.service_name} {current.image or current.docker_image_id}"
     elif step.target is not None:
         service_text = f"{step.target.service_name} {step.target.image}"
@@ -88,20 +138,18 @@ class JournalObserver:
     """Journals every step, announces it as a system log message and tracks service status."""
 
     def started(self, step: Step) -> None:
-        if step.kind in STEP_MESSAGES:
-            system_log(STEP_MESSAGES[step.kind][0].format(**_describe(step)))
+        if (text := step_text(step)) is not None:
+            system_log(text.starting.format(**_describe(step)))
         if step.app_id is not None and step.service_name and step.kind in STATUS_WHILE:
             apply_status.set_service_status(step.app_id, step.service_name, STATUS_WHILE[step.kind])
 
     def finished(self, step: Step, error: BaseException | None, seconds: float) -> None:
-        if step.kind in STEP_MESSAGES:
+        if (text := step_text(step)) is not None:
             if error is None:
-                system_log(STEP_MESSAGES[step.kind][1].format(**_describe(step)))
+                for line in done_lines(step):
+                    system_log(line)
             elif not isinstance(error, UpdatesLocked):
-                system_log(
-                    f"{STEP_MESSAGES[step.kind][0].format(**_describe(step))} due to '{error}'",
-                    is_stderr=True,
-                )
+                system_log(f"{text.failed.format(**_describe(step))} due to '{error}'", is_stderr=True)
         if step.app_id is not None and step.service_name:
             apply_status.set_service_status(step.app_id, step.service_name, None)
         if step.kind == "fetch" and step.app is not None:

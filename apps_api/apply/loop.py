@@ -199,9 +199,18 @@ def _report_failure(number: int, errors: list[BaseException], delay: float) -> N
     )
     locked = next((e for e in errors if isinstance(e, UpdatesLocked)), None)
     if locked is not None:
-        system_log(f"Updates are locked, retrying in {delay:g}s. Reason: {locked}", is_stderr=True)
+        # The original's words and its compact duration (pretty-ms: the first unit only).
+        system_log(f"Updates are locked, retrying in {compact_duration(delay)}. Reason: {locked}")
     else:
-        system_log(f"Apply failed, retrying in {delay:g}s: {errors[0]}", is_stderr=True)
+        system_log(f"Apply failed, retrying in {compact_duration(delay)}: {errors[0]}", is_stderr=True)
+
+
+def compact_duration(seconds: float) -> str:
+    """`250ms`, `12s`, `2m`, `1h`, `3d`: the largest unit, the rest dropped."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
 
 
 def _apply_device_config(target: TargetState) -> None:

@@ -154,15 +154,31 @@ def _multiplexed_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bool, bytes]]:
         pending = pending[offset:]
 
 
-def _tty_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bool, bytes]]:
-    """A tty's output has no frames (and no stderr): split it on newlines."""
-    pending = b""
+# A tty line longer than this is passed on in pieces of it, as Docker splits a long line
+# into 16 KiB entries (and the timestamp before it): output that never ends a line (a `\r`
+# progress bar, a flood) holds no more than this, and costs work in proportion to its size.
+TTY_LINE_BYTES = 16 * 1024 + 64
+
+
+def _tty_lines(chunks: Iterator[bytes], limit: int = TTY_LINE_BYTES) -> Iterator[tuple[bool, bytes]]:
+    """A tty's output has no frames (and no stderr): split it on newlines, and a line that
+    would pass `limit` into pieces of `limit` bytes (each after the first stamped when read)."""
+    pending = bytearray()
     for chunk in chunks:
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            yield False, line.removesuffix(b"\r")
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:
+            pending += chunk[start:newline]
+            line = bytes(pending).removesuffix(b"\r")
+            pending.clear()
+            start = newline + 1
+            for offset in range(0, max(len(line), 1), limit):
+                yield False, line[offset : offset + limit]
+        pending += chunk[start:]
+        while len(pending) >= limit:
+            yield False, bytes(pending[:limit])
+            del pending[:limit]
     if pending:
-        yield False, pending
+        yield False, bytes(pending)
 
 
 # --- reconciliation ------------------------------------------------------------------

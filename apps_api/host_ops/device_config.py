@@ -97,8 +97,9 @@ def _apply_config_change(
     unapplied_before = _unapplied_keys(previous, before, plan_boot_config(before, device_type=device_type))
     applying = {key: value for key, value in changed.items()
                 if key not in (unapplied_now if key in wanted else unapplied_before)}  # fmt: skip
+    said = json.dumps(applying, separators=(",", ":"))  # as the original's JSON.stringify
     if applying:
-        system_log(f"Applying configuration change {json.dumps(applying)}")
+        system_log(f"Applying configuration change {said}")
     for warning in warnings:
         system_log(warning, is_stderr=True)
     for refusal in plan.refusals:
@@ -127,6 +128,8 @@ def _apply_config_change(
             enter_local_mode()
         else:
             leave_local_mode()
+    if applying:
+        system_log(f"Applied configuration change {said}")
     if reboot_needed:
         set_reboot_breadcrumb(Path(settings.SUPERVISOR_HOST_ROOT))
         system_log("Configuration change needs a reboot: rebooting once the apps are applied")

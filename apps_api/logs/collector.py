@@ -353,7 +353,12 @@ class LogCollector:
         publish = self._publish
         for stderr, raw in output:
             encoder = encoders[stderr]
-            stamp_ns, message = parse_timestamped_line(raw.decode("utf-8", errors="replace"))
+            # The rest of a long tty line has no timestamp: it follows the piece before it
+            # (stamped now, it would sort after the lines that follow and hide them).
+            last_ns = read[encoder.stream_key]
+            stamp_ns, message = parse_timestamped_line(
+                raw.decode("utf-8", errors="replace"), unstamped_ns=last_ns + 1
+            )
             if stamp_ns <= read[encoder.stream_key]:
                 continue  # already published: `since` is inclusive, and both streams share it
             if self._stopping.is_set():

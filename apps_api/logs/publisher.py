@@ -29,39 +29,52 @@ logger = logging.getLogger(__name__)
 class _RecordBuffer:
     """The records a publisher has yet to send: a deque under one lock, whose condition
     is signalled only when it stops being empty or full (queue.Queue's two conditions per
-    record cost the collector a fifth of its time)."""
+    record cost the collector a fifth of its time). Full at `limit` records or `byte_limit`
+    bytes of them, whichever comes first: records may be 16 KiB each."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, byte_limit: int) -> None:
         self._records: deque[EncodedRecord] = deque()
         self._limit = limit
+        self._byte_limit = byte_limit
+        self._bytes = 0
         self._changed = threading.Condition(threading.Lock())
         self.unsent = 0
         """Records put and not yet sent (or given up)."""
 
+    def _full(self) -> bool:
+        return len(self._records) >= self._limit or self._bytes >= self._byte_limit
+
     def put(self, record: EncodedRecord, *, wait: bool) -> bool:
         with self._changed:
-            while len(self._records) >= self._limit:
+            while self._full():
                 if not wait:
                     return False
                 self._changed.wait()
             self._records.append(record)
+            self._bytes += len(record[0])
             self.unsent += 1
             if len(self._records) == 1:
                 self._changed.notify_all()
             return True
 
-    def take(self, most: int, *, linger: float = 0.0) -> list[EncodedRecord]:
-        """Up to `most` records: waits for the first, then `linger` seconds for more (unless
-        `most` are there already)."""
+    def take(self, most: int, *, most_bytes: int, linger: float = 0.0) -> list[EncodedRecord]:
+        """Up to `most` records and about `most_bytes` (one at least): waits for the first,
+        then `linger` seconds for more (unless that many are there already)."""
         with self._changed:
             while not self._records:
                 self._changed.wait()
-            short = len(self._records) < most
+            short = len(self._records) < most and self._bytes < most_bytes
         if linger and short:
             time.sleep(linger)
         with self._changed:
-            was_full = len(self._records) >= self._limit
-            records = [self._records.popleft() for _ in range(min(most, len(self._records)))]
+            was_full = self._full()
+            records: list[EncodedRecord] = []
+            size = 0
+            while self._records and len(records) < most and (not records or size < most_bytes):
+                record = self._records.popleft()
+                records.append(record)
+                size += len(record[0])
+            self._bytes -= size
             if was_full:
                 self._changed.notify_all()
             return records
@@ -85,7 +98,9 @@ class LogPublisher:
     """
 
     QUEUE_LIMIT = 50_000
+    QUEUE_BYTES = 2 * 1024 * 1024
     BATCH_LIMIT = 500
+    BATCH_BYTES = 512 * 1024
     # Time given to a record for others to join its batch: a send costs the same for one
     # record or hundreds (bench/logs.py: a fifth of the collector's time went to sends).
     LINGER_SECONDS = 0.005
@@ -108,7 +123,7 @@ class LogPublisher:
         self._on_sent = on_sent
         self._store = store
         self._persist = persist
-        self._buffer = _RecordBuffer(self.QUEUE_LIMIT)
+        self._buffer = _RecordBuffer(self.QUEUE_LIMIT, self.QUEUE_BYTES)
         self._next_index = 0
         self._dropped = 0
         self._dropped_lock = threading.Lock()
@@ -148,7 +163,9 @@ class LogPublisher:
         layer = get_channel_layer()
         loop = asyncio.new_event_loop()
         while True:
-            records = self._buffer.take(self.BATCH_LIMIT, linger=self.LINGER_SECONDS)
+            records = self._buffer.take(
+                self.BATCH_LIMIT, most_bytes=self.BATCH_BYTES, linger=self.LINGER_SECONDS
+            )
             try:
                 with self._dropped_lock:
                     self._next_index += self._dropped  # a gap the streams report as suppressed

@@ -119,9 +119,9 @@ def parse_docker_time(stamp: str) -> int | None:
     return max(0, whole * 1_000_000_000 + (int(fraction.ljust(9, "0")[:9]) if fraction else 0))
 
 
-def parse_timestamped_line(line: str) -> tuple[int, str]:
+def parse_timestamped_line(line: str, *, unstamped_ns: int | None = None) -> tuple[int, str]:
     """Split Docker's `2026-11-25T21:50:00.123456789Z message` into (nanoseconds, message);
-    a line without a timestamp is stamped now."""
+    a line without a timestamp is stamped `unstamped_ns`, else now."""
     space = line.find(" ")
     if space > 20 and line[19] == "." and line[space - 1] == "Z":  # what Docker writes
         whole, fraction = _epoch_seconds(line[:19]), line[20 : space - 1]
@@ -130,7 +130,7 @@ def parse_timestamped_line(line: str) -> tuple[int, str]:
     stamp, _, message = line.partition(" ")
     nanos = parse_docker_time(stamp)
     if nanos is None:
-        return time.time_ns(), line
+        return (time.time_ns() if unstamped_ns is None else unstamped_ns), line
     return nanos, message
 
 

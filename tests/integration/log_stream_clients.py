@@ -73,10 +73,15 @@ class NdjsonClient(_Collected):
         self._reader.start()
 
     def _read(self) -> None:
-        pending = b""
+        pending = bytearray()
         try:
             while chunk := self.response.read1(65536):
-                *lines, pending = (pending + chunk).split(b"\n")
+                end = chunk.rfind(b"\n")
+                if end < 0:
+                    pending += chunk  # linear: a long line is not copied at every chunk
+                    continue
+                lines = (bytes(pending) + chunk[:end]).split(b"\n")
+                pending[:] = chunk[end + 1 :]
                 self.add([line.decode() for line in lines])
         except (OSError, http.client.HTTPException):
             pass

@@ -244,7 +244,7 @@ def test_with_deltas_asked_for_it_is_said_once_and_images_are_pulled_whole(
     assert messages.count(DELTAS_UNSUPPORTED) == 1
     # Never announced as applied: only the poll interval was.
     assert [m for m in messages if m.startswith("Applying configuration change")] == [
-        'Applying configuration change {"SUPERVISOR_POLL_INTERVAL": "600000"}'
+        'Applying configuration change {"SUPERVISOR_POLL_INTERVAL":"600000"}'
     ]
     assert supervised_containers()["main"].status == "running"
     assert client.images.get(image).id == client.images.get(engine).id

@@ -12,10 +12,12 @@ import pytest
 from django.conf import settings
 from django.contrib.staticfiles import finders
 
+from apps_api import apply_status
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
 from tests.integration.conftest import lock_dir
-from tests.integration.engine_helpers import apply, local_target, supervised_containers
+from tests.integration.engine_helpers import apply, local_target, set_target, supervised_containers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,6 +75,18 @@ def test_application_state_errors(one_service: str, app_id: str, status: int, me
     response = Client().get(f"/v2/applications/{app_id}/state")
     assert response.status_code == status
     assert response.json() == {"status": "failed", "message": message}
+
+
+def test_state_status_names_the_release_that_runs_not_the_one_that_cannot_be_fetched(
+    one_service: str,
+) -> None:
+    """As the original: the commit of what runs, while a new release is still on its way."""
+    unreachable = "127.0.0.1:9/never-pulled:v2"
+    set_target(local_target({"main": {}}, image=unreachable, commit="c2", release=2))
+    assert wait_until(lambda: apply_status.read_flags().get("update_failed"), 30)
+    body = Client().get("/v2/state/status").json()
+    assert body["release"] == "c1"
+    assert [row["status"] for row in body["containers"]] == ["Running"]
 
 
 def test_state_status_reports_applied_containers(one_service: str) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,11 +17,14 @@ import docker
 import pytest
 import requests
 
-from apps_api.apikeys import find_api_key
+from apps_api.apikeys import find_api_key, get_or_create_global_key
+from apps_api.engine.docker import TTY_LINE_BYTES
 from apps_api.models import TargetRecord
+from tests.agent_process import Agent
 from tests.host_bus import HostBus
 from tests.integration.conftest import WebProcess
-from tests.integration.engine_helpers import apply, local_target, supervised_containers
+from tests.integration.engine_helpers import apply, local_target, set_target, supervised_containers
+from tests.integration.log_stream_clients import NdjsonClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,3 +230,90 @@ def test_a_client_cannot_move_the_root_of_the_paths(shared_web: WebProcess) -> N
     login = shared_web.get("/admin/login/")
     assert login.status_code == 200
     assert login.headers["X-Frame-Options"] == "DENY"
+
+
+def websocket_handshake(web: WebProcess, headers: dict[str, str], query: str = "") -> int:
+    """The status a log-stream WebSocket handshake gets (101: the socket is open)."""
+    address = urlsplit(web.base_url)
+    fields = {"Host": address.netloc, "Connection": "Upgrade", "Upgrade": "websocket",
+              "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+              **headers}  # fmt: skip
+    head = f"GET /v2/local/logs/ws{query} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head.encode() + b"\r\n")
+        answer = b""
+        while b"\r\n" not in answer and (data := connection.recv(4096)):
+            answer += data
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("headers", "opened"),
+    [
+        pytest.param({}, True, id="the balena CLI: no Origin"),
+        pytest.param({"Origin": "{device}"}, True, id="a page of the device itself"),
+        pytest.param({"Origin": "http://evil.example"}, False, id="another origin"),
+        pytest.param({"Origin": "null"}, False, id="an opaque origin"),
+        pytest.param({"Sec-Fetch-Site": "cross-site"}, False, id="cross-site, no Origin"),
+        pytest.param({"Sec-Fetch-Site": "same-site", "Origin": "{device}"}, False, id="same-site"),
+        pytest.param({"Host": "evil.example", "Origin": "http://evil.example"}, False, id="DNS rebinding"),
+        pytest.param({"Host": "evil.example"}, False, id="a name not of the device"),
+    ],
+)
+def test_a_keyless_websocket_handshake_from_a_web_page_is_refused(
+    shared_web: WebProcess, headers: dict[str, str], opened: bool
+) -> None:
+    """Local mode needs no key, so a browser on the LAN must not open the log stream
+    (review security.md M1: these headers were never looked at)."""
+    device = shared_web.base_url
+    given = {name: value.replace("{device}", device) for name, value in headers.items()}
+    assert websocket_handshake(shared_web, given) == (101 if opened else 403)
+
+
+def test_a_keyed_websocket_handshake_opens_whatever_page_made_it(shared_web: WebProcess) -> None:
+    key = get_or_create_global_key().key
+    hostile = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert websocket_handshake(shared_web, hostile, query=f"?apikey={key}") == 101
+    assert websocket_handshake(shared_web, hostile, query="?apikey=wrong") == 403
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_a_tty_container_that_never_ends_a_line_costs_the_agent_bounded_memory(
+    engine: str, shared_web: Agent
+) -> None:
+    """8 MiB of output with no newline (a progress bar drawn with `\\r`, or a hostile app):
+    the agent reads it all in bounded pieces, holds no more than one, answers meanwhile and
+    stays up (review security.md M2: it kept the whole line and copied it at every chunk)."""
+    agent = shared_web.child("agent")
+    assert agent is not None
+    stream = NdjsonClient(shared_web.base_url)
+    try:
+        stream.wait_for(lambda records: len(records) >= 1)
+        before = resident_kib(agent)
+        flood = "head -c 8388608 /dev/zero | tr '\\0' x; echo; echo flood-done; sleep 100000"
+        set_target(local_target({"flood": {"tty": True, "command": ["sh", "-c", flood]}}, image=engine))
+        peak, busy, quiet_since = before, cpu_ticks(agent), time.monotonic()
+        deadline = time.monotonic() + 120
+        # Until the agent has been idle for 3 s once the flood is written: it has read it all.
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
+            peak = max(peak, resident_kib(agent))
+            assert shared_web.get("/ping").status_code == 200
+            if (ticks := cpu_ticks(agent)) > busy + 5:
+                busy, quiet_since = ticks, time.monotonic()
+            time.sleep(0.1)
+        pieces = [r for r in stream.records if r.get("serviceName") == "flood"]
+    finally:
+        stream.close()
+    assert pieces, "the flood was read and streamed"
+    assert max(len(piece["message"]) for piece in pieces) <= TTY_LINE_BYTES
+    assert (peak - before) < 20 * 1024, f"the agent grew by {(peak - before) // 1024} MiB"
+    assert shared_web.child("agent") == agent
