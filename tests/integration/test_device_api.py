@@ -87,6 +87,7 @@ def test_state_status_names_the_release_that_runs_not_the_one_that_cannot_be_fet
     body = Client().get("/v2/state/status").json()
     assert body["release"] == "c1"
     assert [row["status"] for row in body["containers"]] == ["Running"]
+    apply(local_target({"main": {}}, image=one_service, commit="c3", release=3))  # an apply that ends
 
 
 def test_state_status_reports_applied_containers(one_service: str) -> None:

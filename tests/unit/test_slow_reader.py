@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from supervisor_site.web_server import SlowReaderGuard
+from supervisor_site.slow_reader import SlowReaderGuard
 
 
 def record(n: int) -> bytes:
