@@ -4,16 +4,26 @@ Only what the disk pre-flight needs: the compressed layers an image reference st
 on this device's platform. Manifest lists and OCI indexes are followed to the platform's
 manifest; Docker v2 schema 2 and OCI image manifests give the layers. Token auth (a
 `WWW-Authenticate: Bearer` challenge) and Basic auth are answered with the credentials the
-pull itself would use. Anything else (schema 1, a registry without the v2 API, a timeout)
-is `ManifestUnavailable`: the caller decides what not knowing means.
+pull itself would use. Anything else (schema 1, a registry without the v2 API, a timeout,
+an answer that is not JSON or is too large) is `ManifestUnavailable`: the caller decides
+what not knowing means.
+
+The device's credentials go only where the pull would send them: to the registry, over
+the scheme it was reached with, and to its token service over HTTPS (or plain HTTP on the
+registry's own host, for a plain-HTTP registry). A redirect is followed without them, and
+never to anything but HTTP(S) nor from HTTPS down to HTTP.
+Answers are bounded: 4 MiB for a manifest (Docker's own limit), 64 KiB for a token, and
+30 s for each exchange, however slowly the server sends.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +33,9 @@ from typing import Any
 from hostcfg.cloud_trust import cloud_ssl_context
 
 REQUEST_TIMEOUT_SECONDS = 10
+EXCHANGE_SECONDS = 30
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_TOKEN_BYTES = 64 * 1024
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", DOCKER_HUB_REGISTRY)
 
@@ -143,33 +156,24 @@ class RegistryClient:
     def _manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]]:
         scheme = "http" if self.plain_http else "https"
         url = f"{scheme}://{self.registry}/v2/{repository}/manifests/{reference}"
-        with self._get(url, repository) as response:
-            media_type = response.headers.get_content_type()
-            body = json.loads(response.read())
+        media_type, body = self._get(url, repository)
         if not isinstance(body, dict):
             raise ManifestUnavailable("the manifest is not a JSON object")
         return str(body.get("mediaType") or media_type), body
 
-    def _get(self, url: str, repository: str) -> Any:
+    def _get(self, url: str, repository: str) -> tuple[str, Any]:
         try:
             try:
-                return self._open(url, self._authorizations.get(repository))
+                return _fetch_json(url, self._authorizations.get(repository), MAX_MANIFEST_BYTES)
             except urllib.error.HTTPError as exc:
                 if exc.code != 401 or repository in self._authorizations:
                     raise
                 challenge = exc.headers.get("WWW-Authenticate") or ""
                 self._authorizations[repository] = self._answer(challenge, repository)
-                return self._open(url, self._authorizations[repository])
-        except (OSError, ValueError) as exc:  # HTTPError and URLError are OSErrors
+                return _fetch_json(url, self._authorizations[repository], MAX_MANIFEST_BYTES)
+        # HTTPError and URLError are OSErrors; JSON that does not parse is a ValueError.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise ManifestUnavailable(f"{url}: {exc}") from exc
-
-    def _open(self, url: str, authorization: str | None) -> Any:
-        # Only http(s) URLs reach here: the registry's own, and the realm its challenge names.
-        request = urllib.request.Request(url, headers={"Accept": ACCEPT})  # noqa: S310
-        if authorization:
-            request.add_header("Authorization", authorization)
-        # The cloud's registry may be an openBalena one, signed by its private root CA.
-        return urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS, context=cloud_ssl_context())  # noqa: S310
 
     def _answer(self, challenge: str, repository: str) -> str:
         """The Authorization header that answers the registry's challenge."""
@@ -181,16 +185,23 @@ class RegistryClient:
             raise ManifestUnavailable(f"unsupported auth challenge {challenge!r}")
         params = dict(re.findall(r'(\w+)="([^"]*)"', params_text))
         realm = params.pop("realm", "")
-        if not realm.startswith(("https://", "http://")):
-            raise ManifestUnavailable(f"no token realm in {challenge!r}")
+        if not self._may_ask(realm):
+            raise ManifestUnavailable(f"refusing the token realm {realm!r}: not HTTPS")
         params.setdefault("scope", f"repository:{repository}:pull")
         token_url = f"{realm}?{urllib.parse.urlencode(params)}"
-        with self._open(token_url, basic) as response:
-            answer = json.loads(response.read())
+        _media_type, answer = _fetch_json(token_url, basic, MAX_TOKEN_BYTES)
         token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
             raise ManifestUnavailable("the token service gave no token")
         return f"Bearer {token}"
+
+    def _may_ask(self, realm: str) -> bool:
+        """A token service may be sent the credentials: over HTTPS, or at the registry's own
+        host and port when the registry itself is plain HTTP (a loopback or insecure one)."""
+        parts = urllib.parse.urlsplit(realm)
+        if parts.scheme == "https" and parts.hostname:
+            return True
+        return self.plain_http and parts.scheme == "http" and parts.netloc.lower() == self.registry.lower()
 
     def _basic(self) -> str | None:
         if not self.auth:
@@ -216,3 +227,40 @@ def uses_plain_http(registry: str, insecure: tuple[str, ...]) -> bool:
         except ValueError:
             continue
     return False
+
+
+class _GuardedRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects to HTTP(S) only, never from HTTPS down to HTTP. The credentials are an
+    unredirected header: urllib never carries them to where a redirect leads."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new.scheme not in ("http", "https") or (old.scheme == "https" and new.scheme == "http"):
+            raise urllib.error.HTTPError(newurl, code, f"refused redirect to {newurl}", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch_json(url: str, authorization: str | None, limit: int) -> tuple[str, Any]:
+    """GET `url` as JSON: (its media type, the parsed body). Raises urllib's errors,
+    ValueError for a body that is too large or not JSON, TimeoutError past EXCHANGE_SECONDS."""
+    # Only http(s) URLs reach here: the registry's own, and the realm its challenge names.
+    request = urllib.request.Request(url, headers={"Accept": ACCEPT})  # noqa: S310
+    if authorization:
+        request.add_unredirected_header("Authorization", authorization)
+    # The cloud's registry may be an openBalena one, signed by its private root CA.
+    opener = urllib.request.build_opener(
+        _GuardedRedirects, urllib.request.HTTPSHandler(context=cloud_ssl_context())
+    )
+    deadline = time.monotonic() + EXCHANGE_SECONDS
+    with opener.open(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ValueError(f"the answer is {declared} bytes, over {limit}")
+        body = bytearray()
+        while chunk := response.read1(65536):
+            body += chunk
+            if len(body) > limit:
+                raise ValueError(f"the answer is over {limit} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the answer took over {EXCHANGE_SECONDS} s")
+        return response.headers.get_content_type(), json.loads(body)

@@ -8,6 +8,7 @@ import base64
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -210,6 +211,8 @@ class StandInRegistry(BaseHTTPRequestHandler):
     A stand-in: a real token-auth registry needs a token server and certificates."""
 
     manifests: dict[str, tuple[str, dict[str, Any]]] = {}
+    odd_answers: dict[str, Any] = {}
+    """Reference → a function answering it instead (a redirect, HTML, a huge body...)."""
     token_requests: list[dict[str, Any]] = []
     scheme = "http"
 
@@ -221,6 +224,10 @@ class StandInRegistry(BaseHTTPRequestHandler):
             )
             self._send(200, "application/json", {"token": "let-me-in"})
             return
+        reference = url.path.rsplit("/", 1)[-1]
+        if reference in self.odd_answers:
+            self.odd_answers[reference](self)
+            return
         if self.headers.get("Authorization") != "Bearer let-me-in":
             port = self.server.server_address[1]
             self.send_response(401)
@@ -231,7 +238,6 @@ class StandInRegistry(BaseHTTPRequestHandler):
             )
             self.end_headers()
             return
-        reference = url.path.rsplit("/", 1)[-1]
         if reference not in self.manifests:
             self._send(404, "application/json", {"errors": [{"code": "MANIFEST_UNKNOWN"}]})
             return
@@ -256,6 +262,7 @@ def serve_stand_in_registry(tls: tuple[Path, Path] | None = None) -> ThreadingHT
         "sha256:armv7": ("application/vnd.docker.distribution.manifest.v2+json", manifest(5, 6)),
     }
     StandInRegistry.token_requests = []
+    StandInRegistry.odd_answers = {}
     StandInRegistry.scheme = "https" if tls else "http"
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistry)
     if tls is not None:
@@ -324,6 +331,120 @@ def test_a_missing_manifest_is_unavailable(stand_in_registry: str) -> None:
     client = RegistryClient(stand_in_registry, None, plain_http=True)
     with pytest.raises(ManifestUnavailable, match="404"):
         client.image_layers(ImageName(stand_in_registry, "app", "v9"), Platform("linux", "amd64"))
+
+
+class Elsewhere(BaseHTTPRequestHandler):
+    """Another host (port): records what it is sent."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(dict(self.headers.items()))
+        self.send_response(401)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[str]:
+    Elsewhere.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def redirect_to(location: str) -> Any:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return answer
+
+
+def test_a_redirect_elsewhere_is_followed_without_the_devices_credentials(
+    stand_in_registry: str, elsewhere: str
+) -> None:
+    StandInRegistry.odd_answers["moved"] = redirect_to(f"http://{elsewhere}/v2/app/manifests/moved")
+    client = RegistryClient(stand_in_registry, {"username": "d_abc", "password": "key"}, plain_http=True)
+    with pytest.raises(ManifestUnavailable):
+        client.image_layers(ImageName(stand_in_registry, "app", "moved"), Platform("linux", "amd64"))
+    [request] = Elsewhere.seen
+    assert "Authorization" not in request
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/x", "file:///etc/passwd"])
+def test_a_redirect_out_of_http_is_refused(stand_in_registry: str, location: str) -> None:
+    StandInRegistry.odd_answers["moved"] = redirect_to(location)
+    client = RegistryClient(stand_in_registry, None, plain_http=True)
+    with pytest.raises(ManifestUnavailable, match=r"(?i)redirect"):
+        client.image_layers(ImageName(stand_in_registry, "app", "moved"), Platform("linux", "amd64"))
+
+
+def test_a_token_realm_on_another_host_over_plain_http_is_not_sent_the_credentials(
+    stand_in_registry: str, elsewhere: str
+) -> None:
+    def challenge(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(401)
+        handler.send_header("WWW-Authenticate", f'Bearer realm="http://{elsewhere}/token",service="x"')
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    StandInRegistry.odd_answers["v1"] = challenge
+    client = RegistryClient(stand_in_registry, {"username": "d_abc", "password": "key"}, plain_http=True)
+    with pytest.raises(ManifestUnavailable, match="not HTTPS"):
+        client.image_layers(ImageName(stand_in_registry, "app", "v1"), Platform("linux", "amd64"))
+    assert Elsewhere.seen == []
+
+
+def answer_with(status: int, headers: dict[str, str], body: bytes, *, dribble: float = 0.0) -> Any:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        for byte in range(len(body)) if dribble else ():
+            handler.wfile.write(body[byte : byte + 1])
+            handler.wfile.flush()
+            time.sleep(dribble)
+        if not dribble:
+            handler.wfile.write(body)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (answer_with(200, {"Content-Type": "text/html"}, b"<html>captive portal</html>"), "Expecting value"),
+        (answer_with(200, {"Content-Length": str(50 * 1024 * 1024)}, b"{}"), "over 4194304"),
+        (answer_with(200, {}, b"[" + b"1," * (3 * 1024 * 1024) + b"1]"), "over 4194304"),
+        (answer_with(200, {"Content-Length": "100"}, b'{"layers": ['), "IncompleteRead|Expecting"),
+    ],
+    ids=["html", "declared too large", "too large", "truncated"],
+)
+def test_an_answer_that_is_not_a_manifest_is_unavailable(
+    stand_in_registry: str, answer: Any, said: str
+) -> None:
+    StandInRegistry.odd_answers["odd"] = answer
+    client = RegistryClient(stand_in_registry, None, plain_http=True)
+    with pytest.raises(ManifestUnavailable, match=said):
+        client.image_layers(ImageName(stand_in_registry, "app", "odd"), Platform("linux", "amd64"))
+
+
+def test_a_registry_that_sends_slowly_is_given_up_on(
+    stand_in_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("apps_api.engine.registry.EXCHANGE_SECONDS", 0.5)
+    StandInRegistry.odd_answers["slow"] = answer_with(200, {}, b'{"layers": []}', dribble=0.1)
+    client = RegistryClient(stand_in_registry, None, plain_http=True)
+    with pytest.raises(ManifestUnavailable, match="took over"):
+        client.image_layers(ImageName(stand_in_registry, "app", "slow"), Platform("linux", "amd64"))
 
 
 def test_a_registry_that_does_not_answer_is_unavailable() -> None:
