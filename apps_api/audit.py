@@ -27,7 +27,8 @@ RESULT_LENGTH = 200
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Reads by method that act all the same (method, route pattern as in apps_api/api/urls.py).
-ACTING_READS = frozenset({("GET", "v2/cleanup-volumes")})
+# HEAD runs the GET view (Django), so it acts the same.
+ACTING_READS = frozenset({("GET", "v2/cleanup-volumes"), ("HEAD", "v2/cleanup-volumes")})
 
 
 def is_action(method: str, route: str) -> bool:

@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -72,22 +73,48 @@ def journalctl_argv(options: object) -> list[str]:
     return argv
 
 
-async def stream_journal(argv: list[str]) -> AsyncIterator[bytes]:
-    """journalctl's output as it comes; the process is killed when the client goes away."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
+# Each stream is a root journalctl: a bound on how many run at once for the API's callers.
+JOURNAL_STREAMS_AT_ONCE = 8
+_streams_running = 0
+_streams_lock = threading.Lock()
+
+
+def open_journal_stream(argv: list[str]) -> AsyncIterator[bytes]:
+    """journalctl's output as it comes, for a response body; the process is killed when the
+    client goes away, and with the agent. Raises JournalUnavailable when
+    JOURNAL_STREAMS_AT_ONCE streams run already."""
+    with _streams_lock:
+        if _streams_running >= JOURNAL_STREAMS_AT_ONCE:
+            raise JournalUnavailable(
+                f"{JOURNAL_STREAMS_AT_ONCE} journal streams are open already; try again later"
+            )
+    return _stream_journal(argv)
+
+
+async def _stream_journal(argv: list[str]) -> AsyncIterator[bytes]:
+    # Counted once it runs: a body never iterated (its client gone first) holds no place.
+    global _streams_running
+    with _streams_lock:
+        _streams_running += 1
     try:
-        while chunk := await process.stdout.read(65536):
-            yield chunk
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_starting_thread,
+        )
+        assert process.stdout is not None
+        try:
+            while chunk := await process.stdout.read(65536):
+                yield chunk
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        with _streams_lock:
+            _streams_running -= 1
 
 
 # The host units whose lines a balena user sees among the device's logs: power mode and

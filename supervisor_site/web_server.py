@@ -111,7 +111,9 @@ class BoundedRequest(WebRequest):
                 if not self.ended_for_a_slow_reader:
                     self.ended_for_a_slow_reader = True
                     logger.warning("web: %s: the client does not keep up; ending the stream", self.path)
-                    self.channel.transport.loseConnection()
+                    # Aborted, not closed: a close waits to write what the client does not
+                    # read, and the app (a root journalctl) would go on with it.
+                    self.channel.transport.abortConnection()
                 return
         super().handle_reply(message)
 

@@ -49,7 +49,7 @@ from apps_api.api.v1 import PlainTextView
 from apps_api.errors import DeviceApiError, InternalFailure
 from apps_api.service_changes import journal_page
 from apps_api.snapshot import read_snapshot
-from hostcfg.journal import journalctl_argv, stream_journal
+from hostcfg.journal import journalctl_argv, open_journal_stream
 from hostcfg.tags import set_tags, validate_tags
 
 
@@ -351,7 +351,7 @@ class JournalLogsView(APIView):
     )
     def post(self, request: Request) -> StreamingHttpResponse:
         argv = journalctl_argv(request.data)
-        return StreamingHttpResponse(stream_journal(argv), content_type="text/plain; charset=utf-8")
+        return StreamingHttpResponse(open_journal_stream(argv), content_type="text/plain; charset=utf-8")
 
 
 class StepJournalView(APIView):

@@ -14,6 +14,7 @@ from django.contrib.staticfiles import finders
 
 from apps_api import apply_status
 from apps_api.apikeys import get_or_create_global_key, get_or_create_service_key
+from apps_api.models import ActionRecord
 from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
 from tests.integration.conftest import lock_dir
@@ -427,6 +428,19 @@ def test_cleanup_volumes_removes_only_unused_supervised_volumes(app_with_data: s
         foreign.remove(force=True)
         if "1_leftover" in {v.name for v in client.volumes.list()}:
             unused.remove(force=True)
+
+
+def test_a_head_of_cleanup_volumes_acts_and_is_recorded_like_a_get(app_with_data: str) -> None:
+    """Django answers HEAD with the GET view: the volumes go, so the audit log says so
+    (review security.md L7: it did not)."""
+    client = docker.from_env()
+    client.volumes.create("1_leftover", labels={"io.balena.supervised": "true"})
+    recorded = ActionRecord.objects.filter(path="/v2/cleanup-volumes").count()
+    assert Client().head("/v2/cleanup-volumes").status_code == 200
+    assert "1_leftover" not in {v.name for v in client.volumes.list()}
+    [row] = ActionRecord.objects.filter(path="/v2/cleanup-volumes").order_by("-id")[:1]
+    assert ActionRecord.objects.filter(path="/v2/cleanup-volumes").count() == recorded + 1
+    assert row.method == "HEAD"
 
 
 def test_metrics_count_requests_steps_and_applies(one_service: str) -> None:
