@@ -93,6 +93,9 @@ PRELOAD_REFUSED_KEY = "supervisor:preload:refused"
 # API key holder, incremented by each disruptive request in the web process; each expires one
 # window (60 s) after its first increment, which is when that holder may act again.
 ACTION_COUNT_PREFIX = "supervisor:action-limit:"
+# Prefix of the failed admin logins counted per client address and per user name
+# (admin_login.py); each expires one window (15 min) after its first failure.
+ADMIN_LOGIN_FAILURES_PREFIX = "supervisor:admin-login-failures:"
 
 TASK_REPLY_TTL_SECONDS = 120
 
@@ -159,6 +162,19 @@ def count_in_window(key: str, *, window_seconds: int) -> tuple[int, int]:
         pipe.pttl(key)
         count, _, remaining_ms = pipe.execute()
     return int(count), int(remaining_ms)
+
+
+def longest_wait_at_limit(keys: list[str], *, limit: int) -> int:
+    """Of the counters at `keys` (count_in_window's) that reached `limit`, the milliseconds
+    until the last of their windows ends; 0 when none did."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        answers = pipe.execute()
+    waits = [int(ttl) for count, ttl in zip(answers[::2], answers[1::2], strict=True)
+             if count is not None and int(count) >= limit]  # fmt: skip
+    return max(waits, default=0)
 
 
 def new_reply_key() -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.core.management import call_command
 
+from apps_api.admin_login import ADMIN_LOGIN_FAILURES
 from apps_api.apikeys import get_or_create_global_key
+from apps_api.redis_store import ADMIN_LOGIN_FAILURES_PREFIX, redis_client
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
 from tests.agent_client import Client
@@ -151,3 +155,40 @@ def test_every_admin_page_answers_a_maintainer_without_a_server_error(admin_clie
                                HTTP_REFERER=admin_client.base_url + "/admin/")  # fmt: skip
     assert logout.status_code == 200
     assert admin_client.get(reverse("admin:index")).status_code == 302, "signed out"
+
+
+@pytest.fixture
+def login_failures_cleared() -> Iterator[None]:
+    yield
+    store = redis_client()
+    for key in store.scan_iter(f"{ADMIN_LOGIN_FAILURES_PREFIX}*"):
+        store.delete(key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_admin_logins_are_throttled_per_address_and_user(login_failures_cleared: None) -> None:
+    """App containers reach the admin's address: they may not guess passwords without end
+    (review security.md L14)."""
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("keeper", "k@example.com", "the-right-password-1")
+    client = Client()
+    for _ in range(ADMIN_LOGIN_FAILURES):
+        assert not client.login(username="keeper", password="a-guess")
+    refused = client.post("/admin/login/", {"username": "keeper", "password": "the-right-password-1"})
+    assert refused.status_code == 429
+    assert "Too many failed logins" in refused.content.decode()
+    assert int(refused["Retry-After"]) > 0
+    assert Client().get("/admin/").status_code == 302, "nobody was let in"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_apply_page_needs_the_right_to_read_the_step_journal() -> None:
+    from django.contrib.auth.models import Permission, User
+
+    clerk = User.objects.create_user("clerk", password="clerk-pass-1", is_staff=True)
+    client = Client()
+    assert client.login(username="clerk", password="clerk-pass-1")
+    assert client.get("/admin/apply/").status_code == 403
+    clerk.user_permissions.add(Permission.objects.get(codename="view_steprecord"))
+    assert client.get("/admin/apply/").status_code == 200
