@@ -6,8 +6,10 @@ import hmac
 import itertools
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -46,7 +48,9 @@ class _KeyCache(threading.local):
     """The keys as this thread's database connection last read them. Every request
     checks them, so they are read again only when the database changed: SQLite's
     `data_version` moves when another connection (another process) commits, and this
-    process's own changes bump `_changes` (signals below)."""
+    process's own changes bump `_changes` (signals below). `data_version` means something
+    only within one connection, so each new connection is numbered (a new one may get the
+    address of the one just closed, and starts at the same `data_version`)."""
 
     version: tuple[int, int, int] | None = None
     keys: list[ApiKey] = []
@@ -55,13 +59,20 @@ class _KeyCache(threading.local):
 _key_cache = _KeyCache()
 _changes = itertools.count(1)
 _generation = 0
+_connection_numbers = itertools.count(1)
+CONNECTION_NUMBER = "supervisor_connection_number"
+
+
+@receiver(connection_created)
+def _number_the_connection(connection: Any, **_: object) -> None:
+    setattr(connection, CONNECTION_NUMBER, next(_connection_numbers))
 
 
 def _stored_keys() -> list[ApiKey]:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA data_version")
         (data_version,) = cursor.fetchone()
-    version = (id(connection.connection), data_version, _generation)
+    version = (getattr(connection, CONNECTION_NUMBER, 0), data_version, _generation)
     if _key_cache.version != version:
         _key_cache.keys = list(ApiKey.objects.only("id", "app_id", "service_name", "key", "scopes"))
         _key_cache.version = version
