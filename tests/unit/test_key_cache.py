@@ -4,13 +4,22 @@ SQLite's data_version back at its start, for the connection that had read the ke
 
 from __future__ import annotations
 
-import sqlite3
+import subprocess
+import sys
 
 import pytest
 from django.db import connection
 
 from apps_api.apikeys import find_api_key
 from apps_api.models import ApiKey
+
+
+# Another process, which allocates nothing in this one: the next connection here is likely to
+# take the address of the one just closed.
+REVOKE = (
+    "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+    "db.execute(\"DELETE FROM apps_api_apikey WHERE key = 'revoke-me-0123456789'\"); db.commit()"
+)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -20,9 +29,6 @@ def test_a_key_deleted_by_another_process_is_refused_on_a_new_connection() -> No
         assert find_api_key("revoke-me-0123456789") is not None  # cached
         database = connection.settings_dict["NAME"]
         connection.close()
-        other = sqlite3.connect(database)  # another process's connection, as far as SQLite knows
-        with other:
-            other.execute("DELETE FROM apps_api_apikey WHERE key = ?", ("revoke-me-0123456789",))
-        other.close()
+        subprocess.run([sys.executable, "-c", REVOKE, database], check=True)
         assert find_api_key("revoke-me-0123456789") is None
         ApiKey.objects.create(app_id=5, service_name="svc", key="revoke-me-0123456789", scopes=[])
