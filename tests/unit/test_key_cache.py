@@ -13,7 +13,6 @@ from django.db import connection
 from apps_api.apikeys import find_api_key
 from apps_api.models import ApiKey
 
-
 # Another process, which allocates nothing in this one: the next connection here is likely to
 # take the address of the one just closed.
 REVOKE = (
