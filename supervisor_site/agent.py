@@ -101,12 +101,15 @@ def agent_child() -> Child:
     return Child("agent", [sys.executable, "-m", "supervisor_site.agent_main"])
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
 
 
 def start(child: Child) -> None:
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         child.pid, child.started_at = pid, time.monotonic()
@@ -118,7 +121,7 @@ def start(child: Child) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         os.setsid()  # a Ctrl-C reaches the parent only, which stops the children in order
-        _die_with_parent()
+        _die_with_parent(parent)
         search_path = [str(environment.BASE_DIR), os.getenv("PYTHONPATH")]
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, search_path))
         os.execvp(child.argv[0], child.argv)  # noqa: S606 - the argument list is ours

@@ -119,6 +119,8 @@ class BoundedRequest(WebRequest):
 
     def refuse_too_large(self) -> None:
         self.refused = True
+        # Twisted would still say "100 Continue" after this answer, to a client that asked.
+        self.requestHeaders.removeHeader(b"expect")
         transport = self.channel.transport
         transport.write(TOO_LARGE_ANSWER)
         transport.loseConnection()

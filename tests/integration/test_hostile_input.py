@@ -190,6 +190,11 @@ def test_a_body_over_10_mb_is_refused_before_it_is_read(running_service: str, sh
     declared = raw_exchange(shared_web, head, iter([]))  # the length alone is enough
     assert declared.startswith(b"HTTP/1.1 413 ")
     assert b'"Request body larger than 10 MB"' in declared
+    expecting = raw_exchange(
+        shared_web, head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"), iter([])
+    )
+    assert expecting.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in expecting, "nothing after the refusal"
 
     chunked_head = (b"POST /v1/restart HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
