@@ -21,6 +21,9 @@ VIEW_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-view")
 # Restarts, stops, purges, reboots…: each holds its thread until the worker is done; more
 # than this many wait for a thread rather than take the readers'.
 WAITING_ACTION_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-action")
+# The health check, which the host's watchdog asks: never behind reads that wait on the cloud
+# or the engine.
+HEALTH_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-health")
 
 
 def in_own_thread(view: Callable[..., Any], pool: ThreadPoolExecutor = VIEW_THREADS) -> Callable[..., Any]:
@@ -51,7 +54,7 @@ urlpatterns = [
     path("v2/state/status", v2.StateStatusView.as_view()),
     path("v2/version", v2.VersionView.as_view()),
     path("ping", v1.PingView.as_view()),
-    path("v1/healthy", v1.HealthyView.as_view()),
+    django_path("v1/healthy", in_own_thread(audit.audited(v1.HealthyView.as_view()), HEALTH_THREADS)),
     path("metrics", v1.MetricsView.as_view()),
     path("v1/blink", v1.BlinkView.as_view()),
     waiting_path("v1/device/host-config", v1.HostConfigView.as_view()),

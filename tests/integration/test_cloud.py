@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 
 from apps_api import actions, redis_store
@@ -284,6 +285,37 @@ def test_v1_update_polls_at_once_through_the_worker(agent_fake_cloud: FakeCloud,
     )
     assert response.status_code == 204
     assert wait_until(lambda: len(fake_cloud.requests_to("GET", "/device/v3/*/state")) > polls, 30)
+
+
+def test_the_health_check_answers_while_every_reader_waits_on_the_cloud(
+    agent_fake_cloud: FakeCloud, engine: str
+) -> None:
+    """Reads that wait on the cloud may fill the readers' threads; the health check, which
+    the host's watchdog acts on, has its own (review security.md L12)."""
+    fake_cloud = agent_fake_cloud
+    assert wait_until(lambda: fake_cloud.requests_to("GET", "/device/v3/*/state"), 60)
+    stall = threading.Event()
+    readers = 40
+    fake_cloud.script("GET /v7/device_tag", *[Scripted(503, b"down", stall=stall) for _ in range(readers)])
+    key = get_or_create_global_key().key
+    answers: list[int] = []
+
+    def read_tags() -> None:
+        answers.append(api("get", "/v2/device/tags").status_code)
+
+    threads = [threading.Thread(target=read_tags) for _ in range(readers)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_until(lambda: len(fake_cloud.requests_to("GET", "/v7/device_tag")) >= 32, 60)
+        healthy = requests.get(f"{Client().base_url}/v1/healthy", headers={"Authorization": f"Bearer {key}"},
+                               timeout=30)  # fmt: skip
+        assert healthy.status_code in (200, 500), healthy.text
+    finally:
+        stall.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(answers) == readers
 
 
 # --- state report ---------------------------------------------------------------------------
