@@ -2,8 +2,9 @@
 (with the global key) asks for, or a local-mode client without a key, with when, whose key,
 the route, the status code and a short result. Reads are not actions and are not recorded.
 
-Kept for KEEP_DAYS days and at most KEEP_ROWS rows: every PRUNE_EVERY rows the insert
-deletes what is older or beyond, so no process of its own is needed.
+Kept for KEEP_DAYS days and at most KEEP_ROWS rows of disruptive actions that went through
+and KEEP_ROWS of the others: every PRUNE_EVERY rows the insert deletes what is older or
+beyond, so no process of its own is needed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ApiAction:
     path: str
     status_code: int
     result: str
+    disruptive: bool = False
+    """A disruptive action (action_limit.py) that went through."""
 
 
 def record_action(action: ApiAction) -> None:
@@ -61,6 +64,7 @@ def record_action(action: ApiAction) -> None:
                 path=action.path[:255],
                 status_code=action.status_code,
                 result=action.result[:RESULT_LENGTH],
+                disruptive=action.disruptive,
             )
         if row.pk % PRUNE_EVERY == 0:
             prune_action_records(now=row.created_at)
@@ -71,15 +75,17 @@ def record_action(action: ApiAction) -> None:
 
 
 def prune_action_records(*, now: datetime, keep_days: int = KEEP_DAYS, keep_rows: int = KEEP_ROWS) -> int:
-    """Delete the records older than `keep_days` before `now` and all but the newest
-    `keep_rows`. Returns how many were deleted."""
-    newest = ActionRecord.objects.order_by("-id").values_list("id", flat=True).first()
-    if newest is None:
-        return 0
-    too_old = Q(created_at__lt=now - timedelta(days=keep_days))
-    # Ids only grow, so the newest `keep_rows` rows all have an id above this one.
-    too_many = Q(id__lte=newest - keep_rows)
-    deleted, _ = ActionRecord.objects.filter(too_old | too_many).delete()
+    """Delete the records older than `keep_days` before `now` and, of the disruptive actions
+    that went through and of the other records apart, all but the newest `keep_rows`: cheap
+    actions or refusals, however many, never push out a reboot or a purge. Returns how many
+    were deleted."""
+    stale = Q(created_at__lt=now - timedelta(days=keep_days))
+    for disruptive in (True, False):
+        group = ActionRecord.objects.filter(disruptive=disruptive).order_by("-id")
+        oldest_kept = group.values_list("id", flat=True)[keep_rows - 1 : keep_rows].first()
+        if oldest_kept is not None:
+            stale |= Q(disruptive=disruptive, id__lt=oldest_kept)
+    deleted, _ = ActionRecord.objects.filter(stale).delete()
     return deleted
 
 

@@ -181,6 +181,10 @@ class ActionRecord(models.Model):
     path = models.CharField(max_length=255)
     status_code = models.PositiveSmallIntegerField()
     result = models.CharField(max_length=255, blank=True, default="")
+    disruptive = models.BooleanField(
+        default=False,
+        help_text="a disruptive action that went through, kept apart: no flood of other rows pushes it out",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps_api.action_limit import is_disruptive
 from apps_api.api import parsing
 from apps_api.api.auth import access_of
 from apps_api.api.schemas import AuditPageSerializer, FailureSerializer, answer, unexpected
@@ -45,6 +46,7 @@ def audited(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponse
                     path=request.path,
                     status_code=response.status_code,
                     result=result_message(response),
+                    disruptive=is_disruptive(method, match.route) and response.status_code < 400,
                 )
             )
         return response

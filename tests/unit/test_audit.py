@@ -3,6 +3,7 @@ that cannot be written never fails the action."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timedelta
 
@@ -62,6 +63,19 @@ def test_only_the_newest_rows_are_kept() -> None:
 
     assert prune_action_records(now=now, keep_rows=3) == 2
     assert remaining_ids() == ids[2:]
+
+
+def test_a_flood_of_other_rows_never_pushes_out_a_disruptive_action_that_went_through() -> None:
+    """Review security.md L8: an app could erase the record of its own reboot with cheap 400s."""
+    now = timezone.now()
+    record_action(dataclasses.replace(RESTART, disruptive=True))
+    [reboot] = remaining_ids()
+    records_made([0] * 5, now)
+
+    prune_action_records(now=now, keep_rows=3)
+
+    assert reboot in remaining_ids()
+    assert ActionRecord.objects.filter(disruptive=False).count() == 3
 
 
 def test_inserts_prune_by_themselves_every_hundred_rows() -> None:
