@@ -5,6 +5,7 @@ wait, reads and the health probes are answered."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,10 +27,28 @@ WAITING_ACTION_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="
 HEALTH_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-health")
 
 
+# A JSON body of 10 MB (the most a request may carry) can take 85 MB once parsed (`[[],[],…]`):
+# such bodies are handled one at a time, so that a few at once cannot take the agent's memory.
+BIG_BODY_BYTES = 256 * 1024
+_big_bodies = threading.BoundedSemaphore(1)
+
+
+def one_big_body_at_a_time(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def view_with_bounded_bodies(request: Any, *args: Any, **kwargs: Any) -> Any:
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if (length.isdigit() and int(length) > BIG_BODY_BYTES) or "HTTP_TRANSFER_ENCODING" in request.META:
+            with _big_bodies:
+                return view(request, *args, **kwargs)
+        return view(request, *args, **kwargs)
+
+    return view_with_bounded_bodies
+
+
 def in_own_thread(view: Callable[..., Any], pool: ThreadPoolExecutor = VIEW_THREADS) -> Callable[..., Any]:
     """Run the sync view on `pool` rather than on the thread all thread-sensitive calls
     share (supervisor_site/asgi_handler.py), so that no request waits behind another."""
-    run = sync_to_async(view, thread_sensitive=False, executor=pool)
+    run = sync_to_async(one_big_body_at_a_time(view), thread_sensitive=False, executor=pool)
 
     @functools.wraps(view)  # keeps `cls` and `csrf_exempt`, which DRF and the schema read
     async def view_on_pool(request: Any, *args: Any, **kwargs: Any) -> Any:
