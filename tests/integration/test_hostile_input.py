@@ -6,6 +6,7 @@ and the web process stays healthy."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -97,6 +98,22 @@ def hostile_requests() -> Iterator[tuple[str, str, Any]]:
         yield "PATCH", "/v2/device/tags", body
     for query in ("count=x", "count=-1", "unit=" + "x" * 300, "format=evil", "all=maybe"):
         yield "POST", f"/v2/journal-logs?{query}", {"count": "x", "format": "evil"}
+    for path in every_route():
+        yield "HEAD", path, None
+
+
+# HEAD runs a route's GET view (Django); these act or stream by design (audited, or a stream
+# whose HEAD would follow the logs).
+HEAD_LEFT_OUT = {"/v2/cleanup-volumes", "/v2/local/logs", "/v2/local/logs/ws"}
+
+
+def every_route() -> list[str]:
+    """A path for each route of the device API and local mode, ids filled with 1."""
+    from apps_api.api.urls import urlpatterns as api_routes
+    from localmode.urls import urlpatterns as local_routes
+
+    paths = ["/" + re.sub(r"<[^>]+>", "1", str(route.pattern)) for route in [*api_routes, *local_routes]]
+    return sorted(set(paths) - HEAD_LEFT_OUT)
 
 
 def send(web: WebProcess, method: str, path: str, body: Any) -> requests.Response:
