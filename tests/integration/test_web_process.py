@@ -157,16 +157,21 @@ def test_a_key_check_that_fails_answers_503_text(start_web: StartWeb) -> None:
     assert web.get("/ping").text == "OK"
 
 
-def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb, tmp_path: Path) -> None:
-    # A stand-in journalctl that prints without end: the host's journal is too small here to
-    # fill the buffers. The agent's host-unit follower (JSON output) gets a quiet one.
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    journalctl = fake_bin / "journalctl"
-    journalctl.write_text('#!/bin/sh\ncase "$*" in *--output=json*) exec sleep 100000;; esac\n'
-                          'while :; do echo "Dec 01 host kernel: a journal line"; done\n')  # fmt: skip
+def stand_in_journalctl(directory: Path, script: str) -> Path:
+    """A journalctl in `directory`/bin that runs `script` for the API's streams; the agent's
+    host-unit follower (JSON output) gets a quiet one."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir()
+    journalctl = bin_dir / "journalctl"
+    journalctl.write_text(f'#!/bin/sh\ncase "$*" in *--output=json*) exec sleep 100000;; esac\n{script}\n')
     journalctl.chmod(0o755)
-    web = start_web(PATH=f"{fake_bin}:{os.environ['PATH']}")
+    return journalctl
+
+
+def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb, tmp_path: Path) -> None:
+    # One that prints without end: the host's journal is too small here to fill the buffers.
+    journalctl = stand_in_journalctl(tmp_path, 'while :; do echo "Dec 01 host kernel: a journal line"; done')
+    web = start_web(PATH=f"{journalctl.parent}:{os.environ['PATH']}")
     address = urlsplit(web.base_url)
     with socket.socket() as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -186,13 +191,8 @@ def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb
 def test_journal_streams_at_once_are_bounded(start_web: StartWeb, tmp_path: Path) -> None:
     from hostcfg.journal import JOURNAL_STREAMS_AT_ONCE
 
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    journalctl = fake_bin / "journalctl"
-    journalctl.write_text('#!/bin/sh\ncase "$*" in *--output=json*) exec sleep 100000;; esac\n'
-                          'echo "Dec 01 host kernel: a journal line"; exec sleep 100000\n')  # fmt: skip
-    journalctl.chmod(0o755)
-    web = start_web(PATH=f"{fake_bin}:{os.environ['PATH']}")
+    journalctl = stand_in_journalctl(tmp_path, 'echo "Dec 01 host kernel: a journal line"; exec sleep 100000')
+    web = start_web(PATH=f"{journalctl.parent}:{os.environ['PATH']}")
     streams = []
     try:
         for _ in range(JOURNAL_STREAMS_AT_ONCE):
