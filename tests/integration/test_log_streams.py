@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from apps_api.engine import docker as engine
+from supervisor_site.system_services import wait_until
 from tests.integration.conftest import PROJECT_DIR, StartWeb, WebProcess, manage
 from tests.integration.log_stream_clients import NdjsonClient, WebSocketClient
 
@@ -457,12 +458,15 @@ def test_a_reader_that_stops_reading_costs_bounded_memory_and_is_told_what_it_mi
         flood = containers("seq 1 100000", service="flood")
         flood.wait(timeout=120)
         # The whole flood is published: the probe saw its last line, or was itself told it
-        # fell behind (on a loaded machine the probe may be a slow reader too).
-        probe.wait_for(
-            lambda records: any(r["message"] == "100000" or r["message"].startswith("Warning: Suppressed")
-                                for r in records[-50:]),
-            120,
-        )  # fmt: skip
+        # fell behind (on a loaded machine the probe may be a slow reader too). A slow reader
+        # is told with the next line it gets: one more is published for it, again until it
+        # arrives (one published while the probe is still behind is dropped too).
+        for attempt in range(12):
+            containers(f"echo probe-end-{attempt}", service=f"probe-end-{attempt}")
+            if wait_until(lambda: any(r["message"].startswith("probe-end") for r in probe.records[-50:]), 10):
+                break
+        else:
+            pytest.fail("the probe never caught up")
         received = b""
         stalled.settimeout(5)
         with contextlib.suppress(TimeoutError):  # what the server kept, until it has no more
