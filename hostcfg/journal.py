@@ -102,7 +102,7 @@ async def _stream_journal(argv: list[str]) -> AsyncIterator[bytes]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_starting_thread,
+            preexec_fn=_die_with_starting_thread,  # not left behind by an agent killed outright
         )
         assert process.stdout is not None
         try:

@@ -140,7 +140,10 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # The device API answers in its documented format whatever the Accept header says.
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps_api.api.renderers.FirstRendererNegotiation",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
+    "DEFAULT_PARSER_CLASSES": [
+        "apps_api.api.json_body.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+    ],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "apps_api.api.errors.device_api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["apps_api.api.throttling.DisruptiveActionThrottle"],

@@ -27,8 +27,9 @@ WAITING_ACTION_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="
 HEALTH_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-health")
 
 
-# A JSON body of 10 MB (the most a request may carry) can take 85 MB once parsed (`[[],[],…]`):
-# such bodies are handled one at a time, so that a few at once cannot take the agent's memory.
+# A JSON body of 10 MB (the most a request may carry) can take hundreds of MB once parsed
+# (api/json_body.py refuses the worst): bodies over BIG_BODY_BYTES are handled one at a time,
+# so that a few at once cannot take the agent's memory. Nothing is refused for it.
 BIG_BODY_BYTES = 256 * 1024
 _big_bodies = threading.BoundedSemaphore(1)
 

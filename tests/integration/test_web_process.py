@@ -163,7 +163,9 @@ def stand_in_journalctl(directory: Path, script: str) -> Path:
     bin_dir = directory / "bin"
     bin_dir.mkdir()
     journalctl = bin_dir / "journalctl"
-    journalctl.write_text(f'#!/bin/sh\ncase "$*" in *--output=json*) exec sleep 100000;; esac\n{script}\n')
+    journalctl.write_text(
+        f'#!/bin/sh\ncase "$*" in *--output=json*) exec /bin/sleep 100000;; esac\n{script}\n'
+    )
     journalctl.chmod(0o755)
     return journalctl
 
@@ -191,26 +193,32 @@ def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb
 def test_journal_streams_at_once_are_bounded(start_web: StartWeb, tmp_path: Path) -> None:
     from hostcfg.journal import JOURNAL_STREAMS_AT_ONCE
 
-    journalctl = stand_in_journalctl(tmp_path, 'echo "Dec 01 host kernel: a journal line"; exec sleep 100000')
+    follow_forever = (
+        'echo "Dec 01 host kernel: a journal line"; case "$*" in *--follow*) exec /bin/sleep 100000;; esac'
+    )
+    journalctl = stand_in_journalctl(tmp_path, follow_forever)
     web = start_web(PATH=f"{journalctl.parent}:{os.environ['PATH']}")
-    streams = []
+    url = f"{web.base_url}/v2/journal-logs"
+    # Each stream's session and answer are kept: either one let go closes its connection.
+    streams: list[tuple[requests.Session, requests.Response]] = []
     try:
         for _ in range(JOURNAL_STREAMS_AT_ONCE):
-            stream = requests.post(
-                f"{web.base_url}/v2/journal-logs", json={"follow": True}, stream=True, timeout=20
-            )
+            session = requests.Session()
+            stream = session.post(url, json={"follow": True}, stream=True, timeout=20)
+            streams.append((session, stream))
             assert stream.status_code == 200
-            next(stream.iter_lines())  # it runs
-            streams.append(stream)
-        refused = requests.post(web.base_url + "/v2/journal-logs", json={"follow": True}, timeout=20)
+            # It runs. (Read from the raw answer: a generator of requests' let go would close it.)
+            assert stream.raw.read(3) == b"Dec"
+        refused = requests.post(url, json={"follow": True}, timeout=20)
         assert refused.status_code == 503
         assert "journal streams are open already" in refused.json()["message"]
-        streams.pop().close()
-        url = f"{web.base_url}/v2/journal-logs"
+        for closing in streams.pop():
+            closing.close()
         assert wait_until(lambda: requests.post(url, json={"count": 1}, timeout=20).status_code == 200, 30)
     finally:
-        for stream in streams:
+        for session, stream in streams:
             stream.close()
+            session.close()
 
 
 def _processes_running(command: str, *, unless: str) -> bool:

@@ -24,7 +24,7 @@ GATEWAYS = {
     "redis": ("apps_api.redis_store",),
     "docker": ("apps_api.engine.docker",),
     "jeepney": ("hostcfg.dbus",),
-    "http.client": ("apps_api.cloud.client",),
+    "http.client": ("apps_api.cloud.client", "apps_api.engine.registry"),
 }
 
 
