@@ -22,7 +22,7 @@ class BodyTooComplex(APIException):
 
 class BoundedJSONParser(JSONParser):
     def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None
+        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
         encoding = (parser_context or {}).get("encoding", "utf-8")
         raw = stream.read() if stream is not None else b""
