@@ -6,7 +6,9 @@ document for the admin; the engine reads only `TargetRecord.document`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from django.db import transaction
@@ -19,29 +21,61 @@ from apps_api.engine.container_config import feature_enabled
 from apps_api.engine.state import AppSpec, NetworkSpec, ServiceSpec, TargetState, VolumeSpec
 from apps_api.models import App, Network, ReleaseTrial, Service, TargetRecord, Volume
 
+logger = logging.getLogger(__name__)
+
 KEPT_TARGET_RECORDS = 20
 
 
+# The stored document's schema. 1: the engine's dataclasses as they were, with no `schema`
+# key (every release up to 225373c). A change that older documents cannot be read as (a field
+# renamed, a meaning changed) raises it and adds a step to _MIGRATIONS; a field added with a
+# default needs neither, and a field a newer release added (read after a downgrade) is left
+# out. tests/unit/target/test_stored_target_upgrade.py loads documents of older releases.
+TARGET_SCHEMA = 2
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: lambda document: document,  # 1 → 2: only the `schema` key
+}
+
+
 def target_to_document(target: TargetState) -> dict[str, Any]:
-    return asdict(target)
+    return {"schema": TARGET_SCHEMA, **asdict(target)}
+
+
+def migrated_document(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` brought to TARGET_SCHEMA, step by step."""
+    version = document.get("schema", 1)
+    while isinstance(version, int) and version in _MIGRATIONS and version < TARGET_SCHEMA:
+        document = _MIGRATIONS[version](document)
+        version += 1
+    if version != TARGET_SCHEMA:
+        logger.warning("stored target of schema %s read as schema %s", version, TARGET_SCHEMA)
+    return {**document, "schema": TARGET_SCHEMA}
+
+
+def _known_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in values.items() if key in names}
 
 
 def app_from_document(app: dict[str, Any]) -> AppSpec:
     services = tuple(
-        ServiceSpec(**{**service, "depends_on": tuple(service.get("depends_on", ()))})
+        ServiceSpec(
+            **{**_known_fields(ServiceSpec, service), "depends_on": tuple(service.get("depends_on", ()))}
+        )
         for service in app["services"]
     )
     return AppSpec(
         **{
-            **app,
+            **_known_fields(AppSpec, app),
             "services": services,
-            "networks": tuple(NetworkSpec(**n) for n in app["networks"]),
-            "volumes": tuple(VolumeSpec(**v) for v in app["volumes"]),
+            "networks": tuple(NetworkSpec(**_known_fields(NetworkSpec, n)) for n in app["networks"]),
+            "volumes": tuple(VolumeSpec(**_known_fields(VolumeSpec, v)) for v in app["volumes"]),
         }
     )
 
 
 def target_from_document(document: dict[str, Any]) -> TargetState:
+    document = migrated_document(document)
     return TargetState(
         name=document["name"],
         config=document["config"],
