@@ -85,6 +85,8 @@ class Agent:
     extra_env: dict[str, str] = field(default_factory=dict)
     host_root: Path | None = None
     log_file: Path | None = None
+    project_dir: Path = PROJECT_DIR
+    """The checkout whose agent runs (another release's, for the upgrade test)."""
 
     @property
     def log_path(self) -> Path:
@@ -123,7 +125,7 @@ class Agent:
             STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor_site.agent"], cwd=PROJECT_DIR, env=self.environment(),
+                [sys.executable, "-m", "supervisor_site.agent"], cwd=self.project_dir, env=self.environment(),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         if wait:

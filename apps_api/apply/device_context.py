@@ -50,6 +50,7 @@ def device_context(target: TargetState, *, create_keys: bool = True) -> DeviceCo
             p for p in OPTIONAL_HOST_PATHS if not (host_root / p.lstrip("/")).exists()
         ),
         os_board_rev=os_release_field("BALENA_BOARD_REV"),
+        os_version=os_version(),
     )
 
 

@@ -1,6 +1,8 @@
 """Taking over what another supervisor made: containers and networks that carry the
 balena labels but not our configuration hash (a device moved from the original
-supervisor) are kept when they already are what the target asks for.
+supervisor) are kept when they already are what the target asks for; and containers an
+earlier release of this agent made, whose hash is what that release gave the same target
+(container_config.EARLIER_HASHES), are kept too.
 
 Without this, every such container would look changed (its hash label is missing) and be
 recreated once, with the downtime of an update nobody asked for. The comparison is
@@ -22,10 +24,19 @@ from apps_api.engine.container_config import (
     ContainerConfig,
     DeviceContext,
     build_container_config,
+    earlier_config_hashes,
     network_config_hash,
     network_docker_name,
+    service_config_hash,
 )
-from apps_api.engine.state import AppSpec, CurrentNetwork, CurrentService, CurrentState, NetworkSpec
+from apps_api.engine.state import (
+    AppSpec,
+    CurrentNetwork,
+    CurrentService,
+    CurrentState,
+    NetworkSpec,
+    ServiceSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +54,11 @@ def adopt_matching(current: CurrentState, apps: Sequence[AppSpec], device: Devic
     for service in current.services:
         app = targets.get(service.app_id)
         spec = app.service(service.service_name) if app else None
-        if service.config_hash or app is None or spec is None:
+        if app is None or spec is None:
             services.append(service)
+            continue
+        if service.config_hash:
+            services.append(_with_current_hash_if_earlier(service, app, spec, device))
             continue
         config = build_container_config(app, spec, device)
         if _container_matches(service, config):
@@ -56,6 +70,21 @@ def adopt_matching(current: CurrentState, apps: Sequence[AppSpec], device: Devic
         summaries = {n.get("Name"): n for n in engine.list_supervised_networks()}
         networks = [_adopted_network(n, targets.get(n.app_id), summaries) for n in networks]
     return dataclasses.replace(current, services=tuple(services), networks=tuple(networks))
+
+
+def _with_current_hash_if_earlier(
+    service: CurrentService, app: AppSpec, spec: ServiceSpec, device: DeviceContext
+) -> CurrentService:
+    """`service` as up to date when its hash is the one an earlier release gave this very
+    target (container_config.EARLIER_HASHES): only what that release did not put in changed."""
+    current_hash = service_config_hash(app, spec, device)
+    if service.config_hash == current_hash:
+        return service
+    change = earlier_config_hashes(app, spec, device).get(service.config_hash)
+    if change is None:
+        return service
+    logger.info("keeping container %s: made when %s", service.container_name, change)
+    return dataclasses.replace(service, config_hash=current_hash)
 
 
 def _container_matches(service: CurrentService, config: ContainerConfig) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,26 @@ def config_change(created_with: str, config: ContainerConfig) -> Cause:
 
 def service_config_hash(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> str:
     return build_container_config(app, service, device).labels[CONFIG_HASH_LABEL]
+
+
+# What entered the config hash, release by release. A change to what a container is made with
+# changes its hash, and a container whose hash differs is recreated: a new value put into
+# every container (a variable, a default) would recreate every container of every device at
+# the upgrade. Such a change is made with an entry here, which says how the releases before it
+# hashed the same target; a container with that earlier hash is up to date (engine/adoption.py)
+# and gets the new value when it is next recreated for a reason of its own.
+# tests/unit/target/test_stored_target_upgrade.py pins the hashes of release 225373c.
+EARLIER_HASHES: tuple[tuple[str, Callable[[DeviceContext], DeviceContext]], ...] = (
+    ("BALENA_HOST_OS_VERSION was empty", lambda device: replace(device, os_version="")),
+)
+
+
+def earlier_config_hashes(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
+    """The hash each earlier release would have given this service → what changed since."""
+    hashes = {}
+    for change, as_before in EARLIER_HASHES:
+        hashes[service_config_hash(app, service, as_before(device))] = change
+    return hashes
 
 
 def network_config_hash(network: NetworkSpec) -> str:

@@ -24,10 +24,12 @@ from tests.route_coverage import AGENT_ADDRESSES
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def manage(
+    env: dict[str, str], *args: str, project_dir: Path = PROJECT_DIR
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=PROJECT_DIR,
+        cwd=project_dir,
         env=env,
         capture_output=True,
         text=True,
@@ -46,7 +48,13 @@ StartWeb = Callable[..., Agent]
 
 
 def launch_web(
-    data_dir: Path, log_dir: Path, *, wait: bool = True, port: int | None = None, **overrides: str
+    data_dir: Path,
+    log_dir: Path,
+    *,
+    wait: bool = True,
+    port: int | None = None,
+    project_dir: Path = PROJECT_DIR,
+    **overrides: str,
 ) -> Agent:
     """Start an agent as the systemd unit does (parent, its redis-server, the agent process)
     on `data_dir`, with the environment `overrides`; wait until it is ready.
@@ -57,6 +65,7 @@ def launch_web(
         port=port or free_port(),
         host_root=data_dir / "host",
         log_file=log_dir / f"agent-{data_dir.name}.log",
+        project_dir=project_dir,
         extra_env={
             "SUPERVISOR_LED_FILE": str(data_dir / "led0"),
             "SUPERVISOR_LISTEN_ADDRESS": "127.0.0.1",

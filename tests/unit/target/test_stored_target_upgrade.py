@@ -83,3 +83,27 @@ def test_a_target_is_stored_with_its_schema_and_reads_back_the_same() -> None:
     document = json.loads(json.dumps(target_to_document(target)))
     assert document["schema"] == TARGET_SCHEMA
     assert target_from_document(document) == target
+
+
+def test_a_container_hashed_as_an_earlier_release_did_is_kept_and_any_other_difference_is_not() -> None:
+    """BALENA_HOST_OS_VERSION is filled now; the containers made while it was always empty are
+    up to date all the same (the upgrade recreates none), and get it at their next recreation."""
+    import dataclasses
+
+    from apps_api.engine.adoption import adopt_matching
+    from apps_api.engine.state import CurrentState
+    from tests.unit.engine.state_builders import container
+
+    target = target_from_document(stored_by_225373c())
+    [app] = target.apps
+    main, side = app.services
+    made_before = dataclasses.replace(DEVICE, os_version="")
+    current = CurrentState(services=(
+        container(app, main, config_hash=service_config_hash(app, main, made_before)),
+        container(app, side, config_hash="0" * 32),  # made for another target: recreated as usual
+    ))  # fmt: skip
+
+    adopted = {s.service_name: s.config_hash for s in adopt_matching(current, target.apps, DEVICE).services}
+
+    assert adopted == {"main": service_config_hash(app, main, DEVICE), "side": "0" * 32}
+    assert service_config_hash(app, main, DEVICE) != service_config_hash(app, main, made_before)
