@@ -19,6 +19,7 @@ from apps_api.engine.container_config import (
     build_container_config,
     config_change,
     network_config_hash,
+    network_docker_name,
 )
 from apps_api.engine.state import (
     DEFAULT_NETWORK,
@@ -135,14 +136,21 @@ def _plan(
     lock_holders: Mapping[int, Sequence[str]],
 ) -> tuple[list[Step], list[HeldStep]]:
     leftovers = frozenset(leftover_locks) - held
+    targets = {app.app_id: app for app in target}
     views: dict[int, _AppView] = {}
     for service in current.services:
         views.setdefault(service.app_id, _AppView()).services.append(service)
     for network in current.networks:
-        views.setdefault(network.app_id, _AppView()).networks[network.name] = network
+        # A network with this app id but another app's uuid in its engine name (left by the
+        # cloud's release before local mode) is not the target's: known by its engine name, it
+        # is removed, and the target's is made under the name the executor gives it.
+        owner = targets.get(network.app_id)
+        ours = owner is None or network.docker_name == network_docker_name(owner, network.name)
+        views.setdefault(network.app_id, _AppView()).networks[
+            network.name if ours else network.docker_name
+        ] = network
     for volume in current.volumes:
         views.setdefault(volume.app_id, _AppView()).volumes[volume.name] = volume
-    targets = {app.app_id: app for app in target}
 
     steps: list[Step] = []
     held_back: list[HeldStep] = []

@@ -582,3 +582,18 @@ def test_lock_files_left_behind_wait_while_the_app_still_has_work() -> None:
 def test_a_handover_timeout_label_is_ascii_digits_and_at_most_an_hour(label: str, expected_ms: int) -> None:
     service = svc("a", strategy="hand-over", labels={"io.balena.update.handover-timeout": label})
     assert service.handover_timeout_ms == expected_ms
+
+
+def test_a_network_of_another_app_uuid_with_this_app_id_is_replaced_not_taken_for_ours() -> None:
+    """A device moved from the cloud to local mode: the cloud release's `<uuid>_default` has
+    app id 1, like the local app's `1_default` (review maintainability.md, issue 26). Taken for
+    ours, `1_default` was never made and every start failed with `network not found`."""
+    target = dataclasses.replace(app(svc("main")), app_uuid="1")
+    cloud_release = dataclasses.replace(app(svc("main")), app_uuid="2a3d0000000000000000000000000000")
+    current = CurrentState(networks=(network(cloud_release),), images=with_images("img-main"))
+
+    steps = plan(current, [target], locks_held=(), config=CONFIG)
+
+    assert [(s.kind, s.current_network.docker_name if s.current_network else s.network and s.network.name)
+            for s in steps] == [("removeNetwork", "2a3d0000000000000000000000000000_default"),
+                                ("createNetwork", "default")]  # fmt: skip
