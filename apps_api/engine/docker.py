@@ -395,8 +395,20 @@ def ensure_supervisor_network(name: str, *, subnet: str, gateway: str) -> None:
 
 
 def remove_network(name: str) -> None:
+    """Remove the network; one the engine says has active endpoints is first disconnected,
+    by force, from every endpoint it still lists (a container it lost track of when its
+    process holder died keeps its endpoint), then removed once more."""
+    api = docker_client().api
     with _gone_is_fine():
-        docker_client().api.remove_network(name)
+        try:
+            api.remove_network(name)
+        except Exception as exc:
+            if "active endpoints" not in str(exc):
+                raise
+            for endpoint in (api.inspect_network(name).get("Containers") or {}).values():
+                with _gone_is_fine():
+                    api.disconnect_container_from_network(endpoint.get("Name") or "", name, force=True)
+            api.remove_network(name)
 
 
 def create_volume(name: str, *, driver: str, driver_opts: dict[str, str], labels: dict[str, str]) -> None:

@@ -268,3 +268,25 @@ def test_supervisor_api_service_gets_a_scoped_key_and_the_supervisor0_network(en
 
     apply(local_target({"main": {"labels": labels}, "plain": {}}, image=engine))
     assert supervised_containers()["main"].id == containers["main"].id, "the same key: no recreation"
+
+
+def test_a_network_with_an_endpoint_left_on_it_is_disconnected_by_force_and_removed(engine: str) -> None:
+    """The engine refuses to remove a network that "has active endpoints" (issue 26 saw it
+    after processes holding dockerd were killed); the apply's removal disconnects what the
+    engine lists, by force, then removes it, instead of failing at every round."""
+    from apps_api.engine import docker as engine_calls
+
+    client = docker.from_env()
+    network = client.networks.create(
+        "9_leftover", labels={"io.balena.supervised": "true", "io.balena.app-id": "9"}
+    )
+    holder = client.containers.run(engine, ["sleep", "100000"], detach=True, network="9_leftover")
+    try:
+        engine_calls.remove_network("9_leftover")
+        assert "9_leftover" not in {n.name for n in client.networks.list()}
+        holder.reload()
+        assert holder.status == "running", "only its endpoint on that network went"
+    finally:
+        holder.remove(force=True)
+        if "9_leftover" in {n.name for n in client.networks.list()}:
+            network.remove()
