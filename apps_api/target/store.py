@@ -190,13 +190,18 @@ def _forget_superseded_trials(target: TargetState) -> None:
 
 
 _parsed: dict[int, TargetState | None] = {}
+_NOT_READ = object()
 
 
 def load_target_cached(version: int) -> TargetState | None:
     """The newest target, read from the database once per `version` (apply_status's target
-    version, bumped whenever a target is stored): API reads run often."""
-    if version not in _parsed:
-        loaded = load_target()
-        _parsed.clear()
-        _parsed[version] = loaded[0] if loaded else None
-    return _parsed[version]
+    version, bumped whenever a target is stored): API reads run often, in many threads. One
+    lookup: a thread that reads another version may empty the cache between two."""
+    cached = _parsed.get(version, _NOT_READ)
+    if cached is not _NOT_READ:
+        return cached  # type: ignore[return-value]
+    loaded = load_target()
+    target = loaded[0] if loaded else None
+    _parsed.clear()
+    _parsed[version] = target
+    return target
