@@ -27,11 +27,17 @@ class EngineUnavailable(Exception):
     """The Docker engine did not answer."""
 
 
+ENGINE_CONNECTIONS = 32
+
+
 @cache
 def docker_client() -> docker.DockerClient:
     import docker  # lazy: the SDK adds ~20 MiB to a process that never drives the engine
 
-    return docker.DockerClient(base_url=settings.DOCKER_HOST, version=DOCKER_API_VERSION, timeout=60)
+    # Up to 16 step threads, one reader per followed container and the API's reads share it:
+    # with the SDK's 10 pooled connections the rest were opened and thrown away each call.
+    return docker.DockerClient(base_url=settings.DOCKER_HOST, version=DOCKER_API_VERSION, timeout=60,
+                               max_pool_size=ENGINE_CONNECTIONS)  # fmt: skip
 
 
 # A forked child must not share the parent's pooled connections to the engine (two processes
