@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from supervisor_site.system_services import wait_until
-from tests.agent_process import PROJECT_DIR, Agent
+from tests.agent_process import PROJECT_DIR, Agent, free_port
 from tests.conftest import BUSYBOX_IMAGE
 from tests.integration.conftest import launch_web, manage
 from tests.integration.engine_helpers import SUPERVISED
@@ -73,7 +73,8 @@ def test_an_upgrade_from_the_older_release_keeps_every_container(
     os_release = data_dir / "host" / "etc" / "os-release"
     os_release.parent.mkdir(parents=True)
     os_release.write_text('PRETTY_NAME="balenaOS 6.0.24"\n')
-    old = launch_web(data_dir, tmp_path, project_dir=old_release)
+    port = free_port()  # the same for both, as on a device (it is in the API's address apps get)
+    old = launch_web(data_dir, tmp_path, project_dir=old_release, port=port)
     try:
         answer = requests.post(old.url("/v2/local/target-state"), json=three_services(), timeout=30)
         assert answer.status_code == 200, answer.text
@@ -84,7 +85,7 @@ def test_an_upgrade_from_the_older_release_keeps_every_container(
     finally:
         old.stop()
 
-    new = launch_web(data_dir, tmp_path)
+    new = launch_web(data_dir, tmp_path, port=port)
     try:
         assert wait_until(lambda: applied(new), 120)
         state = requests.get(new.url("/v2/applications/state"), timeout=10).json()
