@@ -95,7 +95,9 @@ def main() -> None:
             stop = threading.Event()
             pinger = threading.Thread(target=ping_latencies, args=(port, stop, idle))
             pinger.start()
+            ticks_before = cpu_ticks(pid)
             time.sleep(5)
+            idle_ticks_per_second = (cpu_ticks(pid) - ticks_before) / 5  # what the pings cost
             stop.set()
             pinger.join()
 
@@ -109,12 +111,17 @@ def main() -> None:
             command = f"head -c {arguments.mib * 1024 * 1024} /dev/zero | tr '\\0' x; echo; sleep 600"
             began = time.monotonic()
             client.containers.run(IMAGE, ["sh", "-c", command], labels=labels, tty=True, detach=True)
-            peak, busy, quiet_since = before, cpu_ticks(pid), time.monotonic()
+            # Read when the agent is back to what the pings alone cost, for 5 s in a row.
+            peak, quiet_since = before, time.monotonic()
+            window_ticks, window_began = cpu_ticks(pid), time.monotonic()
             while time.monotonic() - quiet_since < 5 and time.monotonic() - began < 900:
                 peak = max(peak, rss_kib(pid))
-                if (ticks := cpu_ticks(pid)) > busy + 10:
-                    busy, quiet_since = ticks, time.monotonic()
                 time.sleep(0.05)
+                if (elapsed := time.monotonic() - window_began) >= 1:
+                    rate = (cpu_ticks(pid) - window_ticks) / elapsed
+                    if rate > 2 * idle_ticks_per_second + 5:
+                        quiet_since = time.monotonic()
+                    window_ticks, window_began = cpu_ticks(pid), time.monotonic()
             stop.set()
             pinger.join()
             seconds = quiet_since - began
