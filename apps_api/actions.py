@@ -44,7 +44,6 @@ from apps_api.target.store import load_target
 from apps_api.task_outcomes import TaskFailed, TaskNotDone, run_and_wait
 from apps_api.tasks import app_action, blink, cloud_tick, host_config_change, power_action, service_action
 from hostcfg import dbus
-from hostcfg.blink import BLINK_SECONDS
 from hostcfg.host_config import HostConfigInvalid, parse_host_config_patch
 from hostcfg.host_config import read_host_config as read
 from hostcfg.host_info import vpn_connected
@@ -61,7 +60,7 @@ def identify_device() -> bool:
     """
 
     # The key outlives the blink by a little so a lost worker cannot block blinking forever.
-    if not redis_client().set(BLINK_LOCK_KEY, "1", nx=True, ex=int(BLINK_SECONDS) + 5):
+    if not redis_client().set(BLINK_LOCK_KEY, "1", nx=True, ex=int(settings.SUPERVISOR_BLINK_SECONDS) + 5):
         logger.info("identify request ignored: already blinking")
         return False
     blink.delay(BLINK_LOCK_KEY)

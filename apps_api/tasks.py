@@ -175,6 +175,6 @@ def power_action(kind: str, force: bool, reply_key: str) -> None:
 def blink(lock_key: str) -> None:
     """Blink the identify LED, then let the next POST /v1/blink through."""
     try:
-        blink_led(settings.SUPERVISOR_LED_FILE)
+        blink_led(settings.SUPERVISOR_LED_FILE, seconds=settings.SUPERVISOR_BLINK_SECONDS)
     finally:
         redis_client().delete(lock_key)

@@ -48,6 +48,8 @@ SUPERVISOR_DISK_RESERVE_MB = int(_disk_reserve)
 # start a minute, and reboots plus shutdowns, counted apart; 0 turns a limit off.
 SUPERVISOR_ACTION_RATE_LIMIT = env.int("SUPERVISOR_ACTION_RATE_LIMIT", default=120)
 SUPERVISOR_POWER_ACTION_RATE_LIMIT = env.int("SUPERVISOR_POWER_ACTION_RATE_LIMIT", default=10)
+# How long POST /v1/blink blinks the LED (the original's 15 s).
+SUPERVISOR_BLINK_SECONDS = env.float("SUPERVISOR_BLINK_SECONDS", default=15.0)
 
 SUPERVISOR_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 

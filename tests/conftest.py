@@ -164,6 +164,7 @@ def shipped_agent(
             "SUPERVISOR_DBUS_ADDRESS": settings.SUPERVISOR_DBUS_ADDRESS,
             "SUPERVISOR_FIREWALL_NETNS": os.environ["SUPERVISOR_FIREWALL_NETNS"],
             "SUPERVISOR_ACTION_RATE_LIMIT": "0",
+            "SUPERVISOR_BLINK_SECONDS": "3",  # the blink's course, in a fifth of the time
         },
     )
     with django_db_blocker.unblock():

@@ -468,7 +468,7 @@ def test_a_reader_that_stops_reading_costs_bounded_memory_and_is_told_what_it_mi
         else:
             pytest.fail("the probe never caught up")
         received = b""
-        stalled.settimeout(5)
+        stalled.settimeout(2)
         with contextlib.suppress(TimeoutError):  # what the server kept, until it has no more
             while data := stalled.recv(1 << 20):
                 received += data
