@@ -52,7 +52,7 @@ def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
 ) -> None:
     # Each restart takes the whole grace period (`sleep` as PID 1 ignores SIGTERM): the
     # worker's threads are busy and the other restarts wait for them, in the same process.
-    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "3s"}
+    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "1s"}
     apply(local_target({"main": slow}, image=engine))
     url = f"{shared_web.base_url}/v2/applications/1/restart-service"
 
