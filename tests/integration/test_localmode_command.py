@@ -9,7 +9,6 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -43,22 +42,6 @@ def project(tmp_path: Path, run: str = "true") -> Path:
     )
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
     return tmp_path
-
-
-@pytest.fixture
-def log_collector(shared_web: WebProcess, tmp_path: Path) -> Iterator[None]:
-    """`manage.py collect_logs` (the log collection the agent's worker runs) on the tests' settings."""
-    with open(tmp_path / "collect_logs.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "collect_logs"], cwd=PROJECT_DIR, env=shared_web.env,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    yield
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def push(web: WebProcess, directory: Path) -> str:
@@ -96,7 +79,7 @@ def test_a_folder_without_a_project_is_refused(shared_web: WebProcess, tmp_path:
 
 
 def test_logs_follow_prints_the_service_lines_like_the_balena_cli(
-    shared_web: WebProcess, log_collector: object, tmp_path: Path
+    shared_web: WebProcess, tmp_path: Path
 ) -> None:
     push(shared_web, project(tmp_path))
     command = [sys.executable, "manage.py", "localmode", "--address", shared_web.base_url, "logs", "--follow",
