@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
 from apps_api.backoff import backoff_delay
 from apps_api.cloud.client import CloudError, LogStream, cloud_device
@@ -190,8 +190,9 @@ class CloudLogUploader:
         """Member of the log group only while uploading: otherwise (unmanaged, local mode)
         the publishers need not send every batch to one more channel."""
 
-        layer = get_channel_layer()
-        assert layer is not None
+        # A layer instance of its own: channels_redis lets one event loop at a time receive
+        # on an instance, and the web server's log streams receive on the shared one in theirs.
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         self._wake = asyncio.Event()
         channel = await layer.new_channel()
         sequencer = LogSequencer()
@@ -230,6 +231,8 @@ class CloudLogUploader:
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(self._group, channel)
+            with contextlib.suppress(Exception):
+                await layer.close_pools()
 
     # --- from the buffer to the cloud --------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from apps_api.cloud import client as cloud
@@ -188,6 +190,34 @@ def test_an_idle_stream_is_ended_and_a_new_one_opened_for_new_logs(
     assert wait_until(lambda: "after" in uploaded_messages(provisioned), timeout=10)
     assert uploaded_messages(provisioned).count("after") == 1
     assert len(provisioned.requests_to("POST", "/device/v2/*/log-stream")) == 2
+
+
+def test_a_log_stream_of_the_api_receives_while_the_uploader_does(
+    provisioned: FakeCloud,
+    group: str,
+    publisher: LogPublisher,
+    start_uploader: Callable[..., CloudLogUploader],
+) -> None:
+    """In the agent the uploader's thread and the web server's (the log streams) each run
+    an event loop; channels_redis lets one loop at a time receive on a layer instance."""
+    start_uploader()
+    publish_until_uploaded(publisher, provisioned, "uploading")
+
+    async def stream_receives() -> dict[str, Any]:
+        layer = get_channel_layer()
+        assert layer is not None
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        try:
+            publisher.publish(system_record("for the stream"))
+            message: dict[str, Any] = await asyncio.wait_for(layer.receive(channel), 10)
+            return message
+        finally:
+            await layer.group_discard(group, channel)
+
+    received = asyncio.run(stream_receives())
+    assert "for the stream" in json.dumps(received)
+    assert wait_until(lambda: "for the stream" in uploaded_messages(provisioned), timeout=10)
 
 
 def test_nothing_is_uploaded_while_log_control_is_off(
