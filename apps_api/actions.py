@@ -153,7 +153,8 @@ def act_on_single_container_app(
     check_scope(access, app_id, text=True)
     snapshot = read_snapshot()
     _, container = single_container_app(snapshot, app_id)
-    # The seed's v1 stop is temporary: the container starts again when the supervisor does.
+    # The v1 stop is temporary: the container starts again when the supervisor does
+    # (docs/api.md "Stop and start").
     return _run_service_action(
         action, snapshot, app_id, container.service_name, force=force, temporary=action == "stop",
         cause=_api_cause(route, access),
@@ -225,7 +226,8 @@ def trigger_update(*, force: bool, cancel: bool) -> bool:
     return True
 
 
-# Locks are waited for up to 10 s per app (locks.md): enough for a few apps.
+# Locks are waited for up to 10 s per app (docs/locks.md "Locks around an action"): enough
+# for a few apps.
 POWER_ACTION_ACCEPT_SECONDS = 60
 
 

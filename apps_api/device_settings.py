@@ -53,7 +53,7 @@ def instant_updates_enabled() -> bool:
 def local_mode_active() -> bool:
     """On when the device is unmanaged (no `apiEndpoint` in config.json), or when the
     stored target's config has SUPERVISOR_LOCAL_MODE truthy (set from the dashboard)
-    (spec/auth.md "Local mode summary")."""
+    (docs/local-mode.md "Turning it on")."""
     if not current_device_identity().managed:
         return True
     return stored_device_config().local_mode

@@ -11,7 +11,7 @@ class DeviceApiError(Exception):
         super().__init__(message)
         self.message = message
         self.text = text
-        """Answer in plain text instead of the JSON failure shape (spec/api.md per endpoint)."""
+        """Answer in plain text instead of the JSON failure shape (docs/api.md "Error shapes")."""
 
 
 class BadRequest(DeviceApiError):
@@ -19,7 +19,7 @@ class BadRequest(DeviceApiError):
 
 
 class NotInScope(DeviceApiError):
-    """The caller's key does not cover this app (never 403: spec/auth.md)."""
+    """The caller's key does not cover this app (never 403: docs/api.md "API keys")."""
 
     status = 401
 
@@ -50,7 +50,7 @@ class InternalFailure(DeviceApiError):
 
 class PowerActionRefused(Exception):
     """Reboot or shutdown did not start: 423 when an update lock (or a host OS update) stopped
-    it, else 500; the body is `{"Data": "", "Error": <message>}` (spec/api.md)."""
+    it, else 500; the body is `{"Data": "", "Error": <message>}` (docs/api.md "Error shapes")."""
 
     def __init__(self, message: str, *, locked: bool) -> None:
         super().__init__(message)

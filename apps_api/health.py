@@ -67,7 +67,7 @@ def check_cloud() -> None:
 
 def check_engine_progress(*, now: float | None = None) -> None:
     """A managed device whose apply has run, downloads aside, for more than twice the poll
-    interval is stuck (spec: logs-hostconfig-misc.md "/v1/healthy")."""
+    interval is stuck (docs/operations.md "Health")."""
 
     if cloud_device() is None:
         return

@@ -96,7 +96,7 @@ def _snapshot(progress: apply_status.ApplyProgress, current: CurrentState) -> De
 
 
 def update_status(snapshot: DeviceSnapshot, app: AppSpec) -> str:
-    """Release update status, by precedence (engine.md "Status/report derivation"):
+    """Release update status, by precedence (docs/engine.md "Update status"):
     rejected > failed > aborted > downloading > downloaded > applying changes > done. The API's
     updateStatus and the state report's update_status both come from here (a rejected
     release is reported without services; a failed one failed its health probation)."""

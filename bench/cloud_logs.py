@@ -1,7 +1,7 @@
 """Logs uploaded to the cloud: throughput, loss and latency, against reading Docker
 directly in the same run.
 
-Runs the log collector as the Procfile does (`manage.py collect_logs`, which uploads) for
+Runs the agent as a device runs it (bench/local_agent.py), its log uploader included, as
 a provisioned device whose cloud is the tests' fake balena API (tests/fake_cloud.py, in
 this process, over loopback HTTP). A supervised container prints N numbered lines as fast
 as it can ("burst"), then at about 20 000 lines/s ("paced"). Figures:

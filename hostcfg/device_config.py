@@ -2,8 +2,8 @@
 
 Pure functions over the target's `config` mapping plus two file writers that take their
 paths as parameters; no Django. Which boot keys a device applies is `hostcfg.boot_config`.
-Canonical names are the unprefixed ones of target-state.md ("Device configuration
-variables"): `BALENA_`/`RESIN_` are stripped on the way in and never reported back.
+Canonical names are the unprefixed ones of docs/configuration.md "Device configuration variables":
+`BALENA_`/`RESIN_` are stripped on the way in and never reported back.
 """
 
 from __future__ import annotations
@@ -195,10 +195,10 @@ def normalise_config(raw: Mapping[str, str]) -> dict[str, str]:
 def device_config_from(raw: Mapping[str, str], *, managed: bool) -> tuple[DeviceConfig, list[str]]:
     """The typed configuration of a target config, and one warning per value ignored.
 
-    A missing key takes its default (target-state.md; SUPERVISOR_LOCAL_MODE defaults to
-    true on an unmanaged device). An invalid value takes the default too, and yields
-    `Warning: Ignoring invalid device configuration value for <KEY>, using default
-    instead`. A `HOST_CONFIG_*` entry that cannot be a config.txt line (odd characters in
+    A missing key takes its default (docs/configuration.md "Device configuration variables";
+    SUPERVISOR_LOCAL_MODE defaults to true on an unmanaged device). An invalid value takes
+    the default too, and yields `Warning: Ignoring invalid device configuration value for
+    <KEY>, using default instead`. A `HOST_CONFIG_*` entry that cannot be a config.txt line (odd characters in
     the name, a line break in the value) is left out with a warning.
     """
     config = normalise_config(raw)
@@ -249,11 +249,11 @@ def filled_target_config(raw: Mapping[str, str], *, managed: bool) -> dict[str, 
 
 
 def initial_config_variables(current: Mapping[str, str], target: Mapping[str, str]) -> dict[str, str]:
-    """The config variables a newly provisioned device creates in the cloud (spec/cloud.md
-    "Provisioning" step 4), named `RESIN_<KEY>`: its current values that differ from the
-    managed default and that the cloud's target does not set. Local mode is never carried
-    into the cloud and the VPN never turned off from here: those two count as their
-    defaults whatever they are."""
+    """The config variables a newly provisioned device creates in the cloud
+    (docs/cloud.md "Provisioning", step 4), named `RESIN_<KEY>`: its current values that
+    differ from the managed default and that the cloud's target does not set. Local mode
+    is never carried into the cloud and the VPN never turned off from here: those two
+    count as their defaults whatever they are."""
     defaults = {setting.key: setting.default for setting in _SETTINGS}
     forced = {_LOCAL_MODE: "false", "SUPERVISOR_VPN_CONTROL": "true"}
     targeted = normalise_config(target)

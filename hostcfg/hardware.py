@@ -1,4 +1,4 @@
-"""Hardware facts for the state report (spec/cloud.md "State report"): the CPU's serial
+"""Hardware facts for the state report (docs/cloud.md "State report"): the CPU's serial
 number, the block device of the data partition, and whether the board saw under-voltage.
 
 Every path is read under a host root (`settings.SUPERVISOR_HOST_ROOT` in production, a

@@ -30,8 +30,8 @@ HOSTNAME_MAX_LENGTH = 63
 PROXY_TYPES = ("socks4", "socks5", "http-connect", "http-relay")
 PROXY_DIR = "system-proxy"
 
-# The redsocks keys a user may set, in the order they are written. The spec's "input
-# order" is this schema order, not the key order of a request body: after a partial
+# The redsocks keys a user may set, in the order they are written (docs/host.md
+# "Hostname and proxy"): this schema order, not the key order of a request body: after a partial
 # merge the body's order says nothing about the stored keys, and the file must not
 # depend on how a client happened to serialise its JSON.
 REDSOCKS_KEYS = ("type", "ip", "port", "login", "password")
@@ -145,7 +145,8 @@ def parse_host_config_patch(body: object) -> HostConfigPatch:
         raise HostConfigInvalid("network", "must be an object")
     hostname = _parse_hostname(network["hostname"]) if "hostname" in network else None
     proxy = _parse_proxy(network.get("proxy"))
-    # The seed reads `force` at the top level, modern documentation inside `network`: both count.
+    # the balena Supervisor API reference, v9, reads `force` at the top level, newer documentation
+    # inside `network`: both count.
     force = body.get("force") if "force" in body else network.get("force")
     try:
         forced = flag(force)
@@ -337,8 +338,8 @@ def read_host_config(*, host_root: Path, boot_root: Path, fallback_hostname: str
 
     The hostname is the host's /etc/hostname, or `fallback_hostname` when that file is
     missing or empty. `proxy` is omitted without a redsocks.conf; within it `port` is a
-    string as in the seed document (spec/README.md decisions), `dns` is "ip:port" when a
-    DNS forwarder is configured, and `noProxy` is omitted when empty."""
+    string as in the balena Supervisor API reference, v9 (docs/host.md "Hostname and proxy"), `dns`
+    is "ip:port" when a DNS forwarder is configured, and `noProxy` is omitted when empty."""
     try:
         hostname = host_hostname_path(host_root).read_text(encoding="utf-8").strip()
     except FileNotFoundError:

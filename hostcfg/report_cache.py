@@ -1,5 +1,5 @@
 """The last state report the cloud accepted, kept on the host at
-`/tmp/balena-supervisor/state-report-cache` (spec/cloud.md "State report"), so that an
+`/tmp/balena-supervisor/state-report-cache` (docs/cloud.md "State report"), so that an
 agent restart sends only what changed since, even when Redis lost its data.
 
 The file is `{"<uuid>": {…the whole report…}}`: it holds the API secret, so it is written

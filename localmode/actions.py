@@ -1,5 +1,5 @@
 """What the local-mode endpoints read and do: the target state as the balena CLI sees it,
-setting a new one, and the device's type (spec/api.md "Local mode endpoints")."""
+setting a new one, and the device's type (docs/local-mode.md "Endpoints")."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ NOT_IN_LOCAL_MODE = "Target state can only set when device is in local mode"
 def local_target_state() -> dict[str, Any]:
     """GET /v2/local/target-state's `state`: the device name, the target config with every
     default filled in, and the apps of the last local-mode target as they were posted (none
-    when the target came from elsewhere), next to the seed's empty `dependent`."""
+    when the target came from elsewhere), next to the empty `dependent` of
+    the balena Supervisor API reference, v9."""
 
     loaded = load_target()
     target, record = loaded if loaded else (None, None)

@@ -121,7 +121,7 @@ class LogsAccess(Enum):
 
 
 def logs_access(key: str) -> LogsAccess | None:
-    """/v2/local/* needs no key in local mode, else any valid key (spec/auth.md); None when
+    """/v2/local/* needs no key in local mode, else any valid key (docs/api.md "API keys"); None when
     the caller may not read the logs."""
     if key and find_api_key(key) is not None:
         return LogsAccess.KEYED

@@ -1,5 +1,5 @@
 """GET /v2/local/logs: every log record as NDJSON, for as long as the client stays
-(spec: logs-hostconfig-misc.md; what the balena CLI needs: balena-cli.md).
+(docs/logs.md "Streams"; what the balena CLI needs: docs/local-mode.md "What the balena CLI sends").
 
 An async view streaming from an async iterator: a long-lived response must not hold
 the thread that thread-sensitive calls share (supervisor_site/asgi_handler.py).
@@ -30,7 +30,7 @@ async def logs_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespons
     logging) stamped at or after it."""
     try:
         access = await sync_to_async(logs_access)(presented_key(Request(request)))
-    except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
+    except Exception as exc:  # docs/api.md "API keys": an internal failure while checking is 503 text
         logger.exception("could not check the key of a log stream")
         return failure(f"Unexpected error: {exc}", 503, text=True)
     if access is None:

@@ -81,8 +81,8 @@ def migrate_if_needed() -> None:
 
 
 def ensure_supervisor_network() -> bool:
-    """The supervisor0 bridge, whose gateway the API listens on for the apps (engine.md);
-    whether it exists now."""
+    """The supervisor0 bridge, whose gateway the API listens on for the apps
+    (docs/engine.md "The supervisor0 network"); whether it exists now."""
     try:
         ensure_network(SUPERVISOR_NETWORK, subnet=SUPERVISOR0_SUBNET, gateway=SUPERVISOR0_GATEWAY)
     except Exception as exc:  # the engine is down: the API still serves on loopback meanwhile

@@ -1,6 +1,6 @@
 """The settings that the agent's supervising parent and `make run` need, read from the
 environment without Django (so that the parent stays small); settings.py takes them from
-here. Names and defaults: ARCHITECTURE.md."""
+here. Names and defaults: docs/configuration.md "Environment variables"."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ TCP), then run the agent's supervising parent (supervisor_site.agent) in this pr
 
 Ctrl-C stops the agent and then only the system services this run started.
 With SUPERVISOR_EXPOSE_DOCKER_TCP=1 it also exposes the Docker engine on 127.0.0.1:2375,
-where `balena push 127.0.0.1` builds (README "Local mode with the balena CLI").
+where `balena push 127.0.0.1` builds (docs/local-mode.md "The balena CLI").
 """
 
 from __future__ import annotations

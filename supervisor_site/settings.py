@@ -1,4 +1,5 @@
-"""Settings, read from the environment (names and defaults: ARCHITECTURE.md)."""
+"""Settings, read from the environment (names and defaults: docs/configuration.md
+"Environment variables")."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ from supervisor_site.slow_reader import SlowReaderGuard  # noqa: E402
 
 logger = logging.getLogger("supervisor.web")
 
-# spec/api.md: bodies of 10 MB at most.
+# docs/api.md "Requests": bodies of 10 MB at most.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 LISTEN_RETRY_SECONDS = 10.0
 LOG_STREAM_PATH = b"/v2/local/logs"

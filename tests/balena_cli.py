@@ -1,7 +1,7 @@
 """The balena CLI, the real local-mode client, installed from npm into a cache folder once.
 
 The install recipe and the environment that keeps the CLI offline are those of
-spec/balena-cli.md. npm and the CLI run on the Node that `make test-node` puts in
+docs/local-mode.md "Installing the balena CLI". npm and the CLI run on the Node that `make test-node` puts in
 .cache/node/bin (the system's when it is recent enough, else one from the npm registry),
 or else on PATH's node if that one is in range. Tests skip only when no such Node or no
 npm is found, and fail instead under CI=true; any other install problem is a failure.

@@ -1,4 +1,4 @@
-"""A small fake of the balena API (spec/cloud.md "Minimal fake cloud"), served over real
+"""A small fake of the balena API (docs/cloud.md "Cloud endpoints"), served over real
 HTTP on 127.0.0.1 for the tests of the cloud client.
 
 It keeps devices, their target states with ETags, device keys and tags; records every

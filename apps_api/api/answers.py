@@ -46,7 +46,8 @@ def applications_state(snapshot: DeviceSnapshot, access: ApiAccess) -> dict[str,
 
 
 def application_state(app_id: int, access: ApiAccess) -> dict[str, Any]:
-    """GET /v2/applications/:appId/state (the seed's shape)."""
+    """GET /v2/applications/:appId/state, in the shape of the balena Supervisor API reference, v9
+    (docs/api.md "Reads")."""
     snapshot = read_snapshot()
     app = snapshot.target_app(app_id)
     if app is None or not access.allows_app(app_id):
@@ -198,7 +199,8 @@ def v1_app(app_id: int, access: ApiAccess) -> dict[str, Any]:
         raise BadRequest("Some v1 endpoints are only allowed on single-container apps", text=True)
     container = containers[0]
     environment = container_environment(container.container_id)
-    # The seed shows the image reference; a service gone from the target has only the engine's id.
+    # the balena Supervisor API reference, v9, shows the image reference (docs/api.md "Reads"); a
+    # service gone from the target has only the engine's id.
     app = snapshot.target_app(app_id)
     spec = app.service(container.service_name) if app else None
     return {

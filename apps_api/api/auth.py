@@ -1,4 +1,4 @@
-"""API key authentication for the device API (spec/auth.md)."""
+"""API key authentication for the device API (docs/api.md "API keys")."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             return self._authenticate(request)
         except DeviceApiError:
             raise
-        except Exception as exc:  # spec/auth.md: an internal failure while checking is 503 text
+        except Exception as exc:  # docs/api.md "API keys": an internal failure while checking is 503 text
             raise ActionFailed(f"Unexpected error: {exc}", text=True) from exc
 
     def _authenticate(self, request: Request) -> tuple[None, ApiAccess] | None:

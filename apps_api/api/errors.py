@@ -1,4 +1,4 @@
-"""The one place where exceptions become HTTP answers (spec/api.md error shapes)."""
+"""The one place where exceptions become HTTP answers (docs/api.md "Error shapes")."""
 
 from __future__ import annotations
 

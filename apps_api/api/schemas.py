@@ -39,7 +39,7 @@ Answers = dict[Any, OpenApiResponse]
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    """The two ways of presenting a key (spec/auth.md); either one is enough.
+    """The two ways of presenting a key (docs/api.md "API keys"); either one is enough.
 
     Registered on import: the views import this module for their schemas."""
 

@@ -1,7 +1,7 @@
 """What the device API asks of one app or service, run in the worker (where the
 update-lock registry lives): restart, stop and start of a service; restart and purge of
-an app. Each takes the app's locks as locks.md "withLock" says, except start, which
-disrupts nothing; restart and purge also pre-empt the apply loop."""
+an app. Each takes the app's locks as docs/locks.md "Locks around an action" says,
+except start, which disrupts nothing; restart and purge also pre-empt the apply loop."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def record_image(reference: str, docker_id: str) -> None:
 class StepText:
     """What a step says as it starts, what it says once done (no line for None), and the
     start of its failure line (`… due to '<error>'`): the original's log types
-    (src/lib/log-types.ts), spec: logs-hostconfig-misc.md."""
+    (src/lib/log-types.ts); docs/logs.md "System messages"."""
 
     starting: str
     done: str | None

@@ -1,5 +1,5 @@
 """The balena-compatible cloud client, and the only module that speaks HTTP to the cloud
-(spec/cloud.md): provisioning, the target-state poll, the state and tag reports, and the
+(docs/cloud.md): provisioning, the target-state poll, the state and tag reports, and the
 log stream.
 
 Every call is synchronous and bounded by the API request timeout (SUPERVISOR_API_REQUEST_TIMEOUT

@@ -1,5 +1,5 @@
-"""The device's logs, uploaded to the cloud as they are published (spec/cloud.md "Logs
-upload"). Runs in the log collector's process: one thread reads the log group of the
+"""The device's logs, uploaded to the cloud as they are published
+(docs/cloud.md "Logs upload"). Runs in the log collector's process: one thread reads the log group of the
 channel layer (container lines and the worker's system messages alike) into a bounded
 buffer, another keeps a log stream to the cloud open while there is something to send.
 

@@ -1,4 +1,4 @@
-"""When and how the device asks the cloud for its target (spec/cloud.md "Target state poll").
+"""When and how the device asks the cloud for its target (docs/cloud.md "Target poll").
 
 The worker's cloud tick (every few seconds, from the embedded beat) calls `cloud_tick`:
 it provisions the device until that succeeds (every 30 s), then polls the target every
@@ -128,7 +128,7 @@ def _tick(device: CloudDevice) -> None:
     if state.first_tick_at is None:
         state.first_tick_at = time.time()
         if device.provisioned and not instant_updates_enabled():
-            # spec/cloud.md: with instant updates off, the first poll waits one interval.
+            # docs/cloud.md "Target poll": with instant updates off, the first poll waits one interval.
             state.next_poll_at = state.first_tick_at + poll_interval_seconds()
         _write_poll_state(state)
     asked = take(CLOUD_POLL_NOW_KEY)

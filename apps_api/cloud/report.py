@@ -1,4 +1,4 @@
-"""The current state the device reports to the cloud (spec/cloud.md "State report").
+"""The current state the device reports to the cloud (docs/cloud.md "State report").
 
 Only what changed since the last report the cloud accepted is sent (a two-level diff),
 at most once per 10 s, with metric-only changes at most every 5 minutes; a refused report
@@ -289,7 +289,7 @@ INITIAL_CONFIG_FILE = "cloud-initial-config.json"
 def report_initial_config(device: CloudDevice, target_config: dict[str, str] | None) -> None:
     """Once per cloud (api endpoint): create in the cloud the config variables whose current
     values the target would otherwise reset, and name the device from config.json's
-    initialDeviceName (spec/cloud.md "Provisioning" step 4).
+    initialDeviceName (docs/cloud.md "Provisioning", step 4).
 
     Worked out on the first target fetched from this cloud, before it is applied, and kept
     in the data dir until each part was accepted: a refusal (CloudError, raised) is retried

@@ -1,5 +1,5 @@
 """The container, network and volume definitions the executor creates, built purely from
-the target (engine.md: injected environment, labels, feature labels, naming).
+the target (docs/engine.md: injected environment, labels, feature labels, naming).
 
 The same functions give the config hashes the planner compares, so "what would be
 created" and "what counts as changed" cannot drift apart.
@@ -30,7 +30,8 @@ CONFIG_HASH_LABEL = "io.balena.private.config-hash"
 CONFIG_PARTS_LABEL = "io.balena.private.config-parts"
 PRIVATE_LABELS = (CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL)
 LOCK_DIR_IN_CONTAINER = ("/tmp/balena", "/tmp/resin")  # noqa: S108 - container paths, fixed by the contract
-# The bridge through which services labelled supervisor-api reach the API (engine.md).
+# The bridge through which services labelled supervisor-api reach the API
+# (docs/engine.md "The supervisor0 network").
 SUPERVISOR_NETWORK = "supervisor0"
 SUPERVISOR0_SUBNET = "10.114.104.0/25"
 SUPERVISOR0_GATEWAY = "10.114.104.1"

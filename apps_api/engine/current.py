@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def balena_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Legacy `io.resin.*` labels under their `io.balena.*` names (engine.md)."""
+    """Legacy `io.resin.*` labels under their `io.balena.*` names
+    (docs/engine.md "What the engine manages")."""
     renamed: dict[str, str] = {}
     for key, value in labels.items():
         if key.startswith("io.resin."):

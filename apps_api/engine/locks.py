@@ -1,6 +1,6 @@
 """Update locks: the lock files apps and the supervisor create to block disruptive updates.
 
-Paths and semantics are those of spec/locks.md. A lock file is held by whoever created it:
+Paths and semantics are those of docs/locks.md. A lock file is held by whoever created it:
 files owned by uid 65534 are the supervisor's, anything else is a user lock that blocks
 updates unless forced. Every function takes the host root (`settings.SUPERVISOR_HOST_ROOT`
 in production) so that nothing here depends on Django.
@@ -30,7 +30,8 @@ HANDOVER_FILE_NAMES = ("handover-complete", "resin-kill-me")
 SERVICES_LOCK_ROOT = Path("tmp", "balena-supervisor", "services")
 LOCK_TREE_PARTS = ("balena-supervisor", "services")  # under the host's /tmp
 WITH_LOCK_WAIT_SECONDS = 10.0
-# A release that finds the app busy with another operation leaves it alone (locks.md "clean locks").
+# A release that finds the app busy with another operation leaves it alone
+# (docs/locks.md "Clean locks").
 RELEASE_WAIT_SECONDS = 0.01
 
 

@@ -35,7 +35,8 @@ from apps_api.engine.state import (
     normalise_image_ref,
 )
 
-# Steps that disrupt a running app, so they need the app's update lock (locks.md).
+# Steps that disrupt a running app, so they need the app's update lock
+# (docs/locks.md "Locks in an update").
 LOCKED_STEPS = frozenset({"kill", "stop", "start", "updateMetadata", "handover"})
 
 

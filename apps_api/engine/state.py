@@ -61,9 +61,10 @@ class NetworkSpec:
 class ServiceSpec:
     """One service of a release, validated and normalised.
 
-    `composition` holds the supported compose fields (snake_case, target-state.md),
-    normalised: `restart` one of no/always/on-failure/unless-stopped; `command` and
-    `entrypoint` lists (absent = the image's); memory sizes in bytes; durations in
+    `composition` holds the supported compose fields (snake_case,
+    docs/target-state.md "Compose fields"), normalised: `restart` one of
+    no/always/on-failure/unless-stopped; `command` and `entrypoint` lists (absent = the
+    image's); memory sizes in bytes; durations in
     seconds (`stop_grace_period`) or nanoseconds (healthcheck); `ports` as
     `PortBinding` dicts; `volumes` as `Mount` dicts; `networks` as {name: {"aliases":
     [...], "ipv4_address"?, "ipv6_address"?}} with unprefixed names; `network_mode`
@@ -175,7 +176,7 @@ DOCKER_HUB_PREFIXES = ("docker.io/library/", "index.docker.io/library/", "docker
 
 
 def normalise_image_ref(image: str) -> str:
-    """`name` → `name:latest`; a digest reference drops its tag (engine.md, Images); Docker
+    """`name` → `name:latest`; a digest reference drops its tag (docs/engine.md "Images"); Docker
     Hub's implicit host and `library/` are dropped, as the engine lists them."""
     for prefix in DOCKER_HUB_PREFIXES:
         if image.startswith(prefix):

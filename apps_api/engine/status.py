@@ -1,4 +1,4 @@
-"""Per-service status as the API reports it (engine.md "Status mapping"), derived from
+"""Per-service status as the API reports it (docs/engine.md "Status mapping"), derived from
 the current containers, the target and the apply loop's volatile statuses. Pure."""
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Containers stopped only for a while, which the worker starts again when it starts.
 
-Two things stop a container this way: POST /v1/apps/:appId/stop (the seed: "a reboot or
-supervisor restart will cause the container to start again") and a reboot or shutdown,
-which stops the apps before the host goes down. Docker's restart policy alone would leave
-`unless-stopped` and `no` services down after a manual stop, so the ids are written to the
-data dir, which survives both a worker restart and a reboot. Only the worker uses this.
+Two things stop a container this way: POST /v1/apps/:appId/stop (the balena Supervisor
+API reference, v9: "a reboot or supervisor restart will cause the container to start
+again"; docs/api.md "Stop and start") and a reboot or shutdown, which stops the apps
+before the host goes down. Docker's restart policy alone would leave `unless-stopped` and
+`no` services down after a manual stop, so the ids are written to the data dir, which
+survives both a worker restart and a reboot. Only the worker uses this.
 """
 
 from __future__ import annotations

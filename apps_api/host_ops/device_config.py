@@ -1,4 +1,4 @@
-"""Device configuration, applied before any app step (spec: target-state.md).
+"""Device configuration, applied before any app step (docs/host.md "Device configuration on the host").
 
 What a target's `config` changes on the host: `HOST_CONFIG_*` lines in the boot
 partition's config.txt on Raspberry Pi device types (effective after a reboot, asked for

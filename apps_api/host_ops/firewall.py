@@ -1,5 +1,5 @@
 """HOST_FIREWALL_MODE on the host: the BALENA-FIREWALL chain follows the device config
-and the target's services (spec: target-state.md; balena's docs/firewall.md).
+and the target's services (docs/host.md "Firewall").
 
 The chain is rebuilt when what it should hold changes (mode, local mode, discoverability,
 in `auto` whether a service uses host networking) and once per boot, since iptables rules

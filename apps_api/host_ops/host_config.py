@@ -1,6 +1,6 @@
 """PATCH /v1/device/host-config as the worker runs it: with every app's update locks held
 (the OS restarts the engine when the hostname or proxy changes), write the files, then
-restart the host units that pick the change up (spec: logs-hostconfig-misc.md)."""
+restart the host units that pick the change up (docs/host.md "Hostname and proxy")."""
 
 from __future__ import annotations
 

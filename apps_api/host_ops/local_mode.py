@@ -1,4 +1,4 @@
-"""Entering and leaving local mode on a managed device (spec/auth.md "Local mode summary").
+"""Entering and leaving local mode on a managed device (docs/local-mode.md "Leaving local mode").
 
 Entering writes down the supervised containers and volumes and the local-build images that
 exist; leaving removes those created since (what the developer pushed) and forgets the

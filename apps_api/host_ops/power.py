@@ -1,4 +1,5 @@
-"""Reboot and shutdown, as the worker runs them (spec/api.md, locks.md "HUP guard").
+"""Reboot and shutdown, as the worker runs them (docs/host.md "Reboot and shutdown";
+docs/locks.md "Host OS update guard").
 
 The host goes down only with every app's update locks held and after the app containers
 have stopped with their own stop signal and grace period; they start again when the
@@ -29,7 +30,8 @@ from hostcfg import dbus
 logger = logging.getLogger(__name__)
 
 PowerAction = Literal["reboot", "shutdown"]
-# Host OS update in progress: rebooting now could roll the update back (locks.md).
+# Host OS update in progress: rebooting now could roll the update back
+# (docs/locks.md "Host OS update guard").
 HUP_BREADCRUMBS = (
     Path("mnt/state/rollback-health-breadcrumb"),
     Path("mnt/state/rollback-altboot-breadcrumb"),

@@ -45,7 +45,7 @@ class LogRecord:
     service_name: str | None = None
 
     def as_message(self) -> dict[str, Any]:
-        """The record as the log streams carry it (spec: logs-hostconfig-misc.md)."""
+        """The record as the log streams carry it (docs/logs.md "Log records")."""
         if self.is_system:
             return {
                 "message": self.message,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-# The wording of the spec (logs-hostconfig-misc.md), followed by `'<service> <image id>'`.
+# The original's wording (docs/logs.md "System messages"), followed by `'<service> <image id>'`.
 SERVICE_EXITED = "Service exited"
 SERVICE_RESTARTING = "Restarting service"
 

@@ -4,8 +4,8 @@ A requirement names a capability of the device (`sw.supervisor`, `sw.os`, `sw.l4
 `sw.kernel` with an npm-style version range; `hw.device-type`, `arch.sw` with a slug) or
 `{"or": [...]}` of requirements. An app with a service whose contract is not met is
 rejected whole (kept in the target, given no steps), unless that service is labelled
-`io.balena.features.optional`, which drops only the service (target-state.md). Pure: the
-caller reads the device's facts.
+`io.balena.features.optional`, which drops only the service (docs/target-state.md
+"Contracts"). Pure: the caller reads the device's facts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Target state intake: the v2 local-mode and v3 cloud documents, validated into `TargetState`.
 
 Both formats end in the same plain data (`apps_api.engine.state`); the v2 document is
-read as its v3 equivalent (target-state.md, "Conversion to v3"). A document is accepted
+read as its v3 equivalent (docs/target-state.md "Conversion to v3"). A document is accepted
 whole or rejected at its first problem with `InvalidTargetState(path, problem)`, whose
 str() is "<path>: <problem>" and whose path is dotted from the root of the document as
 the user wrote it (`local.apps.1.services.2.environment.1FOO`). Pure: no Django, no docker.

@@ -1,4 +1,4 @@
-"""Apps preloaded into the device image (target-state.md "apps.json preload").
+"""Apps preloaded into the device image (docs/target-state.md "Preloaded apps").
 
 A preloaded device boots with its release's images already in the engine and an
 `apps.json` describing them: `{config, apps, pinDevice?}`, the apps in the v3 form (keyed

@@ -1,4 +1,4 @@
-"""What a cloud target may hold that this agent must never run (target-state.md).
+"""What a cloud target may hold that this agent must never run (docs/target-state.md "Not ours to run").
 
 balenaCloud's target carries the device's own supervisor release and, on newer OSes,
 host-OS apps and their extension images; running them as user containers would start a

@@ -2,9 +2,10 @@
 people without the balena CLI. It builds the project's images on the local engine, posts
 the local target state to the supervisor API, then follows the apply until it ends.
 
-The target document is the one the CLI sends (spec/balena-cli.md): app 1 `localapp`, a
-constant commit and release, services numbered in compose order, each with its compose
-keys as written minus `build`/`image`; a built service runs `local_image_<service>:latest`.
+The target document is the one the CLI sends, as docs/local-mode.md "What the balena CLI sends"
+says: app 1 `localapp`, a constant commit and release, services numbered in compose order,
+each with its compose keys as written minus `build`/`image`; a built service runs
+`local_image_<service>:latest`.
 """
 
 from __future__ import annotations

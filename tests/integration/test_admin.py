@@ -168,7 +168,7 @@ def login_failures_cleared() -> Iterator[None]:
 @pytest.mark.django_db(transaction=True)
 def test_failed_admin_logins_are_throttled_per_address_and_user(login_failures_cleared: None) -> None:
     """App containers reach the admin's address: they may not guess passwords without end
-    (review security.md L14)."""
+    (security review, L14)."""
     from django.contrib.auth.models import User
 
     User.objects.create_superuser("keeper", "k@example.com", "the-right-password-1")

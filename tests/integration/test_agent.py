@@ -104,7 +104,7 @@ def test_sigterm_stops_the_agent_and_the_apps_keep_running_then_are_adopted(
     children = [agent.child("agent"), agent.child("redis")]
     stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0
-    assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s"
+    assert time.monotonic() - stopped_in < 10, "docs/operations.md promises a stop within 10 s"
     assert all(pid is not None and not process_alive(pid) for pid in children), children
     running = docker.from_env().containers.get(before.id)
     assert running.status == "running"
@@ -420,7 +420,7 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
     children = [agent.child("agent"), agent.child("redis")]
     stopped_in = time.monotonic()
     assert agent.stop(timeout=30) == 0  # the parent abandons the round: Celery's cold shutdown
-    assert time.monotonic() - stopped_in < 10, "the README promises a stop within 10 s, mid-apply too"
+    assert time.monotonic() - stopped_in < 10, "docs/operations.md promises a stop within 10 s, mid-apply too"
     assert all(pid is not None and not process_alive(pid) for pid in children), children
     left_running = container_ids()
     assert left_running.get("s0") == old_s0, "the apply ended before the stop: nothing was interrupted"

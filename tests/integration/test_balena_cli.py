@@ -1,6 +1,6 @@
 """The real balena CLI against this supervisor in local mode: `balena push <device>` builds
 on the engine at <device>:2375 and sets the target; `balena device logs <device>` streams
-the pushed services' output (spec/balena-cli.md).
+the pushed services' output (docs/local-mode.md "The balena CLI").
 
 The CLI talks only to port 48484 of the device: the device is the session's agent as it
 ships, which listens on port 48484 of a loopback address of this run's own

@@ -291,7 +291,7 @@ def test_the_health_check_answers_while_every_reader_waits_on_the_cloud(
     agent_fake_cloud: FakeCloud, engine: str
 ) -> None:
     """Reads that wait on the cloud may fill the readers' threads; the health check, which
-    the host's watchdog acts on, has its own (review security.md L12)."""
+    the host's watchdog acts on, has its own (security review, L12)."""
     fake_cloud = agent_fake_cloud
     assert wait_until(lambda: fake_cloud.requests_to("GET", "/device/v3/*/state"), 60)
     stall = threading.Event()

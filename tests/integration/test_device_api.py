@@ -142,7 +142,7 @@ def test_v1_app_shows_the_container_without_secrets(engine: str) -> None:
     main = supervised_containers()["main"]
     assert body["appId"] == 1
     assert body["containerId"] == main.id
-    assert body["imageId"] == engine  # the image reference, as in the seed document
+    assert body["imageId"] == engine  # the image reference, as in the balena Supervisor API reference, v9
     assert body["env"]["GREETING"] == "hi"
     assert "BALENA_SUPERVISOR_API_KEY" not in body["env"]
     assert "RESIN_SUPERVISOR_API_KEY" not in body["env"]
@@ -432,7 +432,7 @@ def test_cleanup_volumes_removes_only_unused_supervised_volumes(app_with_data: s
 
 def test_a_head_of_cleanup_volumes_acts_and_is_recorded_like_a_get(app_with_data: str) -> None:
     """Django answers HEAD with the GET view: the volumes go, so the audit log says so
-    (review security.md L7: it did not)."""
+    (security review, L7: it did not)."""
     client = docker.from_env()
     client.volumes.create("1_leftover", labels={"io.balena.supervised": "true"})
     recorded = ActionRecord.objects.filter(path="/v2/cleanup-volumes").count()

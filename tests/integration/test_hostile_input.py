@@ -287,7 +287,7 @@ def test_a_keyless_websocket_handshake_from_a_web_page_is_refused(
     shared_web: WebProcess, headers: dict[str, str], opened: bool
 ) -> None:
     """Local mode needs no key, so a browser on the LAN must not open the log stream
-    (review security.md M1: these headers were never looked at)."""
+    (security review, M1: these headers were never looked at)."""
     device = shared_web.base_url
     given = {name: value.replace("{device}", device) for name, value in headers.items()}
     assert websocket_handshake(shared_web, given) == (101 if opened else 403)
@@ -315,7 +315,7 @@ def test_a_tty_container_that_never_ends_a_line_costs_the_agent_bounded_memory(
 ) -> None:
     """8 MiB of output with no newline (a progress bar drawn with `\\r`, or a hostile app):
     the agent reads it all in bounded pieces, holds no more than one, answers meanwhile and
-    stays up (review security.md M2: it kept the whole line and copied it at every chunk)."""
+    stays up (security review, M2: it kept the whole line and copied it at every chunk)."""
     agent = shared_web.child("agent")
     assert agent is not None
     stream = NdjsonClient(shared_web.base_url)
@@ -344,7 +344,7 @@ def test_a_tty_container_that_never_ends_a_line_costs_the_agent_bounded_memory(
 
 def test_big_json_bodies_cannot_take_the_agents_memory(shared_web: Agent) -> None:
     """A 10 MB body of empty lists is 240 MB once parsed; four at once took the agent from 87
-    to 430 MiB (review security.md L10). Such a body is refused before it is parsed, and big
+    to 430 MiB (security review, L10). Such a body is refused before it is parsed, and big
     bodies are handled one at a time."""
     agent = shared_web.child("agent")
     assert agent is not None

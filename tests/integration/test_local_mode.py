@@ -22,7 +22,7 @@ from tests.integration.engine_helpers import local_target, set_target, supervise
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The seed document's example body, with its images made from the test image.
+# The example body of the balena Supervisor API reference, v9, with its images made from the test image.
 SEED_TARGET: dict[str, Any] = {
     "local": {
         "name": "Home",

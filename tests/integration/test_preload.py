@@ -1,4 +1,4 @@
-"""Apps preloaded into the device image with an apps.json (target-state.md "apps.json preload")."""
+"""Apps preloaded into the device image with an apps.json (docs/target-state.md "Preloaded apps")."""
 
 from __future__ import annotations
 

@@ -182,7 +182,7 @@ def test_a_journal_reader_that_stops_reading_ends_the_stream(start_web: StartWeb
         head = b"POST /v2/journal-logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         stalled.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         assert wait_until(lambda: "the client does not keep up; ending the stream" in web.output(), 60)
-        # The client still reads nothing (review security.md L3: a close waited on it forever,
+        # The client still reads nothing (security review, L3: a close waited on it forever,
         # and journalctl ran on).
         assert wait_until(lambda: not _processes_running(str(journalctl), unless="--output=json"), 30), (
             "journalctl was left running"

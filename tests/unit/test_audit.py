@@ -66,7 +66,7 @@ def test_only_the_newest_rows_are_kept() -> None:
 
 
 def test_a_flood_of_other_rows_never_pushes_out_a_disruptive_action_that_went_through() -> None:
-    """Review security.md L8: an app could erase the record of its own reboot with cheap 400s."""
+    """Security review, L8: an app could erase the record of its own reboot with cheap 400s."""
     now = timezone.now()
     record_action(dataclasses.replace(RESTART, disruptive=True))
     [reboot] = remaining_ids()

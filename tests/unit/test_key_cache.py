@@ -1,5 +1,5 @@
 """A key revoked by another process is refused at once, even on a fresh connection of this
-one (review security.md L9: the cache took a new connection at the old one's address, with
+one (security review, L9: the cache took a new connection at the old one's address, with
 SQLite's data_version back at its start, for the connection that had read the keys)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where a caller's key is read from (spec/auth.md, "Extracting the key")."""
+"""Where a caller's key is read from (docs/api.md "API keys")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The state report's two-level diff (spec/cloud.md: only what changed is sent) and its
-`apps` section (the update_status of each release, engine.md "Status/report derivation")."""
+"""The state report's two-level diff (docs/cloud.md "State report": only what changed is sent) and its
+`apps` section (the update_status of each release, docs/engine.md "Update status")."""
 
 from __future__ import annotations
 

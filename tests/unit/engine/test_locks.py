@@ -1,4 +1,4 @@
-"""Update-lock files on disk (spec/locks.md), under a temporary host root.
+"""Update-lock files on disk (docs/locks.md), under a temporary host root.
 
 The tests run as root, so a file the test creates is a user lock (uid 0) and a file the
 supervisor creates is owned by uid 65534.

@@ -586,7 +586,7 @@ def test_a_handover_timeout_label_is_ascii_digits_and_at_most_an_hour(label: str
 
 def test_a_network_of_another_app_uuid_with_this_app_id_is_replaced_not_taken_for_ours() -> None:
     """A device moved from the cloud to local mode: the cloud release's `<uuid>_default` has
-    app id 1, like the local app's `1_default` (review maintainability.md, issue 26). Taken for
+    app id 1, like the local app's `1_default` (maintainability review, issue 26). Taken for
     ours, `1_default` was never made and every start failed with `network not found`."""
     target = dataclasses.replace(app(svc("main")), app_uuid="1")
     cloud_release = dataclasses.replace(app(svc("main")), app_uuid="2a3d0000000000000000000000000000")

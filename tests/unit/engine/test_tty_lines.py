@@ -1,5 +1,5 @@
 """A tty container's output split into lines: whole lines as they come, and a line that
-never ends cut into bounded pieces, nothing lost (review security.md M2)."""
+never ends cut into bounded pieces, nothing lost (security review, M2)."""
 
 from __future__ import annotations
 

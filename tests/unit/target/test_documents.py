@@ -13,7 +13,7 @@ from apps_api.target.documents import parse_cloud_target, parse_local_target, pa
 
 DEVICE_UUID = "f0e1d2c3b4a5"
 
-# The body of the seed's `POST /v2/local/target-state` example, verbatim.
+# The body of the `POST /v2/local/target-state` example of the balena Supervisor API reference, v9, verbatim.
 SEED_DOCUMENT: dict[str, Any] = {
     "local": {
         "name": "Home",

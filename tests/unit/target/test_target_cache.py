@@ -1,6 +1,6 @@
 """The cached target is read by many API threads at once: one that finds its version cached
 must get it even when another, reading a newer version, empties the cache meanwhile
-(review maintainability.md: a KeyError, answered 503). Driven by events, not sleeps."""
+(maintainability review: a KeyError, answered 503). Driven by events, not sleeps."""
 
 from __future__ import annotations
 
