@@ -20,6 +20,7 @@ from apps_api.redis_store import (
     SCHEDULER_TICK_KEY,
     redis_client,
 )
+from apps_api.watched_threads import thread_problems
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,12 @@ def check_engine_progress(*, now: float | None = None) -> None:
         raise Unhealthy(f"the apply has been running for {busy:.0f} s")
 
 
+def check_threads() -> None:
+    """Every watched thread of this process runs (docs/architecture.md "Threads")."""
+    if problems := thread_problems():
+        raise Unhealthy("; ".join(f"thread {name} {problem}" for name, problem in sorted(problems.items())))
+
+
 HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
@@ -87,6 +94,7 @@ HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "cloud": check_cloud,
     "engine": check_engine_progress,
     "scheduler": check_scheduler,
+    "threads": check_threads,
 }
 
 

@@ -1,14 +1,17 @@
 """The agent process, `supervisor: agent`, which the supervising parent (agent.py) starts:
 
 - the web server: daphne in a thread (the device API, the log streams, the admin);
-- the worker: Celery on a pool of 4 threads in the main thread, with the beat scheduler, the
-  log collector and the cloud log uploader as threads.
+- the worker: Celery on a pool of 4 threads in the main thread, with the beat scheduler,
+  the log collection and the engine's event follower as threads.
 
 Web and worker share one interpreter. Forked from a parent that had imported everything,
 two processes shared less than it seems: CPython 3.11 writes to the objects a process uses
 (reference counts, the bytecode it specialises), so each child soon held its own copy of
 what it ran, and the parent kept the originals (bench/idle_memory.py: 147 MiB for the
 agent as three processes, 111 MiB as this one).
+
+Its threads, what each owns and may block on, and how each stops are mapped in
+docs/architecture.md "Threads"; the long-lived ones start here, under watch.
 
 Start-up checks the state files first: one the agent cannot use ends the process with
 EX_CONFIG (78), naming the file, and the parent does not start it again.
@@ -44,8 +47,11 @@ from apps_api.engine.container_config import (
     SUPERVISOR0_SUBNET,
     SUPERVISOR_NETWORK,
 )
+from apps_api.engine.current import start_watching_the_engine
 from apps_api.engine.docker import ensure_supervisor_network as ensure_network
 from apps_api.logs.collection import LogCollection
+from apps_api.logs.publisher import start_log_publisher
+from apps_api.watched_threads import spawn
 from hostcfg.identity import DeviceConfigError
 from supervisor_site.celery import app
 
@@ -134,6 +140,8 @@ def main() -> None:
         logger.error("cannot start: %s", exc)
         sys.exit(CONFIG_ERROR_EXIT)
     threading.Thread(target=keep_trying_the_network, name="supervisor0", daemon=True).start()
+    start_watching_the_engine(spawn)
+    start_log_publisher()
     announce()
     # The last connection to close writes the migrations and the keys from the write-ahead
     # log into the database file; the threads open their own.

@@ -240,7 +240,9 @@ class PowerAnswerSerializer(serializers.Serializer):
 class ProxySerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["socks4", "socks5", "http-connect", "http-relay"], required=False)
     ip = serializers.CharField(required=False)
-    port = serializers.CharField(required=False, help_text="A string, as in the balena Supervisor API reference, v9.")
+    port = serializers.CharField(
+        required=False, help_text="A string, as in the balena Supervisor API reference, v9."
+    )
     login = serializers.CharField(required=False)
     password = serializers.CharField(required=False)
     dns = serializers.CharField(required=False, help_text="`ip:port` of the DNS forwarder, when one is set.")

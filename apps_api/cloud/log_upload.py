@@ -26,6 +26,7 @@ from apps_api.backoff import backoff_delay
 from apps_api.cloud.client import CloudError, LogStream, cloud_device
 from apps_api.device_settings import stored_device_config
 from apps_api.logs.records import LOGS_GROUP, LogBatch, LogSequencer, now_ms, suppressed_line
+from apps_api.watched_threads import spawn
 
 if TYPE_CHECKING:
     from apps_api.cloud.client import CloudDevice
@@ -165,8 +166,8 @@ class CloudLogUploader:
         return self._enabled
 
     def start(self) -> None:
-        threading.Thread(target=self._receive_forever, name="cloud-logs-in", daemon=True).start()
-        threading.Thread(target=self._send_forever, name="cloud-logs-out", daemon=True).start()
+        spawn("cloud-logs-in", self._receive_forever, stopped=self._stopping.is_set)
+        spawn("cloud-logs-out", self._send_forever, stopped=self._stopping.is_set)
 
     def stop(self) -> None:
         self._stopping.set()

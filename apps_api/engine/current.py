@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from apps_api.engine import docker as engine
@@ -121,9 +121,28 @@ def read_current_state(
     )
 
 
+Spawn = Callable[..., threading.Thread]
+
+
+class _Read:
+    """One read of the engine's state, shared by the readers that arrive while it runs."""
+
+    def __init__(self, changes: int) -> None:
+        self.changes = changes
+        self.done = threading.Event()
+        self.waiters = 0
+        self.state: CurrentState | None = None
+        self.error: BaseException | None = None
+
+
 class CurrentStateCache:
     """The current state for API reads, read from Docker again only after the engine
-    reported a change (or `max_age` passed). Without a live event stream it caches nothing."""
+    reported a change (or `max_age` passed). Without a live event stream (`start_watching`
+    not called, or the engine's events down) it caches nothing.
+
+    The lock guards the bookkeeping only, never a Docker call: readers that find the state
+    stale while a read of the latest change runs wait for that read and share its outcome
+    (a hung engine costs each of them one timeout, not one per reader before it)."""
 
     def __init__(self, max_age: float = 30.0) -> None:
         self.max_age = max_age
@@ -132,35 +151,54 @@ class CurrentStateCache:
         self._state: CurrentState | None = None
         self._state_changes = -1
         self._state_read_at = 0.0
+        self._reading: _Read | None = None
         self._watching = threading.Event()
-        self._watcher: threading.Thread | None = None
 
     def get(self) -> CurrentState:
-        self._ensure_watcher()
         with self._lock:
             changes = self._changes
-            fresh = (
+            if (
                 self._watching.is_set()
                 and self._state is not None
                 and self._state_changes == changes
                 and time.monotonic() - self._state_read_at < self.max_age
-            )
-            if not fresh:
-                self._state = read_current_state()
-                self._state_changes, self._state_read_at = changes, time.monotonic()
-            assert self._state is not None
-            return self._state
+            ):
+                return self._state
+            read = self._reading
+            if read is not None and read.changes == changes:
+                read.waiters += 1
+                joined = True
+            else:
+                read = self._reading = _Read(changes)
+                joined = False
+        if joined:
+            read.done.wait()
+            if read.error is not None:
+                raise read.error
+            assert read.state is not None
+            return read.state
+        try:
+            read.state = read_current_state()
+        except BaseException as exc:
+            read.error = exc
+            raise
+        finally:
+            with self._lock:
+                if self._reading is read:
+                    self._reading = None
+                if read.state is not None and changes > self._state_changes:
+                    self._state, self._state_changes = read.state, changes
+                    self._state_read_at = time.monotonic()
+            read.done.set()
+        return read.state
 
     def invalidate(self) -> None:
         self._changes += 1
 
-    def _ensure_watcher(self) -> None:
-        if self._watcher is not None and self._watcher.is_alive():
-            return
-        with self._lock:
-            if self._watcher is None or not self._watcher.is_alive():
-                self._watcher = threading.Thread(target=self._watch, name="current-state-events", daemon=True)
-                self._watcher.start()
+    def start_watching(self, spawn: Spawn) -> None:
+        """Follow the engine's events in a thread started by `spawn` (the agent's watch,
+        at start-up: the engine layer knows nothing of it)."""
+        spawn("engine-events", self._watch, stopped=lambda: False)
 
     def _watch(self) -> None:
         while True:
@@ -188,3 +226,7 @@ def cached_current_state() -> CurrentState:
 
 def invalidate_current_state() -> None:
     _cache.invalidate()
+
+
+def start_watching_the_engine(spawn: Spawn) -> None:
+    _cache.start_watching(spawn)

@@ -1,5 +1,5 @@
 """The log collector, the host units' logs and the cloud log uploader, run together: as
-threads of the agent's worker process, or alone as `manage.py collect_logs`."""
+threads of the agent process, or alone as `manage.py collect_logs`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from apps_api.cloud.log_upload import CloudLogUploader
 from apps_api.logs.collector import POSITIONS_FILE, LogCollector
 from apps_api.logs.host_units import CURSOR_FILE, HostUnitLogs
+from apps_api.watched_threads import spawn
 
 UPLOADER_READY_SECONDS = 10
 STOP_SECONDS = 5
@@ -22,30 +23,34 @@ class LogCollection:
         self.collector = LogCollector(positions_path=data_dir / POSITIONS_FILE)
         self.host_units = HostUnitLogs(cursor_path=data_dir / CURSOR_FILE)
         self.uploader = CloudLogUploader()
-        self._thread: threading.Thread | None = None
+        self._collected = threading.Event()
 
-    def run(self) -> None:
-        """Collect until `stop()`; what was read is published and the positions saved, so
-        that the next run resumes without a gap or a repeat."""
+    def start(self) -> None:
+        """Start the threads, each under watch: the uploader's two, the host units'
+        follower, and the collector with its publisher."""
         self.uploader.start()
+        self.collector.start_publisher()
+        spawn("host-unit-logs", self.host_units.run, stopped=self.host_units.stopped)
+        spawn("log-collector", self._collect, stopped=self.collector.stopped)
+
+    def _collect(self) -> None:
         # What the collector publishes first (the backlog since it last ran) is for the
         # cloud too: the uploader must listen before.
         self.uploader.ready.wait(UPLOADER_READY_SECONDS)
-        host_units = threading.Thread(target=self.host_units.run, name="host-unit-logs", daemon=True)
-        host_units.start()
-        try:
-            self.collector.run()
-        finally:
-            self.host_units.stop()
-            host_units.join(STOP_SECONDS)
-            self.uploader.stop()
+        self.collector.run()
+        self._collected.set()
 
-    def start(self) -> None:
-        """Run in a thread of this process."""
-        self._thread = threading.Thread(target=self.run, name="log-collection", daemon=True)
-        self._thread.start()
+    def run(self) -> None:
+        """Collect until `stop()` (for `manage.py collect_logs`): what was read is
+        published and the positions saved, so that the next run resumes without a gap or
+        a repeat."""
+        self.start()
+        self._collected.wait()
+        self.host_units.stop()
+        self.uploader.stop()
 
     def stop(self) -> None:
         self.collector.stop()
-        if self._thread is not None:
-            self._thread.join(STOP_SECONDS)
+        self._collected.wait(STOP_SECONDS)
+        self.host_units.stop()
+        self.uploader.stop()

@@ -132,6 +132,7 @@ class CollectorPositions:
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self.read: dict[str, int] = {}
         self.sent: dict[str, int] = self._load()
         self._dirty = False
@@ -182,22 +183,28 @@ class CollectorPositions:
         short_ids = {container_id[:12] for container_id in container_ids}
         with self._lock:
             for positions in (self.read, self.sent):
-                for key in [k for k in positions if k.split(":")[0] not in short_ids]:
-                    del positions[key]
+                # list() copies the keys at once: a follower may be adding its key meanwhile.
+                for key in [k for k in list(positions) if k.split(":")[0] not in short_ids]:
+                    positions.pop(key, None)
             self._dirty = True
 
     def save(self) -> None:
-        with self._lock:
-            if self._path is None or not self._dirty:
-                return
-            snapshot, self._dirty = dict(self.sent), False
-            self._saved_at = time.monotonic()
-        temporary = self._path.with_suffix(".tmp")
-        try:
-            temporary.write_text(json.dumps(snapshot))
-            os.replace(temporary, self._path)
-        except OSError as exc:
-            logger.warning("log collector: could not save positions to %s (%s)", self._path, exc)
+        # One save at a time, whole: two would share the temporary file, and an older
+        # snapshot could land after a newer one.
+        with self._save_lock:
+            with self._lock:
+                if self._path is None or not self._dirty:
+                    return
+                snapshot, self._dirty = dict(self.sent), False
+                self._saved_at = time.monotonic()
+            temporary = self._path.with_suffix(".tmp")
+            try:
+                temporary.write_text(json.dumps(snapshot))
+                os.replace(temporary, self._path)
+            except OSError as exc:
+                with self._lock:
+                    self._dirty = True
+                logger.warning("log collector: could not save positions to %s (%s)", self._path, exc)
 
 
 class LogCollector:
@@ -224,7 +231,7 @@ class LogCollector:
         `group`: the channel layer group to publish to; `publish`: a stand-in for the
         publisher, for tests; `announce`: where system lines (`Service exited …`) go."""
         self.positions = CollectorPositions(positions_path)
-        self._publisher = LogPublisher(on_sent=self.positions.published, group=group)
+        self._publisher = LogPublisher(on_sent=self.positions.published, group=group, name="apps")
         self._publish = publish or (lambda record: self._publisher.publish_encoded(record, wait=True))
         self._lock = threading.Lock()
         self._followers: dict[str, threading.Thread] = {}
@@ -259,6 +266,12 @@ class LogCollector:
             self._stopping.wait(ENGINE_RETRY_SECONDS)
         self._publisher.flush(timeout=10)
         self.positions.save()
+
+    def start_publisher(self) -> None:
+        self._publisher.start()
+
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """End run() (from another thread or a signal handler): followers stop reading."""

@@ -71,6 +71,7 @@ class HostUnitLogs:
         self._units = tuple(units)
         self._publish = publish
         self._stopping = threading.Event()
+        self._given_up = False
         self._wait = wait or self._stopping.wait
         self._entries: JournalEntries | None = None
         self._lock = threading.Lock()
@@ -87,6 +88,7 @@ class HostUnitLogs:
                 entries = JournalEntries(argv)
             except (JournalUnavailable, OSError) as exc:
                 logger.warning("host unit logs: not followed: %s", exc)
+                self._given_up = True
                 return
             with self._lock:
                 self._entries = entries
@@ -106,6 +108,10 @@ class HostUnitLogs:
             if not printed and code != 0:
                 self._cursor = None  # the cursor may be one the journal no longer has
             self._wait(backoff_delay(failures, base=self.RETRY_SECONDS, cap=self.RETRY_MAX_SECONDS))
+
+    def stopped(self) -> bool:
+        """Told to stop, or there is nothing to follow (the host has no journal)."""
+        return self._stopping.is_set() or self._given_up
 
     def stop(self) -> None:
         """End run() from another thread; journalctl is killed."""

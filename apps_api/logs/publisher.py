@@ -22,6 +22,7 @@ from apps_api.backoff import backoff_delay
 from apps_api.device_settings import persistent_logging_enabled
 from apps_api.logs.records import LOGS_GROUP, EncodedRecord, LogBatch, LogRecord, now_ms
 from apps_api.logs.store import LogStore, default_log_store
+from apps_api.watched_threads import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +115,13 @@ class LogPublisher:
         store: LogStore | None = None,
         persist: Callable[[], bool] | None = None,
         group: str = LOGS_GROUP,
+        name: str = "system",
     ) -> None:
-        """`on_sent` is called (in the publisher's thread) with each batch once sent;
+        """`name` names its thread; `on_sent` is called (in the publisher's thread) with each batch once sent;
         `store` and `persist` (whether to write to it) default to the data dir's store and
         the target's SUPERVISOR_PERSISTENT_LOGGING."""
         self.publisher_id = uuid.uuid4().hex[:12]
+        self.name = name
         self.group = group
         self._on_sent = on_sent
         self._store = store
@@ -150,10 +153,16 @@ class LogPublisher:
             time.sleep(0.01)
         return not self._buffer.unsent
 
+    def start(self) -> None:
+        """Start the sending thread (the agent does at start-up; elsewhere the first
+        record does, in each process)."""
+        if self._thread_pid != os.getpid():
+            self._start_thread()
+
     def _start_thread(self) -> None:
         with self._start_lock:
             if self._thread_pid != os.getpid():
-                threading.Thread(target=self._run, name="log-publisher", daemon=True).start()
+                spawn(f"publish-{self.name}", self._run, stopped=lambda: False)
                 self._thread_pid = os.getpid()
 
     def _run(self) -> None:
@@ -218,6 +227,10 @@ _publisher = LogPublisher()
 def publish_log_record(record: LogRecord) -> None:
     """Queue a record for every log stream listening; never blocks, never raises."""
     _publisher.publish(record)
+
+
+def start_log_publisher() -> None:
+    _publisher.start()
 
 
 def flush_log_records(timeout: float = 5.0) -> bool:

@@ -59,6 +59,10 @@ def services_in_docker() -> list[str]:
     return sorted(c["Labels"]["io.balena.service-name"] for c in listed)
 
 
+WATCHED_THREADS = {"engine-events", "publish-system", "publish-apps", "log-collector", "host-unit-logs",
+                   "cloud-logs-in", "cloud-logs-out"}  # fmt: skip
+
+
 def container_ids() -> dict[str, str]:
     """Service → id of each supervised container, from one listing."""
     listed = docker.from_env().api.containers(all=True, filters=SUPERVISED)
@@ -80,6 +84,11 @@ def test_the_agent_is_a_parent_and_one_named_child_plus_its_redis(agent: Agent) 
     assert titles == ["redis-server unixsocket:" + str(agent.data_dir / "redis.sock"), "supervisor: agent"]
     assert agent.process is not None
     assert Path(f"/proc/{agent.process.pid}/cmdline").read_bytes().startswith(b"supervisor: parent")
+    # Every long-lived thread runs from the start, before any request (docs/architecture.md
+    # "Threads"), under the name the OS shows.
+    tasks = Path(f"/proc/{agent.child('agent')}/task")
+    names = {(task / "comm").read_text().strip() for task in tasks.iterdir()}
+    assert names >= WATCHED_THREADS, names
     assert agent.request("GET", "/v1/healthy")[0] == 200  # the worker's scheduler ticks, among others
 
 
