@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import connection
 
+from apps_api.apply.refusals import given_up_removals
 from apps_api.apply_status import read_image_progress
 from apps_api.cloud.client import cloud_device
 from apps_api.cloud.poll import cloud_health_problem
@@ -81,6 +82,13 @@ def check_engine_progress(*, now: float | None = None) -> None:
         raise Unhealthy(f"the apply has been running for {busy:.0f} s")
 
 
+def check_refused_removals() -> None:
+    """The engine refuses to remove a network the apply has given up on (apply/refusals.py)."""
+    if refused := given_up_removals():
+        raise Unhealthy("; ".join(f"the engine refuses to remove network {name}: {error}"
+                                  for name, error in sorted(refused.items())))  # fmt: skip
+
+
 def check_threads() -> None:
     """Every watched thread of this process runs (docs/architecture.md "Threads")."""
     if problems := thread_problems():
@@ -95,6 +103,7 @@ HEALTH_CHECKS: dict[str, Callable[[], None]] = {
     "engine": check_engine_progress,
     "scheduler": check_scheduler,
     "threads": check_threads,
+    "networks": check_refused_removals,
 }
 
 

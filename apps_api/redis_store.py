@@ -44,6 +44,12 @@ APPLY_FLAGS_KEY = "supervisor:apply:flags"
 # When the apply loop's wait after a failed round ends (epoch seconds). Written and deleted by
 # the apply loop; read by the plan answers (GET /v2/plan); expires with the wait.
 APPLY_RETRY_AT_KEY = "supervisor:apply:retry-at"
+# Hash network engine name → JSON {"rounds", "error"}: the rounds in a row in which the engine
+# refused to remove it. Written by the apply loop (apply/refusals.py); read by the planner's
+# inputs and /v1/healthy; deleted when a new target is applied or the network is gone.
+REFUSED_REMOVALS_KEY = "supervisor:apply:refused-removals"
+# The stored target's id the refusals above were counted for (a new target forgets them).
+REFUSED_FOR_TARGET_KEY = "supervisor:apply:refused-for-target"
 # Hash "appId/service" → transient status ("Downloading", "Stopping"…). Written by the journal;
 # read by the state answers; no expiry (entries are deleted when the step ends).
 SERVICE_STATUS_KEY = "supervisor:apply:service-status"

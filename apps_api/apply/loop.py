@@ -23,6 +23,7 @@ from apps_api.apply.journal import (
 )
 from apps_api.apply.planning import read_round_inputs
 from apps_api.apply.probation import Review, review_releases
+from apps_api.apply.refusals import record_removals, refusals_for_target
 from apps_api.apply.single_flight import (
     holding_apply_lock,
     preemption_waiting,
@@ -34,7 +35,7 @@ from apps_api.apply.single_flight import (
 from apps_api.backoff import backoff_delay
 from apps_api.device_settings import lock_override, poll_interval_seconds
 from apps_api.engine.disk_preflight import INSUFFICIENT_STORAGE, MB, DiskPreflight
-from apps_api.engine.executor import Executor
+from apps_api.engine.executor import Executor, StepOutcome
 from apps_api.engine.locks import UpdatesLocked, update_locks
 from apps_api.engine.planner import plan, unused_images
 from apps_api.engine.state import Step, TargetState
@@ -112,6 +113,7 @@ def converge(*, force: bool = False, max_rounds: int | None = None) -> ConvergeR
         target, record = loaded
         if record.pk != seen_record:
             failures, seen_record, requested_force = 0, record.pk, force
+            refusals_for_target(record.pk)
             _apply_device_config(target)
         requested_force = requested_force or request_force
         rounds += 1
@@ -189,7 +191,15 @@ def _run_round(target: TargetState, force: bool, number: int) -> tuple[list[Step
         "round %d: %d steps planned in %.0f ms, ran in %.0f ms",
         number, len(steps), (planned - began) * 1000, (time.monotonic() - planned) * 1000,
     )  # fmt: skip
-    return steps, [o.error for o in outcomes if o.error is not None] + journal_errors
+    # A removal given up on in this round is no failure of it: the next one plans without it.
+    given_up = set(record_removals(outcomes))
+    failed = [o for o in outcomes if o.error is not None and not _removal_of(o, given_up)]
+    return steps, [o.error for o in failed if o.error is not None] + journal_errors
+
+
+def _removal_of(outcome: StepOutcome, networks: set[str]) -> bool:
+    network = outcome.step.current_network
+    return outcome.step.kind == "removeNetwork" and network is not None and network.docker_name in networks
 
 
 def _report_failure(number: int, errors: list[BaseException], delay: float) -> None:

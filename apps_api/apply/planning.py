@@ -13,6 +13,7 @@ from typing import Any
 
 from apps_api.apply.device_context import device_context, device_facts
 from apps_api.apply.probation import images_on_hold
+from apps_api.apply.refusals import given_up_removals
 from apps_api.apply_status import read_image_progress, read_retry_at
 from apps_api.device_settings import lock_override
 from apps_api.engine.adoption import adopt_matching
@@ -52,6 +53,7 @@ def read_round_inputs(
         app_uuids={app.app_id: app.app_uuid for app in target.apps},
         downloading=downloading,
     )
+    refused = given_up_removals({network.docker_name for network in current.networks})
     return RoundInputs(
         current=adopt_matching(current, target.apps, device),
         locks_held=locks.held_apps(),
@@ -61,6 +63,7 @@ def read_round_inputs(
             local_mode=target.source == "local",
             reboot_pending=reboot_pending(),
             images_on_hold=images_on_hold(),
+            refused_removals=refused,
         ),
     )
 
@@ -153,4 +156,6 @@ def held_document(held: HeldStep) -> dict[str, Any]:
     }
     if held.until:
         document["until"] = held.until
+    if held.detail:
+        document["detail"] = held.detail
     return document

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -163,14 +164,14 @@ class Executor:
 
     def _do_start(self, step: Step) -> None:
         if step.current is not None:
-            engine.start_container(step.current.container_id)
+            _start_or_remove(step.current.container_id)
             return
         assert step.app is not None and step.target is not None
         container_id = self._create(step.app, step.target, name=container_name(step.target))
         if step.target.requires_reboot:
             self.on_reboot_needed(step.target)
         elif step.target.running:
-            engine.start_container(container_id)
+            _start_or_remove(container_id)
 
     def _create(self, app: AppSpec, service: ServiceSpec, *, name: str) -> str:
         ensure_service_lock_dir(self.host_root, app.app_id, service.service_name)
@@ -306,3 +307,22 @@ class Executor:
     def _do_releaseLock(self, step: Step) -> None:
         assert step.app_id is not None
         self.locks.release(self.host_root, step.app_id)
+
+
+MISSING_OBJECT = re.compile(r"\b(network|volume) \S+ not found", re.IGNORECASE)
+
+
+class MadeAgain(Exception):
+    """A container that could not start for a network or volume the engine no longer has
+    was removed; the next round makes it again, after the missing object."""
+
+
+def _start_or_remove(container_id: str) -> None:
+    try:
+        engine.start_container(container_id)
+    except Exception as exc:
+        if not MISSING_OBJECT.search(str(exc)):
+            raise
+        # It would fail the same way at every round: the engine keeps the object it was made with.
+        engine.remove_container(container_id)
+        raise MadeAgain(f"removed container {container_id[:12]}, to be made again: {exc}") from exc

@@ -49,9 +49,12 @@ class PlanConfig:
     """A reboot was asked for during this boot: services that require one wait for it."""
     images_on_hold: frozenset[str] = frozenset()
     """Normalised references kept although unused (a previous release, until the new one commits)."""
+    refused_removals: Mapping[str, str] = field(default_factory=dict)
+    """Engine name → the engine's refusal, for each network it refused to remove round after
+    round: left in place (held back), so that the rest of the apply goes on."""
 
 
-HoldCause = Literal["lock", "download", "dependency", "backoff", "reboot"]
+HoldCause = Literal["lock", "download", "dependency", "backoff", "reboot", "refused"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ class HeldStep:
     while the engine only has yet to take the app's lock itself), for "download" the image
     reference, for "dependency" the service (or `network <name>`, `volume <name>`) waited
     for. `until` is when a "backoff" ends (ISO 8601, UTC); "reboot" waits for the device
-    to reboot."""
+    to reboot; "refused" names the network (`network <name>`) the engine keeps refusing to
+    remove, and `detail` is the engine's refusal."""
 
     kind: StepKind
     app_id: int | None
@@ -70,6 +74,7 @@ class HeldStep:
     cause: HoldCause
     held_by: str = ""
     until: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,8 @@ def _plan(
         app = targets.get(app_id)
         holders = tuple(lock_holders.get(app_id, ()))
         if app is None:
-            app_steps = _remove_app(app_id, view, locked=app_id in held)
+            app_steps = _remove_app(app_id, view, locked=app_id in held, refused=config.refused_removals)
+            held_back += _held_removals(app_id, view, config.refused_removals)
             if app_id not in held:
                 held_back += [_held_by_lock("kill", s.app_id, s.service_name, holders)
                               for s in view.services if s.status != "removing"]  # fmt: skip
@@ -194,7 +200,16 @@ def _held_by_lock(
     return HeldStep(kind, app_id, service, "lock", held_by=holder)
 
 
-def _remove_app(app_id: int, view: _AppView, *, locked: bool) -> list[Step]:
+def _refused(app_id: int, network: str, refusal: str) -> HeldStep:
+    return HeldStep("removeNetwork", app_id, None, "refused", held_by=f"network {network}", detail=refusal)
+
+
+def _held_removals(app_id: int, view: _AppView, refused: Mapping[str, str]) -> list[HeldStep]:
+    return [_refused(app_id, name, refused[n.docker_name]) for name, n in view.networks.items()
+            if n.docker_name in refused]  # fmt: skip
+
+
+def _remove_app(app_id: int, view: _AppView, *, locked: bool, refused: Mapping[str, str]) -> list[Step]:
     """An app gone from the target loses its containers and networks; its volumes stay."""
     if view.services:
         if not locked:
@@ -208,6 +223,7 @@ def _remove_app(app_id: int, view: _AppView, *, locked: bool) -> list[Step]:
     steps = [
         Step("removeNetwork", app_id=app_id, current_network=n, reason="app removed from target")
         for n in view.networks.values()
+        if n.docker_name not in refused
     ]
     if locked:
         steps.append(Step("releaseLock", app_id=app_id, reason="app removed"))
@@ -226,6 +242,7 @@ class _AppPlanner:
         self.downloading = current.downloading
         self.device = config.device
         self.reboot_pending = config.reboot_pending
+        self.refused_removals = config.refused_removals
         self.locked = locked
         self.free: list[Step] = []
         self.gated: list[Step] = []
@@ -315,9 +332,14 @@ class _AppPlanner:
         """Create, recreate and remove networks; returns those that containers must leave."""
         targets = self._target_networks()
         unusable = set()
+        refused = self.refused_removals
         for name, existing in self.view.networks.items():
             wanted = targets.get(name)
             if wanted is not None and existing.config_hash == network_config_hash(wanted):
+                continue
+            if existing.docker_name in refused:
+                # The engine will not let it go: its containers keep it as it is.
+                self.held.append(_refused(self.app.app_id, name, refused[existing.docker_name]))
                 continue
             unusable.add(name)
             if not any(name in s.networks for s in alive):

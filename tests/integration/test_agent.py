@@ -11,6 +11,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -485,3 +486,102 @@ def test_an_agent_whose_port_is_taken_ends_and_is_started_again_until_it_is_free
         assert wait_until(agent.ready, 90), agent.log_text()[-2000:]
     finally:
         assert agent.stop() == 0
+
+
+def test_a_network_the_engine_will_not_remove_is_left_held_back_and_the_apply_goes_on(
+    tmp_path: Path, busybox_image: str, docker_engine: None
+) -> None:
+    """The engine's refusal is injected (tests/refusing_engine.py) in front of the real one:
+    a network that "has active endpoints" while listing none could not be made on demand."""
+    from tests.refusing_engine import RefusingEngine
+
+    refusal = "error while removing network: network 1_back id 0f3e has active endpoints"
+    refusing = {"on": True}
+
+    def refuse(method: str, path: str) -> tuple[int, str] | None:
+        return (403, refusal) if refusing["on"] and (method, path) == ("DELETE", "/networks/1_back") else None
+
+    proxy = RefusingEngine(tmp_path / "docker.sock", refuse)
+    proxy.start()
+    remove_supervised_objects()
+    running = Agent(tmp_path / "data", extra_env={"DOCKER_HOST": proxy.url})
+    running.start()
+    try:
+        post_target(running, local_target({"main": {}}, image=busybox_image, networks={"back": {}}))
+        assert wait_until(lambda: applied(running), 60)
+        size = running.log_path.stat().st_size
+        post_target(running, local_target({"main": {}}, image=busybox_image, commit="c2"))
+
+        # A few refusals, then the rest of the apply goes on without that removal.
+        assert wait_until(lambda: applied(running) and "Could not remove" in running.log_text()[size:], 60)
+        assert len(proxy.refused) >= 3
+        lines = [
+            line for line in running.log_text()[size:].splitlines() if "Could not remove network" in line
+        ]
+        assert len(lines) == 1, lines
+        assert refusal in lines[0]
+        status, plan = running.request("GET", "/v2/plan")
+        assert status == 200
+        assert plan["steps"] == []
+        held = {"action": "removeNetwork", "appId": 1, "serviceName": None, "cause": "refused",
+                "heldBy": "network back", "detail": refusal}  # fmt: skip
+        assert plan["heldBack"] == [held]
+        assert running.request("GET", "/v1/healthy")[0] == 500
+        assert "the engine refuses to remove network 1_back" in running.log_text()[size:]
+        assert supervised_containers()["main"].status == "running"
+
+        # A new target tries again; the engine lets it go this time.
+        refusing["on"] = False
+        post_target(running, local_target({"main": {}}, image=busybox_image, commit="c3"))
+        assert wait_until(lambda: applied(running) and running.request("GET", "/v1/healthy")[0] == 200, 60)
+        assert "1_back" not in {n.name for n in docker.from_env().networks.list()}
+    finally:
+        running.stop()
+        proxy.stop()
+        remove_supervised_objects()
+
+
+def test_a_container_that_cannot_start_for_a_missing_network_is_made_again(
+    tmp_path: Path, busybox_image: str, docker_engine: None
+) -> None:
+    """The engine's answer to starting a container whose network it no longer has is
+    injected once (tests/refusing_engine.py): the new container is removed and made again
+    in the next round, rather than started in vain at every round."""
+    from tests.refusing_engine import RefusingEngine
+
+    armed, doomed = threading.Event(), set[str]()
+
+    def refuse(method: str, path: str) -> tuple[int, str] | None:
+        # The first container started once armed never starts, as on the real engine.
+        if armed.is_set() and method == "POST" and path.endswith("/start"):
+            if not doomed:
+                doomed.add(path)
+            if path in doomed:
+                return 404, "network 1_back not found"
+        return None
+
+    proxy = RefusingEngine(tmp_path / "docker.sock", refuse)
+    proxy.start()
+    remove_supervised_objects()
+    running = Agent(tmp_path / "data", extra_env={"DOCKER_HOST": proxy.url})
+    running.start()
+    try:
+        document = local_target({"main": {"networks": ["back"]}}, image=busybox_image, networks={"back": {}})
+        post_target(running, document)
+        assert wait_until(lambda: applied(running), 60)
+        first = supervised_containers()["main"]
+        armed.set()
+        changed = {"main": {"networks": ["back"], "environment": {"MODE": "2"}}}
+        post_target(running, local_target(changed, image=busybox_image, commit="c2", networks={"back": {}}))
+        assert wait_until(lambda: len(proxy.refused) == 1 and applied(running), 60), running.log_text()[
+            -3000:
+        ]
+        again = supervised_containers()["main"]
+        assert again.id != first.id
+        assert again.status == "running"
+        assert "MODE=2" in again.attrs["Config"]["Env"]
+        assert "removed container" in running.log_text()
+    finally:
+        running.stop()
+        proxy.stop()
+        remove_supervised_objects()

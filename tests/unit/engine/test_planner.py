@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from apps_api.engine.planner import plan
+from apps_api.engine.planner import HeldStep, explain, plan
 from apps_api.engine.state import CurrentState, NetworkSpec, Step, VolumeSpec, normalise_image_ref
 from tests.unit.engine.state_builders import (
     CONFIG,
@@ -597,3 +597,28 @@ def test_a_network_of_another_app_uuid_with_this_app_id_is_replaced_not_taken_fo
     assert [(s.kind, s.current_network.docker_name if s.current_network else s.network and s.network.name)
             for s in steps] == [("removeNetwork", "2a3d0000000000000000000000000000_default"),
                                 ("createNetwork", "default")]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["network not in target", "app removed from target"])
+def test_a_network_the_engine_refuses_to_remove_is_held_back_with_the_engines_words(case: str) -> None:
+    settled_app = settled(app(svc("main")))
+    back = network(app(svc("main"), networks=[NetworkSpec("back")]), "back", NetworkSpec("back"))
+    current = dataclasses.replace(settled_app, networks=(*settled_app.networks, back))
+    if case == "app removed from target":
+        current = CurrentState(networks=(back,))  # its containers are gone already
+    refusal = "error while removing network: network 1_back id 5f has active endpoints"
+    config = dataclasses.replace(CONFIG, refused_removals={back.docker_name: refusal})
+    target = [app(svc("main"))] if case == "network not in target" else []
+
+    explained = explain(current, target, locks_held={1}, config=config)
+
+    assert ("removeNetwork", back.docker_name) not in [
+        (s.kind, s.current_network.docker_name) for s in explained.steps if s.current_network
+    ]
+    assert [h for h in explained.held if h.cause == "refused"] == [
+        HeldStep("removeNetwork", 1, None, "refused", held_by="network back", detail=refusal)
+    ]
+    # Without the refusal the same plan removes it.
+    removed = [s.current_network.docker_name for s in plan(current, target, locks_held={1}, config=CONFIG)
+               if s.kind == "removeNetwork" and s.current_network]  # fmt: skip
+    assert back.docker_name in removed
