@@ -29,6 +29,7 @@ from tests.integration.engine_helpers import (
     remove_supervised_objects,
     supervised_containers,
 )
+from tests.refusing_engine import RefusingEngine
 
 pytestmark = pytest.mark.services
 
@@ -488,25 +489,33 @@ def test_an_agent_whose_port_is_taken_ends_and_is_started_again_until_it_is_free
         assert agent.stop() == 0
 
 
+@contextlib.contextmanager
+def agent_behind(proxy: RefusingEngine) -> Iterator[tuple[Agent, RefusingEngine]]:
+    """An agent whose engine is `proxy`: the real one, with the answers it injects."""
+    proxy.start()
+    remove_supervised_objects()
+    running = Agent(proxy.path.parent / "data", extra_env={"DOCKER_HOST": proxy.url})
+    running.start()
+    try:
+        yield running, proxy
+    finally:
+        running.stop()
+        proxy.stop()
+        remove_supervised_objects()
+
+
 def test_a_network_the_engine_will_not_remove_is_left_held_back_and_the_apply_goes_on(
     tmp_path: Path, busybox_image: str, docker_engine: None
 ) -> None:
     """The engine's refusal is injected (tests/refusing_engine.py) in front of the real one:
     a network that "has active endpoints" while listing none could not be made on demand."""
-    from tests.refusing_engine import RefusingEngine
-
     refusal = "error while removing network: network 1_back id 0f3e has active endpoints"
     refusing = {"on": True}
 
     def refuse(method: str, path: str) -> tuple[int, str] | None:
         return (403, refusal) if refusing["on"] and (method, path) == ("DELETE", "/networks/1_back") else None
 
-    proxy = RefusingEngine(tmp_path / "docker.sock", refuse)
-    proxy.start()
-    remove_supervised_objects()
-    running = Agent(tmp_path / "data", extra_env={"DOCKER_HOST": proxy.url})
-    running.start()
-    try:
+    with agent_behind(RefusingEngine(tmp_path / "docker.sock", refuse)) as (running, proxy):
         post_target(running, local_target({"main": {}}, image=busybox_image, networks={"back": {}}))
         assert wait_until(lambda: applied(running), 60)
         size = running.log_path.stat().st_size
@@ -535,10 +544,6 @@ def test_a_network_the_engine_will_not_remove_is_left_held_back_and_the_apply_go
         post_target(running, local_target({"main": {}}, image=busybox_image, commit="c3"))
         assert wait_until(lambda: applied(running) and running.request("GET", "/v1/healthy")[0] == 200, 60)
         assert "1_back" not in {n.name for n in docker.from_env().networks.list()}
-    finally:
-        running.stop()
-        proxy.stop()
-        remove_supervised_objects()
 
 
 def test_a_container_that_cannot_start_for_a_missing_network_is_made_again(
@@ -547,8 +552,6 @@ def test_a_container_that_cannot_start_for_a_missing_network_is_made_again(
     """The engine's answer to starting a container whose network it no longer has is
     injected once (tests/refusing_engine.py): the new container is removed and made again
     in the next round, rather than started in vain at every round."""
-    from tests.refusing_engine import RefusingEngine
-
     armed, doomed = threading.Event(), set[str]()
 
     def refuse(method: str, path: str) -> tuple[int, str] | None:
@@ -560,12 +563,7 @@ def test_a_container_that_cannot_start_for_a_missing_network_is_made_again(
                 return 404, "network 1_back not found"
         return None
 
-    proxy = RefusingEngine(tmp_path / "docker.sock", refuse)
-    proxy.start()
-    remove_supervised_objects()
-    running = Agent(tmp_path / "data", extra_env={"DOCKER_HOST": proxy.url})
-    running.start()
-    try:
+    with agent_behind(RefusingEngine(tmp_path / "docker.sock", refuse)) as (running, proxy):
         document = local_target({"main": {"networks": ["back"]}}, image=busybox_image, networks={"back": {}})
         post_target(running, document)
         assert wait_until(lambda: applied(running), 60)
@@ -573,15 +571,10 @@ def test_a_container_that_cannot_start_for_a_missing_network_is_made_again(
         armed.set()
         changed = {"main": {"networks": ["back"], "environment": {"MODE": "2"}}}
         post_target(running, local_target(changed, image=busybox_image, commit="c2", networks={"back": {}}))
-        assert wait_until(lambda: len(proxy.refused) == 1 and applied(running), 60), running.log_text()[
-            -3000:
-        ]
+        made_again = wait_until(lambda: len(proxy.refused) == 1 and applied(running), 60)
+        assert made_again, running.log_text()[-3000:]
         again = supervised_containers()["main"]
         assert again.id != first.id
         assert again.status == "running"
         assert "MODE=2" in again.attrs["Config"]["Env"]
         assert "removed container" in running.log_text()
-    finally:
-        running.stop()
-        proxy.stop()
-        remove_supervised_objects()
