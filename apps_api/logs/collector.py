@@ -127,7 +127,11 @@ class CollectorPositions:
     """The timestamp of the last line read and of the last line published, per container
     output stream; the published ones are saved, so that a new collector process resumes
     where the last one stopped (a line published twice after a crash is dropped by the
-    streams, which remember each stream's last cursor)."""
+    streams, which remember each stream's last cursor).
+
+    `read[key]` has one writer, the follower of that container, which updates it without
+    the lock (once per line); keys are added and removed under the lock, and iterations
+    copy the keys first. `sent` is only touched under the lock."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
