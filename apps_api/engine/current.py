@@ -193,8 +193,8 @@ class CurrentStateCache:
         return read.state
 
     def invalidate(self) -> None:
-        # Without the lock: the events thread is the one writer (apply steps call it too,
-        # and a lost increment only means one more read after the next event).
+        # Without the lock: two increments racing may count one, but the count still
+        # moves, and a moved count is all that readers compare.
         self._changes += 1
 
     def start_watching(self, spawn: Spawn) -> None:
