@@ -14,7 +14,7 @@ from apps_api.apply_status import read_image_progress
 from apps_api.cloud.client import cloud_device
 from apps_api.cloud.poll import cloud_health_problem
 from apps_api.device_settings import poll_interval_seconds
-from apps_api.engine.docker import ping_engine
+from apps_api.engine.docker import list_supervised_networks, ping_engine
 from apps_api.redis_store import (
     APPLY_DOWNLOAD_SECONDS_KEY,
     APPLY_STARTED_KEY,
@@ -84,7 +84,8 @@ def check_engine_progress(*, now: float | None = None) -> None:
 
 def check_refused_removals() -> None:
     """The engine refuses to remove a network the apply has given up on (apply/refusals.py)."""
-    if refused := given_up_removals():
+    # Those the user has removed by hand since are forgotten (a Docker listing only then).
+    if given_up_removals() and (refused := given_up_removals(n["Name"] for n in list_supervised_networks())):
         raise Unhealthy("; ".join(f"the engine refuses to remove network {name}: {error}"
                                   for name, error in sorted(refused.items())))  # fmt: skip
 

@@ -90,7 +90,7 @@ class ThreadWatch:
         found: dict[str, str] = {}
         with self._lock:
             for watched in self._watched:
-                if watched.died_at is None:
+                if watched.died_at is None or (not watched.running and watched.stopped()):
                     continue
                 if not watched.running:
                     found[watched.name] = f"died ({watched.last_cause}); starting it again"

@@ -40,7 +40,10 @@ class RefusingEngine:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept
         self._server.close()
+        self.path.unlink(missing_ok=True)
 
     def _accept(self) -> None:
         while True:

@@ -23,7 +23,9 @@ GIVE_UP_ROUNDS = 3
 def record_removals(outcomes: Sequence[StepOutcome]) -> list[str]:
     """Count the round's network removals: a refusal adds one, a success forgets. Returns
     the engine names given up on in this round (their refusals reached GIVE_UP_ROUNDS)."""
-    removals = [o for o in outcomes if o.step.kind == "removeNetwork" and o.step.current_network is not None]
+    removals = [
+        o for o in outcomes if o.step.kind == "removeNetwork" and o.step.current_network and not o.skipped
+    ]
     if not removals:
         return []
     client = redis_client()
@@ -31,7 +33,9 @@ def record_removals(outcomes: Sequence[StepOutcome]) -> list[str]:
     for outcome in removals:
         network = outcome.step.current_network
         assert network is not None
-        if outcome.error is None:
+        if not is_refusal(outcome.error):
+            # Removed, or failed for another reason (the engine restarting…): that is no
+            # refusal, and the count starts again.
             client.hdel(REFUSED_REMOVALS_KEY, network.docker_name)
             continue
         entry = _entries(client).get(network.docker_name) or {"rounds": 0}
@@ -48,13 +52,19 @@ def record_removals(outcomes: Sequence[StepOutcome]) -> list[str]:
     return given_up
 
 
+def is_refusal(error: BaseException | None) -> bool:
+    """The engine's refusal to remove a network it says is still in use."""
+    return error is not None and "active endpoints" in str(error)
+
+
 def given_up_removals(existing: Iterable[str] | None = None) -> dict[str, str]:
     """Engine name → the engine's refusal, for each network given up on. With `existing`
     (the engine's networks now), entries of networks that are gone are dropped."""
     client = redis_client()
     entries = _entries(client)
     if existing is not None:
-        gone = set(entries) - set(existing)
+        existing = set(existing)
+        gone = set(entries) - existing
         if gone:
             client.hdel(REFUSED_REMOVALS_KEY, *gone)
     return {

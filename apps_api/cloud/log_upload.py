@@ -172,7 +172,8 @@ class CloudLogUploader:
     def stop(self) -> None:
         self._stopping.set()
         if self._loop is not None and self._receiving is not None:
-            self._loop.call_soon_threadsafe(self._receiving.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the thread has ended
+                self._loop.call_soon_threadsafe(self._receiving.cancel)
 
     # --- from the log group into the buffer --------------------------------------------------
 

@@ -186,16 +186,17 @@ class CurrentStateCache:
             with self._lock:
                 if self._reading is read:
                     self._reading = None
-                if read.state is not None and changes > self._state_changes:
+                if read.state is not None and changes >= self._state_changes:
                     self._state, self._state_changes = read.state, changes
                     self._state_read_at = time.monotonic()
             read.done.set()
         return read.state
 
     def invalidate(self) -> None:
-        # Without the lock: two increments racing may count one, but the count still
-        # moves, and a moved count is all that readers compare.
-        self._changes += 1
+        # Under the lock: the events thread and action threads invalidate at once, and an
+        # unlocked `+=` could move the count back to one a stored state was read at.
+        with self._lock:
+            self._changes += 1
 
     def start_watching(self, spawn: Spawn) -> None:
         """Follow the engine's events in a thread started by `spawn` (the agent's watch,

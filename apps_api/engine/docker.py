@@ -284,10 +284,11 @@ def stop_container(container_id: str) -> None:
         api.stop(container_id, timeout=_stop_timeout(api.inspect_container(container_id)))
 
 
-def remove_container(container_id: str) -> None:
-    """Remove the container with its anonymous volumes; tolerate one already gone."""
+def remove_container(container_id: str, *, anonymous_volumes: bool = True) -> None:
+    """Remove the container, with its anonymous volumes unless told to keep them; tolerate
+    one already gone."""
     with _gone_is_fine():
-        docker_client().api.remove_container(container_id, v=True, force=True)
+        docker_client().api.remove_container(container_id, v=anonymous_volumes, force=True)
 
 
 def kill_container(container_id: str) -> None:

@@ -52,6 +52,8 @@ class StepOutcome:
     step: Step
     error: BaseException | None
     seconds: float
+    skipped: bool = False
+    """Not run: the round was cancelled first."""
 
 
 def registry_credentials(device: DeviceContext, image: str) -> dict[str, str] | None:
@@ -108,7 +110,7 @@ class Executor:
 
     def _run(self, step: Step) -> StepOutcome:
         if self.cancelled():
-            return StepOutcome(step, None, 0.0)
+            return StepOutcome(step, None, 0.0, skipped=True)
         began = time.monotonic()
         error: BaseException | None = None
         try:
@@ -323,6 +325,7 @@ def _start_or_remove(container_id: str) -> None:
     except Exception as exc:
         if not MISSING_OBJECT.search(str(exc)):
             raise
-        # It would fail the same way at every round: the engine keeps the object it was made with.
-        engine.remove_container(container_id)
+        # It would fail the same way at every round: the engine keeps the object it was made
+        # with. Its anonymous volumes stay (an image's VOLUME may hold the app's data).
+        engine.remove_container(container_id, anonymous_volumes=False)
         raise MadeAgain(f"removed container {container_id[:12]}, to be made again: {exc}") from exc

@@ -37,15 +37,22 @@ class LogCollection:
         # What the collector publishes first (the backlog since it last ran) is for the
         # cloud too: the uploader must listen before.
         self.uploader.ready.wait(UPLOADER_READY_SECONDS)
-        self.collector.run()
-        self._collected.set()
+        try:
+            self.collector.run()
+        finally:
+            if self.collector.stopped():
+                self._collected.set()
 
     def run(self) -> None:
         """Collect until `stop()` (for `manage.py collect_logs`): what was read is
         published and the positions saved, so that the next run resumes without a gap or
         a repeat."""
         self.start()
-        self._collected.wait()
+        # Not one long wait: a stop during the collector thread's restart delay ends it
+        # without a run to set `_collected`.
+        while not self._collected.wait(1.0) and not self.collector.stopped():
+            pass
+        self._collected.wait(STOP_SECONDS)
         self.host_units.stop()
         self.uploader.stop()
 

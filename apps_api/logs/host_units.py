@@ -86,7 +86,7 @@ class HostUnitLogs:
             try:
                 argv = unit_follow_argv(self._units, after_cursor=self._cursor)
                 entries = JournalEntries(argv)
-            except (JournalUnavailable, OSError) as exc:
+            except (JournalUnavailable, FileNotFoundError) as exc:
                 logger.warning("host unit logs: not followed: %s", exc)
                 self._given_up = True
                 return

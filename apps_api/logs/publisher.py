@@ -171,6 +171,12 @@ class LogPublisher:
         # nothing keeps the process alive at exit.
         layer = get_channel_layer()
         loop = asyncio.new_event_loop()
+        try:
+            self._send_forever(layer, loop)
+        finally:
+            loop.close()  # the watch starts a new run, with a loop of its own
+
+    def _send_forever(self, layer: Any, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             records = self._buffer.take(
                 self.BATCH_LIMIT, most_bytes=self.BATCH_BYTES, linger=self.LINGER_SECONDS

@@ -79,3 +79,23 @@ def wait_for(condition: Callable[[], bool]) -> bool:
             return True
         event.wait(0.01)
     return False
+
+
+def test_a_state_read_again_after_max_age_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = 0
+
+    def read() -> CurrentState:
+        nonlocal reads
+        reads += 1
+        return CurrentState()
+
+    monkeypatch.setattr(current, "read_current_state", read)
+    cache = CurrentStateCache(max_age=60)
+    cache._watching.set()  # as with the engine's events followed
+    cache.get()
+    cache.get()
+    assert reads == 1
+    cache._state_read_at -= 61  # older than max_age, and no event since
+    cache.get()
+    cache.get()
+    assert reads == 2
