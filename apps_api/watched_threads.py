@@ -3,7 +3,7 @@ ends (or raises) while its owner has not told it to stop has died: the cause is 
 `/v1/healthy` fails (health check "threads") until it has run again for
 `STEADY_SECONDS`, and it is started again after the backoff rule's delay.
 
-The map of the agent's threads is in supervisor_site/agent_main.py.
+The map of the agent's threads is in docs/architecture.md "Threads".
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import get_resolver  # noqa: E402
 
 from apps_api.apikeys import prepare_device_identity  # noqa: E402
+from apps_api.metrics import record_request  # noqa: E402
 from localmode.consumers import websocket_urlpatterns  # noqa: E402
 from supervisor_site.liveness import answering_ping  # noqa: E402
 
@@ -23,7 +24,8 @@ prepare_device_identity()
 application = answering_ping(
     ProtocolTypeRouter(
         {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
-    )
+    ),
+    record_request,
 )
 
 # The URLconf imports every view now rather than on the first request. Then everything

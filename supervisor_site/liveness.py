@@ -9,11 +9,11 @@ them), counted in the same request metrics; other methods reach the view (405).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-from apps_api.metrics import record_request
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -29,16 +29,50 @@ PING_HEADERS = [
 ]
 
 
-def answering_ping(app: ASGIApp) -> ASGIApp:
-    """`app`, with GET and HEAD /ping answered at once."""
+def is_ping(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["path"] == PING_PATH and scope["method"] in ("GET", "HEAD")
+
+
+async def answer_ping(scope: Scope, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": PING_HEADERS})
+    await send({"type": "http.response.body", "body": PING_BODY if scope["method"] == "GET" else b""})
+
+
+def answering_ping(app: ASGIApp, record_request: Callable[[str, str, int, float], None]) -> ASGIApp:
+    """`app`, with GET and HEAD /ping answered at once and counted by `record_request`
+    (the metrics' own, passed in: this module loads before Django)."""
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PING_PATH or scope["method"] not in ("GET", "HEAD"):
+        if not is_ping(scope):
             await app(scope, receive, send)
             return
         began = time.perf_counter()
-        await send({"type": "http.response.start", "status": 200, "headers": PING_HEADERS})
-        await send({"type": "http.response.body", "body": PING_BODY if scope["method"] == "GET" else b""})
+        await answer_ping(scope, send)
         record_request("ping", scope["method"], 200, time.perf_counter() - began)
 
     return application
+
+
+class DeferredApplication:
+    """The web server's application while the agent loads its own: it listens, and
+    answers /ping, from the start; every other request waits until `provide()` (the
+    agent first sets Django up, checks its state files and imports the API)."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+        self._loaded: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def provide(self, app: ASGIApp) -> None:
+        self._app = app
+        self._loaded.set_result(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if app is None:
+            if is_ping(scope):
+                await answer_ping(scope, send)
+                return
+            loaded = await asyncio.wrap_future(self._loaded)
+            await loaded(scope, receive, send)
+            return
+        await app(scope, receive, send)

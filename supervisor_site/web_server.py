@@ -1,8 +1,10 @@
 """The web server as the agent runs it: daphne on every listen address, with request
 bodies bounded before they are read.
 
-The agent process runs `serve()` in a thread; `python -m supervisor_site.web_server` runs
-the web server alone (development, and the tests' web process).
+The agent process runs `serve()` in a thread, first thing: importing this module loads
+daphne and Twisted only, and the agent sets Django up once the port is bound
+(liveness.DeferredApplication). `python -m supervisor_site.web_server` runs the web server
+alone (development).
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ for _unused in ("OpenSSL", "cryptography"):
 _no_wamp = types.ModuleType("autobahn.twisted.wamp", "WAMP: not used by the agent")
 _no_wamp.ApplicationSession = None  # type: ignore[attr-defined]
 sys.modules.setdefault("autobahn.twisted.wamp", _no_wamp)
-
-import django  # noqa: E402
-
-django.setup()
 
 from daphne.endpoints import build_endpoint_description_strings  # noqa: E402
 from daphne.http_protocol import HTTPFactory, WebRequest  # noqa: E402
@@ -202,13 +200,22 @@ def bindable(address: str) -> bool:
     return True
 
 
-def serve(listening: threading.Event | None = None, *, signal_handlers: bool = False) -> None:
+def load_application() -> Any:
+    """The ASGI application: Django (set up by the caller), the API and the log streams.
+    Imported once the caller checked the device identity: the module prepares it at import."""
+    return importlib.import_module("supervisor_site.asgi").application
+
+
+def serve(
+    listening: threading.Event | None = None, *, application: Any = None, signal_handlers: bool = False
+) -> None:
     """Runs daphne's reactor until it is stopped; `listening` is set once it listens.
+    `application`: the ASGI application (default: load_application(), Django set up).
     Addresses this host does not have yet (the supervisor0 gateway before the engine made
     the bridge) are listened on once it has them. Raises CannotListen when a port cannot be
     bound (at start or later)."""
-    # Imported once the caller checked the device identity: the module prepares it at import.
-    application = importlib.import_module("supervisor_site.asgi").application
+    if application is None:
+        application = load_application()
     port = settings.SUPERVISOR_PORT
     waiting = listen_addresses()
     descriptions = build_endpoint_description_strings(host="127.0.0.1", port=port)
@@ -262,6 +269,9 @@ def stop() -> None:
 
 def main() -> None:
     """The web server alone, until SIGTERM or SIGINT."""
+    import django  # lazy: the agent process sets Django up only after the listen
+
+    django.setup()
     serve(signal_handlers=True)
 
 
