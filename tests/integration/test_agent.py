@@ -418,7 +418,7 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
     agent: Agent, busybox_image: str
 ) -> None:
     # Longer than the agent's whole stop (10 s): the stop cannot wait the replacement out.
-    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "20s"}
+    slow = {"stop_signal": "SIGTERM", "stop_grace_period": "12s"}
     post_target(agent, local_target({"s0": slow}, image=busybox_image))
     assert wait_until(lambda: applied(agent) and "s0" in services_in_docker(), 60)
     old_s0 = container_ids()["s0"]
