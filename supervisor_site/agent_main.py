@@ -74,10 +74,15 @@ def main() -> None:
     listening.wait(WEB_START_SECONDS)
     if web_failed.is_set():
         sys.exit(WEB_FAILED_EXIT)
-    # Only now Django, and everything the agent runs.
-    agent_setup: Any = importlib.import_module("supervisor_site.agent_setup")
-    agent_setup.prepare()
-    application.provide(web_server.load_application())
+    try:
+        # Only now Django, and everything the agent runs.
+        agent_setup: Any = importlib.import_module("supervisor_site.agent_setup")
+        agent_setup.prepare()
+        application.provide(web_server.load_application())
+    except BaseException as exc:  # exit 78 on a state file included: the waiting requests get 503
+        application.fail(exc)
+        raise
+    agent_setup.close_connections()
     code = agent_setup.run_worker()
     stopping.set()
     web_server.stop()

@@ -126,6 +126,9 @@ def prepare() -> None:
     start_watching_the_engine(spawn)
     start_log_publisher()
     announce()
-    # The last connection to close writes the migrations and the keys from the write-ahead
-    # log into the database file; the threads open their own.
+
+
+def close_connections() -> None:
+    """Once the API is loaded: the last connection to close writes the migrations and the
+    keys from the write-ahead log into the database file; the threads open their own."""
     connections.close_all()

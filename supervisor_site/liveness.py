@@ -64,7 +64,13 @@ class DeferredApplication:
 
     def provide(self, app: ASGIApp) -> None:
         self._app = app
-        self._loaded.set_result(app)
+        if not self._loaded.done():
+            self._loaded.set_result(app)
+
+    def fail(self, error: BaseException) -> None:
+        """The agent could not load: the requests waiting get 503, then the process ends."""
+        if not self._loaded.done():
+            self._loaded.set_exception(error)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
@@ -72,7 +78,30 @@ class DeferredApplication:
             if is_ping(scope):
                 await answer_ping(scope, send)
                 return
-            loaded = await asyncio.wrap_future(self._loaded)
+            try:
+                # Shielded: a request cancelled while it waits (its client went away) must
+                # not cancel the one future every waiting request shares.
+                loaded = await asyncio.shield(asyncio.wrap_future(self._loaded))
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # the load's own error, SystemExit(78) included
+                await _not_started(scope, send)
+                return
             await loaded(scope, receive, send)
             return
         await app(scope, receive, send)
+
+
+NOT_STARTED_BODY = b"Unexpected error: the supervisor could not start"
+
+
+async def _not_started(scope: Scope, send: Send) -> None:
+    if scope["type"] != "http":
+        await send({"type": "websocket.close", "code": 1011})
+        return
+    headers = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(NOT_STARTED_BODY)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": NOT_STARTED_BODY})
