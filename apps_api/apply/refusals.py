@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from apps_api.engine.docker import has_active_endpoints
 from apps_api.engine.executor import StepOutcome
 from apps_api.logs.publisher import system_log
 from apps_api.redis_store import REFUSED_FOR_TARGET_KEY, REFUSED_REMOVALS_KEY, redis_client
@@ -29,16 +30,17 @@ def record_removals(outcomes: Sequence[StepOutcome]) -> list[str]:
     if not removals:
         return []
     client = redis_client()
+    entries = _entries(client)
     given_up: list[str] = []
     for outcome in removals:
         network = outcome.step.current_network
         assert network is not None
-        if not is_refusal(outcome.error):
+        if not has_active_endpoints(outcome.error):
             # Removed, or failed for another reason (the engine restarting…): that is no
             # refusal, and the count starts again.
             client.hdel(REFUSED_REMOVALS_KEY, network.docker_name)
             continue
-        entry = _entries(client).get(network.docker_name) or {"rounds": 0}
+        entry = entries.get(network.docker_name) or {"rounds": 0}
         rounds = int(entry["rounds"]) + 1
         error = str(getattr(outcome.error, "explanation", None) or outcome.error)  # the engine's words
         client.hset(REFUSED_REMOVALS_KEY, network.docker_name, json.dumps({"rounds": rounds, "error": error}))
@@ -50,11 +52,6 @@ def record_removals(outcomes: Sequence[StepOutcome]) -> list[str]:
                 is_stderr=True,
             )
     return given_up
-
-
-def is_refusal(error: BaseException | None) -> bool:
-    """The engine's refusal to remove a network it says is still in use."""
-    return error is not None and "active endpoints" in str(error)
 
 
 def given_up_removals(existing: Iterable[str] | None = None) -> dict[str, str]:

@@ -410,12 +410,17 @@ def remove_network(name: str) -> None:
         try:
             api.remove_network(name)
         except Exception as exc:
-            if "active endpoints" not in str(exc):
+            if not has_active_endpoints(exc):
                 raise
             for endpoint in (api.inspect_network(name).get("Containers") or {}).values():
                 with _gone_is_fine():
                     api.disconnect_container_from_network(endpoint.get("Name") or "", name, force=True)
             api.remove_network(name)
+
+
+def has_active_endpoints(error: BaseException | None) -> bool:
+    """The engine's refusal to remove a network it says is still in use."""
+    return error is not None and "active endpoints" in str(error)
 
 
 def create_volume(name: str, *, driver: str, driver_opts: dict[str, str], labels: dict[str, str]) -> None:
