@@ -5,7 +5,9 @@ dir, applies a target of 5 busybox services, then loads GET /v2/applications/sta
 GET /v1/device with 1 and 16 concurrent clients for 10 s each. GET /ping on the same
 server, loaded the same way, is the baseline of this run.
 
-    .venv/bin/python bench/api_load.py [--seconds 10] [--client wrk|python]
+    .venv/bin/python bench/api_load.py [--seconds 10] [--client wrk|python] [--runs 5] [--clients 16]
+
+With --runs N, each figure is measured N times and the medians are printed.
 
 wrk (Debian package `wrk`) is the load client when installed: written in C, it leaves the
 two cores to the server; the Python client (threads) competes with it for them.
@@ -118,6 +120,8 @@ def _milliseconds(value: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=1, help="measure each figure this many times: medians")
+    parser.add_argument("--clients", default="1,16", help="the client counts, comma-separated")
     parser.add_argument(
         "--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python"
     )
@@ -139,8 +143,9 @@ def main() -> None:
                 apply_target(env, bench_target(services=5))
                 for path in ENDPOINTS:
                     load(port, path, 1, 1.0)  # warm-up: first-request imports and caches
-                print(f"load client: {arguments.client}")
-                print_table(port, measure, seconds)
+                print(f"load client: {arguments.client}, {arguments.runs} run(s) of {seconds:g} s, medians")
+                clients = [int(count) for count in arguments.clients.split(",")]
+                print_table(port, measure, seconds, clients=clients, runs=arguments.runs)
             finally:
                 apply_target(env, bench_target(services=0), check=False)
     finally:
@@ -172,21 +177,31 @@ def apply_target(env: dict[str, str], document: dict[str, Any], *, check: bool =
                    cwd=PROJECT_DIR, env=env, check=check, stdout=subprocess.DEVNULL)  # fmt: skip
 
 
-def print_table(port: int, measure: Callable[[int, str, int, float], tuple[float, float, float]],
-                seconds: float) -> None:  # fmt: skip
+Measure = Callable[[int, str, int, float], tuple[float, float, float]]
+
+
+def print_table(port: int, measure: Measure, seconds: float, *, clients: list[int], runs: int) -> None:
     print(f"{'endpoint':<24} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs /ping':>8}"
           f" {'original req/s':>14} {'orig p99':>8} {'ratio':>6}")  # fmt: skip
-    for clients in (1, 16):
-        ping_rate, _, _ = measure(port, "/ping", clients, seconds)
+    for count in clients:
+        # Run after run over every route, so that a noisy spell spreads over all of them.
+        figures: dict[str, list[tuple[float, float, float]]] = {path: [] for path in ENDPOINTS}
+        for _ in range(runs):
+            for path in ENDPOINTS:
+                figures[path].append(measure(port, path, count, seconds))
+        ping_rate = statistics.median(rate for rate, _, _ in figures["/ping"])
         for path in ENDPOINTS:
-            rate, p50, p99 = measure(port, path, clients, seconds)
-            original = ORIGINAL_AT_16.get(path) if clients == 16 else None
+            rate, p50, p99 = (statistics.median(column) for column in zip(*figures[path], strict=True))
+            original = ORIGINAL_AT_16.get(path) if count == 16 else None
             compared = (
                 f" {original[0]:>14} {original[1]:>8.1f} {rate / original[0]:5.2f}x" if original else ""
             )
-            print(
-                f"{path:<24} {clients:>7} {rate:8.0f} {p50:7.1f} {p99:7.1f} {rate / ping_rate:8.2f}{compared}"
-            )
+            figure = f"{rate:8.0f} {p50:7.1f} {p99:7.1f} {rate / ping_rate:8.2f}"
+            print(f"{path:<24} {count:>7} {figure}{compared}")
+        if runs > 1:
+            for path in ENDPOINTS:
+                each = ", ".join(f"{rate:.0f}" for rate, _, _ in figures[path])
+                print(f"  {path} @{count}, req/s of each run: {each}")
 
 
 if __name__ == "__main__":

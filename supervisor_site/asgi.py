@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from apps_api.api.hot_reads import answering_hot_reads  # noqa: E402
 from apps_api.apikeys import prepare_device_identity  # noqa: E402
 from apps_api.metrics import record_request  # noqa: E402
 from localmode.consumers import websocket_urlpatterns  # noqa: E402
@@ -22,8 +23,11 @@ from supervisor_site.liveness import answering_ping  # noqa: E402
 prepare_device_identity()
 
 application = answering_ping(
-    ProtocolTypeRouter(
-        {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+    answering_hot_reads(
+        ProtocolTypeRouter(
+            {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+        ),
+        record_request,
     ),
     record_request,
 )

@@ -1,9 +1,9 @@
 """JSON bodies of the hot state reads, rendered once per device state.
 
 Apps poll `/v1/device` and `/v2/applications/state`, dashboards `/v2/state/status`:
-between two changes of the device's state every answer is the same. The views still
-compute them (api/answers.py) but only when `read_snapshot()` gives a snapshot they have
-not seen, which happens when Redis's apply progress, the target or the engine's
+between two changes of the device's state every answer is the same. api/hot_reads.py
+still computes them (api/answers.py) but only when `read_snapshot()` gives a snapshot it
+has not seen, which happens when Redis's apply progress, the target or the engine's
 containers changed; otherwise the bytes rendered last time are sent again. Bodies are
 kept for one snapshot only, a handful per route and key scope.
 """
@@ -52,6 +52,11 @@ def rendered_json(data: Any) -> bytes:
     return bytes(_RENDERER.render(data))
 
 
-def prepared_json(snapshot: DeviceSnapshot, key: Hashable, build: Callable[[], Any]) -> HttpResponse:
-    """A 200 answer with the body `build()` renders, rendered once per snapshot and key."""
-    return HttpResponse(_prepared.body(snapshot, key, build), content_type="application/json")
+def prepared_body(snapshot: DeviceSnapshot, key: Hashable, build: Callable[[], Any]) -> bytes:
+    """The JSON `build()` renders, rendered once per snapshot and key."""
+    return _prepared.body(snapshot, key, build)
+
+
+def json_answer(body: bytes) -> HttpResponse:
+    """A 200 answer with the JSON `body`."""
+    return HttpResponse(body, content_type="application/json")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.exceptions import ParseError
@@ -13,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps_api import actions
-from apps_api.api import answers, parsing
+from apps_api.api import answers, hot_reads, parsing
 from apps_api.api.auth import access_of
-from apps_api.api.prepared import prepared_json
+from apps_api.api.prepared import json_answer
 from apps_api.api.renderers import PlainTextRenderer
 from apps_api.api.schemas import (
     APP_ID,
@@ -45,8 +43,6 @@ from apps_api.health import failed_health_checks
 from apps_api.metrics import REGISTRY
 from apps_api.snapshot import read_snapshot
 from hostcfg.host_config import INVALID_INPUT_PREFIX as HOST_CONFIG_INVALID
-
-HOST_FACTS_SECONDS = 10
 
 
 class PlainTextView(APIView):
@@ -103,11 +99,7 @@ class DeviceView(APIView):
         responses=answer(200, "The device's state.", json=V1DeviceSerializer) | UNAUTHORIZED | unexpected(),
     )
     def get(self, request: Request) -> HttpResponse:
-        snapshot = read_snapshot()
-        # Addresses and the OS version come from the host, not the snapshot: read again
-        # at least every HOST_FACTS_SECONDS.
-        key = ("v1/device", int(time.monotonic() // HOST_FACTS_SECONDS))
-        return prepared_json(snapshot, key, lambda: answers.v1_device(snapshot))
+        return json_answer(hot_reads.device_body(read_snapshot(), access_of(request)))
 
 
 class AppView(APIView):

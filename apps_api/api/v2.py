@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -11,9 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps_api import actions
-from apps_api.api import answers, parsing
+from apps_api.api import answers, hot_reads, parsing
 from apps_api.api.auth import access_of
-from apps_api.api.prepared import prepared_json, rendered_json
+from apps_api.api.prepared import json_answer
 from apps_api.api.schemas import (
     APP_ID,
     CONTAINER_IDS,
@@ -65,9 +64,7 @@ class ApplicationsStateView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> HttpResponse:
-        snapshot, access = read_snapshot(), access_of(request)
-        key = ("v2/applications/state", access.all_apps, access.app_ids)
-        return prepared_json(snapshot, key, lambda: answers.applications_state(snapshot, access))
+        return json_answer(hot_reads.applications_state_body(read_snapshot(), access_of(request)))
 
 
 class ApplicationStateView(APIView):
@@ -151,9 +148,7 @@ class StateStatusView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> HttpResponse:
-        snapshot, access = read_snapshot(), access_of(request)
-        key = ("v2/state/status", access.all_apps, access.app_ids)
-        return prepared_json(snapshot, key, lambda: answers.state_status(snapshot, access))
+        return json_answer(hot_reads.state_status_body(read_snapshot(), access_of(request)))
 
 
 class PlanView(APIView):
@@ -207,9 +202,6 @@ class ContainerIdView(APIView):
         return Response(answers.container_ids(read_snapshot(), access_of(request), name))
 
 
-VERSION_BODY = rendered_json({"status": "success", "version": settings.SUPERVISOR_VERSION})
-
-
 class VersionView(APIView):
     """GET /v2/version."""
 
@@ -220,7 +212,7 @@ class VersionView(APIView):
         | unexpected(),
     )
     def get(self, request: Request) -> HttpResponse:
-        return HttpResponse(VERSION_BODY, content_type="application/json")
+        return json_answer(hot_reads.VERSION_BODY)
 
 
 class DeviceNameView(APIView):

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -187,12 +188,20 @@ def test_a_target_posted_while_redis_is_down_is_refused_and_not_stored(
     before = agent.request("GET", "/v2/local/target-state")[1]
     os.kill(redis, signal.SIGSTOP)  # down, but not dead: the parent does not replace it
     try:
-        status, _ = agent.request(
-            "POST", "/v2/local/target-state", local_target({"main": {}}, image=busybox_image)
-        )
+        with ThreadPoolExecutor(8) as pool:
+            # More state reads than their threads, all waiting on Redis: the event loop
+            # still answers the liveness probe.
+            reads = [pool.submit(agent.request, "GET", "/v1/device") for _ in range(8)]
+            assert agent.request("GET", "/ping") == (200, "OK")
+            assert not all(read.done() for read in reads)
+            status, _ = agent.request(
+                "POST", "/v2/local/target-state", local_target({"main": {}}, image=busybox_image)
+            )
     finally:
         os.kill(redis, signal.SIGCONT)
     assert status == 503
+    assert {read.result()[0] for read in reads} == {503}
+    assert agent.request("GET", "/v1/device")[0] == 200
     assert agent.request("GET", "/v2/local/target-state")[1] == before
     post_target(agent, local_target({"main": {}}, image=busybox_image))
     assert wait_until(lambda: "main" in services_in_docker() and applied(agent), 60)

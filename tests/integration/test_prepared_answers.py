@@ -3,6 +3,7 @@ from scratch, for every route and key scope, and follow every change of the stat
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -105,15 +106,48 @@ def test_a_regenerated_key_is_refused_at_once(engine: str, managed_device: None)
     assert Client().get("/v2/version", HTTP_AUTHORIZATION=f"Bearer {new}").status_code == 200
 
 
+def test_hot_reads_answered_before_django_are_the_views_answers(engine: str, managed_device: None) -> None:
+    """The agent answers the hot reads with an accepted key before Django; the views,
+    run here in the test process, answer what Django would: the same status, headers
+    and body, refusals included (those the agent leaves to Django)."""
+    apply(local_target({"main": {}, "side": {}}, image=engine))
+    refused = {"no key": ({}, None), "unknown key": ({"HTTP_AUTHORIZATION": "Bearer 0123456789abcdef"}, None)}
+    accepted = scopes()
+    metrics = accepted["global"][0]
+    before = request_counts(Client().get("/metrics", **metrics).content.decode(), "v1/device")
+    for name, (auth, _) in {**accepted, **refused}.items():
+        for route in ROUTES:
+            view = DjangoViewClient().get(route, **auth)
+            response = Client().get(route, **auth)
+            assert (response.status_code, response.content) == (view.status_code, view.content), (name, route)
+            for header in ("Content-Type", "Allow"):
+                assert response[header] == view[header], (name, route, header)
+            if response.status_code == 200:  # answered before Django, which sends no length
+                assert response["Content-Length"] == str(len(view.content)), (name, route)
+    after = request_counts(Client().get("/metrics", **metrics).content.decode(), "v1/device")
+    assert {key: after[key] - before.get(key, 0.0) for key in after} == {
+        ("GET", "200"): 3.0,
+        ("GET", "401"): 2.0,
+    }
+
+
+def request_counts(metrics: str, route: str) -> dict[tuple[str, str], float]:
+    """supervisor_http_requests_total of `route` by method and status, from /metrics."""
+    pattern = re.compile(
+        rf'supervisor_http_requests_total{{method="(\w+)",route="{route}",status="(\d+)"}} (\S+)'
+    )
+    return {
+        (match[1], match[2]): float(match[3])
+        for match in map(pattern.fullmatch, metrics.splitlines())
+        if match
+    }
+
+
 def ping_counts(web: WebProcess) -> dict[str, float]:
     """supervisor_http_requests_total of /ping by method, from /metrics."""
     metrics = requests.get(web.base_url + "/metrics", timeout=10).text  # the short-circuit counts too
-    counts = {}
-    for method in ("GET", "HEAD"):
-        prefix = f'supervisor_http_requests_total{{method="{method}",route="ping",status="200"}} '
-        counts[method] = next((float(line.removeprefix(prefix)) for line in metrics.splitlines()
-                               if line.startswith(prefix)), 0.0)  # fmt: skip
-    return counts
+    counts = request_counts(metrics, "ping")
+    return {method: counts.get((method, "200"), 0.0) for method in ("GET", "HEAD")}
 
 
 @pytest.mark.django_db
