@@ -10,6 +10,11 @@ remove and recreate them). Needs dockerd and redis-server (started if absent) an
 Celery worker (started here, in a temporary data dir).
 
     .venv/bin/python bench/converge.py [--runs 5] [--sizes 20]
+    .venv/bin/python bench/converge.py --count-calls [--sizes 20]
+
+--count-calls times nothing: the worker's engine goes through a counting proxy
+(tests/refusing_engine.py, refusing nothing), and the calls of a fresh install and of a
+change of N services are printed by kind, per container.
 
 With several runs, the summary gives the medians for N = 20 beside the original
 supervisor's ratios (measured the same way, in an earlier run on this machine).
@@ -19,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +55,7 @@ from apps_api.target.documents import parse_target  # noqa: E402
 from bench.local_agent import ensure_busybox_image  # noqa: E402
 from hostcfg.identity import load_device_identity  # noqa: E402
 from supervisor_site.system_services import ensure_dockerd, ensure_redis  # noqa: E402
+from tests.refusing_engine import RefusingEngine  # noqa: E402
 
 IMAGE = "local/bench-busybox:latest"
 SIZES = (1, 5, 20)
@@ -163,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--count-calls", action="store_true", help="count the engine calls instead")
     args = parser.parse_args()
     services = (
         ensure_redis(os.environ["REDIS_URL"], DATA_DIR),
@@ -175,12 +184,20 @@ def main() -> None:
     from apps_api.redis_store import redis_client
 
     redis_client().flushdb()
+    calls: list[str] = []
+    worker_env = dict(os.environ)
+    if args.count_calls:
+        counting = RefusingEngine(
+            DATA_DIR / "engine.sock", lambda method, path: calls.append(f"{method} {path}")
+        )
+        counting.start()
+        worker_env["DOCKER_HOST"] = counting.url
     with open(DATA_DIR / "worker.log", "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "supervisor_site", "worker", "--pool=threads",
              "--concurrency=4", "--queues=supervisor", "--without-heartbeat", "--without-gossip",
              "--without-mingle", "--loglevel=WARNING"],
-            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=log,
+            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=log, env=worker_env,
         )  # fmt: skip
     try:
         from supervisor_site.celery import app
@@ -188,6 +205,9 @@ def main() -> None:
         while not app.control.ping(timeout=0.5):
             time.sleep(0.2)
         remove_all(client)
+        if args.count_calls:
+            count_calls(client, args.sizes, calls)
+            return
         header = (
             "N",
             "case",
@@ -230,6 +250,27 @@ def main() -> None:
         for service in started:
             service.stop()
         shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+ENGINE_OBJECT = re.compile(
+    r"/(?:(images)/.+?(?=/json$|$)|(containers|networks|volumes)/(?!create$|json$|prune$|create\?)[^/]+)"
+)
+"""An object's id or name in an engine path (an image's may hold slashes), not an
+endpoint of the kind's own."""
+
+
+def count_calls(client: docker.DockerClient, sizes: list[int], calls: list[str]) -> None:
+    """The engine calls of the worker for a fresh install, then a change, of each size."""
+    for n in sizes:
+        remove_all(client)
+        for generation, case in ((1, "fresh install"), (2, "change")):
+            calls.clear()
+            time_agent(client.api, n, generation)
+            time.sleep(1)  # the round's last calls (the state read after it)
+            kinds = Counter(ENGINE_OBJECT.sub(lambda m: f"/{m[1] or m[2]}/{{id}}", call) for call in calls)
+            print(f"N={n} {case}: {len(calls)} engine calls, {len(calls) / n:.1f} per container")
+            for kind, count in kinds.most_common():
+                print(f"  {count:5d}  {count / n:5.2f}/container  {kind}")
 
 
 def measure(client: docker.DockerClient, n: int) -> list[tuple[str, float, float]]:

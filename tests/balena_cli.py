@@ -9,12 +9,14 @@ npm is found, and fail instead under CI=true; any other install problem is a fai
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -151,6 +153,20 @@ def installed_executable(node: Node, cache_dir: Path = CACHE_DIR) -> Path:
             )
         marker.touch()
     return executable
+
+
+def install_in_background(cache_dir: Path = CACHE_DIR) -> threading.Thread:
+    """Start installing the CLI (on a fresh clone npm takes about 40 s, mostly waiting on the
+    registry) while other tests run. The tests' own `balena_cli()` then waits for it on the
+    install's lock, and reports its failure, if any, by installing again."""
+
+    def install() -> None:
+        with contextlib.suppress(BaseException):  # pytest.skip and pytest.fail included
+            installed_executable(find_node(), cache_dir)
+
+    thread = threading.Thread(target=install, name="balena-cli-install", daemon=True)
+    thread.start()
+    return thread
 
 
 def offline_environment(data_dir: Path, node: Node) -> dict[str, str]:

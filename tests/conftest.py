@@ -24,6 +24,7 @@ from django.conf import settings
 from supervisor_site.system_services import ensure_dockerd, wait_until
 from tests import agent_client
 from tests.agent_process import Agent, processes
+from tests.balena_cli import install_in_background
 from tests.host_bus import HostBus
 from tests.route_coverage import AGENT_ADDRESSES, record_if_agent
 
@@ -44,13 +45,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nservice logs kept in {data_dir}/log")
 
 
+BALENA_CLI_TESTS = ("tests/integration/test_balena_cli.py", "tests/integration/test_localmode_command.py")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The route check last: it reads what every other test called."""
+    """The route check last: it reads what every other test called. The balena CLI, when its
+    tests run, installed meanwhile."""
     last = [item for item in items if item.name == "test_every_route_is_called_through_the_shipped_agent"]
     for item in last:
         items.remove(item)
         items.append(item)
+    if any(item.nodeid.startswith(BALENA_CLI_TESTS) for item in items):
+        install_in_background()
 
 
 @pytest.fixture(scope="session")

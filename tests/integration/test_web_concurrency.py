@@ -58,7 +58,7 @@ def test_health_probes_answer_while_64_restarts_wait_on_the_worker(
 
     def restart() -> None:
         with contextlib.suppress(requests.RequestException):
-            requests.post(url, json={"serviceName": "main"}, timeout=10)
+            requests.post(url, json={"serviceName": "main"}, timeout=5)
 
     waiting = [threading.Thread(target=restart) for _ in range(64)]
     try:
