@@ -209,7 +209,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The schedule lives in memory: one entry every 5 s has nothing worth keeping, and a file kept
 # across power cuts could rot and kill the scheduler.
-CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
+CELERY_BEAT_SCHEDULER = "supervisor_site.celery:DueAtStart"
 # The cloud tick decides by itself whether a provisioning attempt or a poll is due.
 CELERY_BEAT_SCHEDULE = {
     "cloud-tick": {"task": "apps_api.cloud_tick", "schedule": 5.0, "options": {"expires": 5.0}},
