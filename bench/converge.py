@@ -120,6 +120,19 @@ def time_agent(api: docker.APIClient, n: int, generation: int) -> float:
     return time.perf_counter() - began
 
 
+def empty_the_agent(api: docker.APIClient) -> None:
+    """The agent told to run nothing, and done: removing its containers behind its back
+    would have it make them again while the baselines run."""
+    actions.set_target_state(parse_target(EMPTY_TARGET, device_uuid=load_device_identity().uuid))
+    deadline = time.monotonic() + 60
+    while api.containers(all=True, filters={"label": f"io.balena.app-id={APP_ID}"}) or api.networks(
+        filters={"label": f"io.balena.app-id={APP_ID}"}
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the agent did not remove the app within 60 s")
+        time.sleep(0.1)
+
+
 def remove_all(client: docker.DockerClient) -> None:
     for label in ("io.balena.supervised", BASELINE_LABEL):
         for container in client.containers.list(all=True, filters={"label": label}):
@@ -279,6 +292,7 @@ def measure(client: docker.DockerClient, n: int) -> list[tuple[str, float, float
     remove_all(client)
     fresh = time_agent(client.api, n, 1)
     changed = time_agent(client.api, n, 2)
+    empty_the_agent(client.api)
     remove_all(client)
     seq_fresh = time_sdk(client, n, 1, lambda c, name: sdk_create_and_start(c, name, 1))
     remove_all(client)
