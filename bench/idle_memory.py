@@ -8,6 +8,11 @@ Prints the figure, a bare Python interpreter measured in the same run as a basel
 and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
 
     .venv/bin/python bench/idle_memory.py [--managed]
+    .venv/bin/python bench/idle_memory.py --imports
+
+--imports starts nothing: it loads the agent process's modules in the order the agent
+does, in a fresh interpreter, and prints the RSS each step adds (where the agent's memory
+goes, by package).
 """
 
 from __future__ import annotations
@@ -147,10 +152,59 @@ def under_load(port: int, seconds: float, measure: Callable[[], tuple[int, int]]
     return figures
 
 
+# The agent process's loading, step by step, as agent_main.py and agent_setup.py do it.
+IMPORT_STEPS = [
+    ("daphne, Twisted, asyncio (the web server, first)", "import supervisor_site.web_server"),
+    ("django.setup(): settings, apps, models, the admin", "import django; django.setup()"),
+    ("agent_setup: Celery, the engine, logs, cloud", "import supervisor_site.agent_setup"),
+    ("rest_framework.views (DRF)", "import rest_framework.views"),
+    ("the API's OpenAPI schemas (drf-spectacular)", "import apps_api.api.schemas"),
+    ("the API's views", "import apps_api.api.v1, apps_api.api.v2, localmode.views"),
+    (
+        "the URLconf and the ASGI application",
+        "from supervisor_site import web_server; web_server.load_application()",
+    ),
+    ("Celery's worker", "import celery.apps.worker"),
+]
+MEASURE_IMPORTS = """
+import sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+last = rss()
+print(f"  {last:6.1f} MiB   the interpreter")
+for name, code in STEPS:
+    exec(code)
+    now = rss()
+    print(f"  {now - last:+6.1f} MiB   {name}  ({len(sys.modules)} modules)")
+    last = now
+print(f"  {last:6.1f} MiB   in all (RSS)")
+"""
+
+
+def measure_imports() -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            **os.environ,
+            "SUPERVISOR_DATA_DIR": data_dir,
+            "DJANGO_SETTINGS_MODULE": "supervisor_site.settings",
+        }
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, env=env, check=True)
+        script = f"STEPS = {IMPORT_STEPS!r}\n{MEASURE_IMPORTS}"
+        print("the agent process, the RSS each step of its loading adds:")
+        subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, env=env, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--managed", action="store_true", help="a device managed by a (fake) cloud")
-    managed = parser.parse_args().managed
+    parser.add_argument("--imports", action="store_true", help="where the agent's memory goes, by package")
+    arguments = parser.parse_args()
+    if arguments.imports:
+        measure_imports()
+        return
+    managed = arguments.managed
     baseline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     time.sleep(1)
     baseline_kib = pss_kib(baseline.pid)
