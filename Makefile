@@ -137,4 +137,4 @@ $(VENV)/.dev-installed: requirements/base.txt requirements/dev.txt | $(VENV_PYTH
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
-	find manage.py supervisor_site localmode apps_api hostcfg -name __pycache__ -prune -exec rm -rf {} +
+	find supervisor_site localmode apps_api hostcfg -name __pycache__ -prune -exec rm -rf {} +

@@ -75,26 +75,28 @@ _EMPTY_BODY = io.BytesIO()
 def batch_bodies(scopes: list[Scope]) -> list[bytes | None]:
     """The body of each hot read, None for those Django must answer. The state is read once,
     after every one of them arrived: each answer is as fresh as if read alone."""
-    snapshot: DeviceSnapshot | None = None
-    unreadable = False
+    state: DeviceSnapshot | Exception | None = None
     bodies: list[bytes | None] = []
     for scope in scopes:
         read = HOT_READS[scope["path"]]
+        body: bytes | None = None
         try:
             access = access_for(ASGIRequest(scope, _EMPTY_BODY))
-            if access is None or (read.body is not None and unreadable):
-                bodies.append(None)
-                continue
-            if read.body is None:
-                bodies.append(VERSION_BODY)
-                continue
-            if snapshot is None:
-                unreadable = True  # one wait on a stalled Redis per batch, not one each
-                snapshot = read_snapshot()
-                unreadable = False
-            bodies.append(read.body(snapshot, access))
+            if access is None:
+                body = None
+            elif read.body is None:
+                body = VERSION_BODY
+            else:
+                if state is None:
+                    try:
+                        state = read_snapshot()
+                    except Exception as exc:  # kept: one wait on a stalled Redis per batch, not one each
+                        state = exc
+                if not isinstance(state, Exception):
+                    body = read.body(state, access)
         except Exception:  # Django answers again, with its own status and message
-            bodies.append(None)
+            body = None
+        bodies.append(body)
     return bodies
 
 
