@@ -1,13 +1,15 @@
-"""Idle memory of the whole agent: PSS summed over every process `make run` starts.
+"""Idle memory of the whole agent: PSS summed over every process it runs, Redis included.
 
-Starts the launcher (the agent's supervising parent, which starts the agent process, its
-web server and worker, and its own redis-server) in a fresh data dir, waits until /ping answers and the
-processes settle, then sums the PSS of the launcher's process tree, its redis-server
-included (dockerd excluded: it is the system's).
+Starts the agent in a fresh data dir the way a device's systemd units run it (Redis and
+the agent process, no parent; the default) or the way `make run` does (`--layout
+make-run`: the launcher, whose supervising parent starts Redis and the agent process),
+waits until /ping answers and the processes settle, then sums the PSS of those processes
+and their children (dockerd excluded: it is the system's). Then again with 5 services,
+and under API load.
 Prints the figure, a bare Python interpreter measured in the same run as a baseline,
 and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
 
-    .venv/bin/python bench/idle_memory.py [--managed]
+    .venv/bin/python bench/idle_memory.py [--managed] [--layout systemd|make-run]
     .venv/bin/python bench/idle_memory.py --imports
 
 --imports starts nothing: it loads the agent process's modules in the order the agent
@@ -93,16 +95,51 @@ def managed_config(data_dir: str) -> Any:
     return cloud
 
 
-def agent_pss(root: int, *, show: bool = False) -> tuple[int, int]:
-    """(PSS in KiB, process count) of the agent's process tree, dockerd aside."""
+def agent_pss(roots: list[int], *, show: bool = False) -> tuple[int, int]:
+    """(PSS in KiB, process count) of the agent's process trees, dockerd aside."""
     skip = ("dockerd", "containerd")
-    processes = [p for p in process_tree(root) if not command_name(p).startswith(skip)]
+    processes = [p for root in roots for p in process_tree(root) if not command_name(p).startswith(skip)]
     total = 0
     for pid in processes:
         total += pss_kib(pid)
         if show:
             print(f"  {pss_kib(pid) / 1024:7.1f} MiB  {command_name(pid)}")
     return total, len(processes)
+
+
+LAYOUTS = ("systemd", "make-run")
+
+
+def start_agent(layout: str, env: dict[str, str], log_path: Path) -> list[subprocess.Popen[bytes]]:
+    """The agent's processes as the layout starts them: `make run`'s launcher (its parent,
+    which starts Redis and the agent process), or Redis and the agent process as their
+    systemd units run them (tests/systemd_units.py)."""
+    if layout == "make-run":
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_site.launcher"],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        return [launcher]
+    from tests.systemd_units import AGENT_UNIT, REDIS_UNIT, start_unit
+
+    redis = start_unit(REDIS_UNIT, env, log_path)
+    socket_path = Path(env["SUPERVISOR_DATA_DIR"]) / "redis.sock"
+    deadline = time.monotonic() + 10
+    while not socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [redis, start_unit(AGENT_UNIT, env, log_path)]
+
+
+def stop_agent(layout: str, started: list[subprocess.Popen[bytes]]) -> None:
+    if layout == "make-run":
+        os.killpg(started[0].pid, signal.SIGINT)
+        started[0].wait(60)
+        return
+    from tests.systemd_units import AGENT_UNIT, REDIS_UNIT, stop_unit
+
+    redis, agent = started
+    stop_unit(agent, AGENT_UNIT)
+    stop_unit(redis, REDIS_UNIT)
 
 
 def call(port: int, method: str, path: str, body: Any = None) -> Any:
@@ -200,6 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--managed", action="store_true", help="a device managed by a (fake) cloud")
     parser.add_argument("--imports", action="store_true", help="where the agent's memory goes, by package")
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default="systemd", help="as systemd runs it, or as make run does"
+    )
     arguments = parser.parse_args()
     if arguments.imports:
         measure_imports()
@@ -218,10 +258,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
         cloud = managed_config(data_dir) if managed else None
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_site.launcher"],
-            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        started = start_agent(arguments.layout, env, Path(data_dir) / "bench-agent.log")
+        roots = [process.pid for process in started]
         try:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
@@ -231,25 +269,24 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.5)
             time.sleep(SETTLE_SECONDS)
-            total_kib, count = agent_pss(launcher.pid, show=True)
+            total_kib, count = agent_pss(roots, show=True)
             if not managed:
                 set_services(port, 5)
                 time.sleep(SETTLE_SECONDS)
-                five_kib, _ = agent_pss(launcher.pid)
-                load_kib, _ = under_load(port, 10, lambda: agent_pss(launcher.pid))
+                five_kib, _ = agent_pss(roots)
+                load_kib, _ = under_load(port, 10, lambda: agent_pss(roots))
                 set_services(port, 0)
             if cloud is not None:
                 provisioned = any(r.path == "/device/register" for r in cloud.received)
                 print(f"  (managed: provisioned {provisioned}, {len(cloud.received)} requests to the cloud)")
         finally:
-            os.killpg(launcher.pid, signal.SIGINT)
-            launcher.wait(60)
+            stop_agent(arguments.layout, started)
             if cloud is not None:
                 cloud.stop()
 
     total_mib = total_kib / 1024
     kind = "managed" if managed else "unmanaged"
-    print(f"agent idle PSS ({kind}): {total_mib:.1f} MiB in {count} processes")
+    print(f"agent idle PSS ({kind}, {arguments.layout}): {total_mib:.1f} MiB in {count} processes")
     if not managed:
         print(f"after 5 services: {five_kib / 1024:.1f} MiB")
         print(f"under API load (16 clients): {load_kib / 1024:.1f} MiB")

@@ -23,11 +23,9 @@ import ctypes
 import logging
 import os
 import signal
-import stat
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from setproctitle import setproctitle
@@ -47,15 +45,17 @@ PR_SET_PDEATHSIG = 1
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG, as agent_main ends on a state file it cannot use
 
 
-@dataclass
 class Child:
-    name: str
-    argv: list[str]
-    """The program the forked process executes."""
-    pid: int = 0
-    started_at: float = 0.0
-    failures: int = 0
-    start_at: float = 0.0
+    """A process the parent keeps running. A plain class: dataclasses would load inspect and
+    ast into the parent (about 1.3 MiB)."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv  # the program the forked process executes
+        self.pid = 0
+        self.started_at = 0.0
+        self.failures = 0
+        self.start_at = 0.0
 
 
 def exit_cause(status: int) -> str:
@@ -65,19 +65,6 @@ def exit_cause(status: int) -> str:
 
 
 # --- set-up, in the parent -------------------------------------------------------------
-
-
-def tighten_data_dir(data_dir: Path) -> None:
-    """An install made before modes were enforced: the data dir 0700, what is in it 0600
-    (directories 0700). Symlinks are not followed; other users' files are left alone."""
-    for root, directories, files in os.walk(data_dir, followlinks=False):
-        for name, mode in [(d, 0o700) for d in directories] + [(f, 0o600) for f in files]:
-            path = Path(root) / name
-            with contextlib.suppress(OSError):
-                info = path.lstat()
-                if not stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid():
-                    path.chmod(mode | (info.st_mode & 0o100))  # a file's owner-execute bit is kept
-    data_dir.chmod(0o700)
 
 
 def private_redis_socket(redis_url: str, data_dir: Path) -> Path | None:
@@ -225,7 +212,7 @@ def run() -> int:
     logging.basicConfig(format=environment.LOG_FORMAT, level=environment.SUPERVISOR_LOG_LEVEL)
     data_dir = environment.SUPERVISOR_DATA_DIR
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tighten_data_dir(data_dir)
+    data_dir.chmod(0o700)  # before Redis puts its socket in it; the agent process tightens the rest
     log_dir = data_dir / "log"
     log_dir.mkdir(mode=0o700, exist_ok=True)
     children: list[Child] = []

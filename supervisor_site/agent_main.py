@@ -1,4 +1,6 @@
-"""The agent process, `supervisor: agent`, which the supervising parent (agent.py) starts:
+"""The agent process, `supervisor: agent`. `make run` starts it under a supervising parent
+(agent.py); on a device, systemd runs it directly (supervisor_site/deploy), with Redis as a
+unit of its own:
 
 - the web server: daphne in a thread (the device API, the log streams, the admin);
 - the worker: Celery on a pool of 4 threads in the main thread, with the beat scheduler,
@@ -16,18 +18,21 @@ docs/architecture.md "Threads"; the long-lived ones start at start-up, under wat
 Start-up binds the port first, with daphne and Twisted only loaded: /ping answers from
 then on, and every other request waits while agent_setup.py sets Django up and checks the
 state files. One the agent cannot use ends the process with EX_CONFIG (78), naming the
-file, and the parent does not start it again.
+file, and neither the parent nor systemd starts it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import logging.config
 import os
 import signal
+import stat
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
@@ -39,6 +44,7 @@ from supervisor_site import web_server  # noqa: I001
 from django.conf import settings
 from setproctitle import setproctitle
 
+from supervisor_site import environment
 from supervisor_site.liveness import DeferredApplication
 
 logger = logging.getLogger("supervisor.agent")
@@ -48,8 +54,26 @@ WEB_START_SECONDS = 10.0
 WEB_STOP_SECONDS = 3.0
 
 
+def tighten_data_dir(data_dir: Path) -> None:
+    """An install made before modes were enforced: the data dir 0700, what is in it 0600
+    (directories 0700). Symlinks are not followed; other users' files are left alone."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for root, directories, files in os.walk(data_dir, followlinks=False):
+        for name, mode in [(d, 0o700) for d in directories] + [(f, 0o600) for f in files]:
+            path = Path(root) / name
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if not stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid():
+                    path.chmod(mode | (info.st_mode & 0o100))  # a file's owner-execute bit is kept
+    data_dir.chmod(0o700)
+
+
 def main() -> None:
     setproctitle("supervisor: agent")
+    # Secrets live in the data dir (API keys, the database, Redis): nothing the agent creates
+    # is readable by other users, whoever started it (the parent, systemd, a shell).
+    os.umask(0o077)
+    tighten_data_dir(environment.SUPERVISOR_DATA_DIR)
     logging.config.dictConfig(settings.LOGGING)  # django.setup() comes after the listen
     application = DeferredApplication()
     web_failed, listening, stopping = threading.Event(), threading.Event(), threading.Event()

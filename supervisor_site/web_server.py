@@ -27,6 +27,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
 # pinned in requirements/base.txt for this).
 for _unused in ("OpenSSL", "cryptography"):
     sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
+# autobahn's native UTF-8 validator and XOR masker load cffi and parse their C declarations
+# with pycparser (1.2 MiB): the log streams send to clients and read nothing but their close,
+# which its pure-Python code handles. AUTOBAHN_USE_NVX=1 in the environment turns them on.
+os.environ.setdefault("AUTOBAHN_USE_NVX", "0")
 _no_wamp = types.ModuleType("autobahn.twisted.wamp", "WAMP: not used by the agent")
 _no_wamp.ApplicationSession = None  # type: ignore[attr-defined]
 sys.modules.setdefault("autobahn.twisted.wamp", _no_wamp)

@@ -27,6 +27,7 @@ from tests.agent_process import Agent, processes
 from tests.balena_cli import install_in_background
 from tests.host_bus import HostBus
 from tests.route_coverage import AGENT_ADDRESSES, record_if_agent
+from tests.systemd_units import UnitsAgent
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUSYBOX_IMAGE = "local/busybox:latest"
@@ -68,6 +69,7 @@ def service_log_dir() -> Path:
 
 
 ENGINE_LOCK = Path("/run/lock/supervisor-tests-engine.lock")
+AGENT_TITLES = ("supervisor: parent", "supervisor: agent")  # `make run`'s, and the units' agent
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +87,7 @@ def docker_engine(service_log_dir: Path) -> Iterator[None]:
     lock.truncate(0)
     lock.write(f"pid {os.getpid()}, data dir {settings.SUPERVISOR_DATA_DIR}\n")
     lock.flush()
-    if agents := [pid for pid, title in processes().items() if title.startswith("supervisor: parent")]:
+    if agents := [pid for pid, title in processes().items() if title.startswith(AGENT_TITLES)]:
         pytest.exit(f"an agent already runs on this machine (pid {agents[0]}): it and the tests' agent "
                     "would reconcile the same engine's containers; stop it first", 3)  # fmt: skip
     started = ensure_dockerd(settings.DOCKER_HOST, service_log_dir)
@@ -152,15 +154,16 @@ def shipped_agent(
     django_db_blocker: Any,
     service_log_dir: Path,
 ) -> Iterator[Agent]:
-    """The agent as the systemd unit and `make run` start it (`python -m supervisor_site.agent`:
-    the parent, its own redis-server on a unix socket, one agent process with the web server
-    and the worker), on the tests' data dir, database and private system bus.
+    """The agent as a device's systemd units run it (tests/systemd_units.py: its own
+    redis-server on a unix socket, and the agent process with the web server and the worker,
+    each started again when it ends), on the tests' data dir, database and private system bus.
+    The agents the tests start for themselves run as `make run` starts them (the parent).
 
     Started once for the session; the `engine` fixture resets what the tests change. The
     disruptive-action limit is off: the suite acts on its containers far more often than a
     minute allows any client (tests/integration/test_action_limits.py runs the defaults)."""
     data_dir = Path(settings.SUPERVISOR_DATA_DIR)
-    agent = Agent(
+    agent = UnitsAgent(
         data_dir,
         port=settings.SUPERVISOR_PORT,
         address=os.environ["SUPERVISOR_TEST_ADDRESS"],

@@ -31,6 +31,7 @@ from tests.integration.engine_helpers import (
     supervised_containers,
 )
 from tests.refusing_engine import RefusingEngine
+from tests.systemd_units import UnitsAgent
 
 pytestmark = pytest.mark.services
 
@@ -162,8 +163,9 @@ def test_secrets_are_kept_from_other_users(agent: Agent) -> None:
     assert "unixsocket" in Path(f"/proc/{agent.child('redis')}/cmdline").read_text()
 
 
+@pytest.mark.parametrize("layout", [Agent, UnitsAgent], ids=["make run", "systemd units"])
 def test_an_install_made_readable_by_others_is_tightened_at_start(
-    tmp_path: Path, docker_engine: None
+    tmp_path: Path, docker_engine: None, layout: type[Agent]
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o755)
@@ -171,7 +173,7 @@ def test_an_install_made_readable_by_others_is_tightened_at_start(
     kept = data_dir / "apps.json.preloaded"
     kept.write_text("{}")
     kept.chmod(0o644)
-    agent = Agent(data_dir)
+    agent = layout(data_dir)
     agent.start()
     try:
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
