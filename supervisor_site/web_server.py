@@ -20,12 +20,13 @@ import types
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_site.settings")
-# Kept out of the agent's memory (about 11 MiB), as packages it never uses but that others
+# Kept out of the agent's memory (about 12 MiB), as packages it never uses but that others
 # import when they are installed: pyOpenSSL (the API is plain HTTP; Twisted then leaves TLS
-# out), cryptography (redis-py's OCSP checks, for TLS connections only) and autobahn's
-# WAMP, which its Twisted package imports but daphne's WebSockets do not use (autobahn is
-# pinned in requirements/base.txt for this).
-for _unused in ("OpenSSL", "cryptography"):
+# out), cryptography (redis-py's OCSP checks, for TLS connections only), Pygments (DRF's
+# code highlighting: the device's install has no Pygments, the tests' has it for pytest)
+# and autobahn's WAMP, which its Twisted package imports but daphne's WebSockets do not
+# use (autobahn is pinned in requirements/base.txt for this).
+for _unused in ("OpenSSL", "cryptography", "pygments"):
     sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 # autobahn's native UTF-8 validator and XOR masker load cffi and parse their C declarations
 # with pycparser (1.2 MiB): the log streams send to clients and read nothing but their close,
