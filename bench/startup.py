@@ -1,18 +1,22 @@
 """Start → /ping: how long the agent takes from its command to its first answer.
 
-The agent (`python -m supervisor_site.agent`) is started 5 times in one data dir that is
-already migrated (the first, uncounted start migrates it), and stopped after each answer.
+The agent is started 5 times in one data dir that is already migrated (the first,
+uncounted start migrates it), and stopped after each answer: as a device's systemd unit
+starts it (the agent process, its Redis already up as the unit before it; the default),
+or as `make run` does (`--layout make-run`: the parent, which starts Redis, then the agent
+process).
 Prints the median to /ping (answered from the listen) and to /v1/healthy (the API
 loaded), a baseline measured in the same run (a bare interpreter's
 `python -m http.server` until it answers) and the ratio to the original supervisor's
 0.55 s on this machine kind.
 
-    .venv/bin/python bench/startup.py [--runs 5]
+    .venv/bin/python bench/startup.py [--runs 5] [--layout systemd|make-run]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -68,12 +72,22 @@ def seconds_to_answers(argv: list[str], urls: list[str], env: dict[str, str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
-    with tempfile.TemporaryDirectory() as root:
+    parser.add_argument("--layout", choices=("systemd", "make-run"), default="systemd")
+    arguments = parser.parse_args()
+    runs = arguments.runs
+    with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as cleanup:
         port = free_port()
         env = {**os.environ, "SUPERVISOR_DATA_DIR": f"{root}/data", "SUPERVISOR_HOST_ROOT": f"{root}/host",
                "SUPERVISOR_PORT": str(port)}  # fmt: skip
         agent = [sys.executable, "-m", "supervisor_site.agent"]
+        if arguments.layout == "systemd":
+            sys.path.insert(0, str(PROJECT_DIR))
+            from tests.systemd_units import AGENT_UNIT, REDIS_UNIT, start_unit, stop_unit, unit_command
+
+            Path(root, "data").mkdir(mode=0o700)
+            redis = start_unit(REDIS_UNIT, env, Path(root) / "redis.log")
+            cleanup.callback(stop_unit, redis, REDIS_UNIT)
+            agent = unit_command(AGENT_UNIT, env)
         # /ping answers from the listen; /v1/healthy once the API is loaded (Django, the
         # state files checked): both are reported.
         urls = [f"http://127.0.0.1:{port}/ping", f"http://127.0.0.1:{port}/v1/healthy"]
