@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -12,8 +14,10 @@ from apps_api.apply.single_flight import apply_in_progress
 from apps_api.target.documents import parse_target
 from hostcfg.identity import load_device_identity
 from supervisor_site.system_services import wait_until
+from tests.agent_process import Agent
 
 SUPERVISED = {"label": "io.balena.supervised"}
+AnyAgent = TypeVar("AnyAgent", bound=Agent)
 
 
 def local_target(
@@ -116,3 +120,14 @@ def remove_supervised_objects() -> None:
             network.remove()
     for volume in client.volumes.list(filters=SUPERVISED):
         volume.remove(force=True)
+
+
+@contextmanager
+def started_on_a_clean_engine(agent: AnyAgent) -> Iterator[AnyAgent]:
+    """`agent` started with no supervised container on the engine; stopped, and the engine
+    cleaned again, afterwards."""
+    remove_supervised_objects()
+    agent.start()
+    yield agent
+    agent.stop()
+    remove_supervised_objects()

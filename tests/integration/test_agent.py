@@ -28,6 +28,7 @@ from tests.integration.engine_helpers import (
     SUPERVISED,
     local_target,
     remove_supervised_objects,
+    started_on_a_clean_engine,
     supervised_containers,
 )
 from tests.refusing_engine import RefusingEngine
@@ -49,12 +50,8 @@ def no_agent_left_running() -> Iterator[None]:
 
 @pytest.fixture
 def agent(tmp_path: Path, busybox_image: str, docker_engine: None) -> Iterator[Agent]:
-    remove_supervised_objects()
-    running = Agent(tmp_path / "data")
-    running.start()
-    yield running
-    running.stop()
-    remove_supervised_objects()
+    with started_on_a_clean_engine(Agent(tmp_path / "data")) as running:
+        yield running
 
 
 def services_in_docker() -> list[str]:

@@ -17,7 +17,7 @@ import redis
 
 from supervisor_site.system_services import wait_until
 from tests.agent_process import PROJECT_DIR, process_alive, process_title
-from tests.integration.engine_helpers import local_target, remove_supervised_objects, supervised_containers
+from tests.integration.engine_helpers import local_target, started_on_a_clean_engine, supervised_containers
 from tests.systemd_units import AGENT_UNIT, INSTALL_DIR, REDIS_UNIT, UnitsAgent, unit_setting, unit_settings
 
 UNITS = (AGENT_UNIT, REDIS_UNIT)
@@ -64,12 +64,8 @@ def test_the_units_restart_the_agent_and_its_redis_and_leave_the_apps_alone() ->
 
 @pytest.fixture
 def units_agent(tmp_path: Path, busybox_image: str, docker_engine: None) -> Iterator[UnitsAgent]:
-    remove_supervised_objects()
-    running = UnitsAgent(tmp_path / "data")
-    running.start()
-    yield running
-    running.stop()
-    remove_supervised_objects()
+    with started_on_a_clean_engine(UnitsAgent(tmp_path / "data")) as running:
+        yield running
 
 
 def applied_with(agent: UnitsAgent, services: set[str]) -> bool:
