@@ -122,7 +122,7 @@ class UnitsAgent(Agent):
                 self.start_unit(role)
 
     def stop(self, timeout: float = 30) -> int | None:
-        """The agent's unit, then Redis's (PartOf=, and ordered after it)."""
+        """The agent's unit, then Redis's, as at shutdown (the agent is ordered after Redis)."""
         with self.lock:
             self.stopping.set()
         if self.process is None:
