@@ -38,8 +38,8 @@ logger = logging.getLogger("supervisor.agent")
 RESTART_BASE_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
-# SIGTERM, then Celery's cold shutdown, then SIGKILL: all within 10 s.
-STOP_GRACE_SECONDS = 6.0
+# SIGTERM (the agent process goes from Celery's warm shutdown to its cold one by itself
+# after 6 s), then SIGKILL: all within 10 s.
 STOP_KILL_SECONDS = 8.5
 PR_SET_PDEATHSIG = 1
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG, as agent_main ends on a state file it cannot use
@@ -174,13 +174,10 @@ def stop(children: list[Child]) -> None:
     began = time.monotonic()
     apps = [c for c in children if c.name != "redis"]
     _signal(apps, signal.SIGTERM)
-    escalated = killed = False
+    killed = False
     while any(c.pid for c in apps):
         list(reap(children))
         waited = time.monotonic() - began
-        if waited >= STOP_GRACE_SECONDS and not escalated:
-            _signal(apps, signal.SIGQUIT)  # Celery's cold shutdown: the current step is abandoned
-            escalated = True
         if waited >= STOP_KILL_SECONDS and not killed:
             _signal(apps, signal.SIGKILL)
             killed = True

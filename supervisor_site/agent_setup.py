@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -19,7 +20,7 @@ import django
 django.setup()
 
 import celery.platforms  # noqa: E402
-from celery.signals import worker_shutdown  # noqa: E402
+from celery.signals import worker_shutdown, worker_shutting_down  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import DatabaseError, connection, connections  # noqa: E402
@@ -92,6 +93,24 @@ def announce() -> None:
     print(f"Supervisor API: {addresses}" + (f"  (global API key: {key})" if sys.stdout.isatty() else ""))
 
 
+# Celery's warm shutdown waits for the running tasks (an apply, a download); after this
+# long the agent asks itself for the cold one, which abandons them, so that the process
+# ends within 10 s of its SIGTERM, whoever sent it (systemd, `make run`'s parent).
+WARM_SHUTDOWN_SECONDS = 6.0
+went_cold = threading.Event()
+
+
+def go_cold_if_still_running(how: str = "", **_: Any) -> None:
+    def cold() -> None:
+        went_cold.set()
+        os.kill(os.getpid(), signal.SIGQUIT)
+
+    if how == "Warm":
+        timer = threading.Timer(WARM_SHUTDOWN_SECONDS, cold)
+        timer.daemon = True
+        timer.start()
+
+
 def run_worker() -> int:
     """Celery's worker in this (the main) thread until it is told to stop; its exit code."""
     # Celery would retitle the process after its own name; `ps` shows our role instead.
@@ -101,6 +120,7 @@ def run_worker() -> int:
     os.environ["CELERY_SKIP_CHECKS"] = "1"
     collection = LogCollection(Path(settings.SUPERVISOR_DATA_DIR))
     worker_shutdown.connect(lambda **_: collection.stop(), weak=False)
+    worker_shutting_down.connect(go_cold_if_still_running, weak=False)
     collection.start()
     # Started directly rather than through `celery worker`: the command line would import a
     # shell (prompt_toolkit, pygments: ~10 MiB) the agent never uses.
@@ -108,7 +128,8 @@ def run_worker() -> int:
     worker = make_worker(pool_cls="threads", concurrency=4, queues=["supervisor"], loglevel="INFO",
                          without_heartbeat=True, without_gossip=True, without_mingle=True)  # fmt: skip
     worker.start()
-    return int(worker.exitcode or 0)
+    # A stop that had to abandon tasks is still the stop that was asked for: 0, not Celery's 1.
+    return 0 if went_cold.is_set() else int(worker.exitcode or 0)
 
 
 def prepare() -> None:

@@ -30,7 +30,8 @@ for _unused in ("OpenSSL", "cryptography", "pygments"):
     sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 # autobahn's native UTF-8 validator and XOR masker load cffi and parse their C declarations
 # with pycparser (1.2 MiB): the log streams send to clients and read nothing but their close,
-# which its pure-Python code handles. AUTOBAHN_USE_NVX=1 in the environment turns them on.
+# which its pure-Python code handles. AUTOBAHN_USE_NVX=1 in the environment turns them on
+# (autobahn then refuses to load if they were not built).
 os.environ.setdefault("AUTOBAHN_USE_NVX", "0")
 _no_wamp = types.ModuleType("autobahn.twisted.wamp", "WAMP: not used by the agent")
 _no_wamp.ApplicationSession = None  # type: ignore[attr-defined]

@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor_site.system_services import wait_until
 from tests.agent_process import PROJECT_DIR, STARTED, Agent, process_alive
 
 DEPLOY_DIR = PROJECT_DIR / "supervisor_site" / "deploy"
@@ -62,7 +61,7 @@ def start_unit(unit: Path, settings_file: dict[str, str], log_path: Path) -> sub
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             unit_command(unit, environment), cwd=working_dir, env=environment, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.umask(umask),
+            stderr=subprocess.STDOUT, start_new_session=True, umask=umask,
         )  # fmt: skip
 
 
@@ -82,44 +81,48 @@ def stop_unit(process: subprocess.Popen[bytes], unit: Path) -> int:
 class UnitsAgent(Agent):
     """An agent as the units run it: `process` is the agent process itself, `redis` its
     Redis. Each is started again `RestartSec=` after it ends (`Restart=always`), unless it
-    ended with a status of `RestartPreventExitStatus=` or the agent is being stopped."""
+    ended with a status of `RestartPreventExitStatus=` or the agent is being stopped. As
+    with `Type=simple`, the agent process starts once Redis has been started, not once it
+    listens. Unlike systemd: the environment is the test's own (not systemd's short one)
+    and there is no cgroup (a stopped agent's own children end with it by themselves)."""
 
     redis: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
     """Where the log of the newest agent process begins (for worker_ready)."""
     stopping: threading.Event = field(default_factory=threading.Event)
+    """Set by stop(); each start() has its own, so that a stopped generation stays stopped."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, *, wait: bool = True) -> None:
         if self not in STARTED:
             STARTED.append(self)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # StateDirectory=
-        self.stopping.clear()
-        self.start_unit("redis")
-        assert wait_until((self.data_dir / "redis.sock").exists, 10), f"no Redis socket; see {self.log_path}"
-        self.start_unit("agent")
+        with self.lock:
+            self.stopping = threading.Event()
+            self.start_unit("redis", self.stopping)
+            self.start_unit("agent", self.stopping)
         if wait:
             self.wait_ready()
 
-    def start_unit(self, role: str) -> None:
+    def start_unit(self, role: str, stopping: threading.Event) -> None:
         unit = AGENT_UNIT if role == "agent" else REDIS_UNIT
         if role == "agent":
             self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            self.process = start_unit(unit, self.environment(), self.log_path)
+            self.process = process = start_unit(unit, self.environment(), self.log_path)
         else:
-            self.redis = start_unit(unit, self.environment(), self.log_path)
-        threading.Thread(target=self.keep_running, args=(role, unit), daemon=True).start()
+            self.redis = process = start_unit(unit, self.environment(), self.log_path)
+        threading.Thread(target=self.keep_running, args=(role, unit, process, stopping), daemon=True).start()
 
-    def keep_running(self, role: str, unit: Path) -> None:
-        process = self.process if role == "agent" else self.redis
-        assert process is not None
+    def keep_running(
+        self, role: str, unit: Path, process: subprocess.Popen[bytes], stopping: threading.Event
+    ) -> None:
         code = process.wait()
         prevented = dict(unit_settings(unit)).get("RestartPreventExitStatus", "").split()
-        if str(code) in prevented or self.stopping.wait(float(unit_setting(unit, "RestartSec"))):
+        if str(code) in prevented or stopping.wait(float(unit_setting(unit, "RestartSec"))):
             return
         with self.lock:
-            if not self.stopping.is_set():
-                self.start_unit(role)
+            if not stopping.is_set():
+                self.start_unit(role, stopping)
 
     def stop(self, timeout: float = 30) -> int | None:
         """The agent's unit, then Redis's, as at shutdown (the agent is ordered after Redis)."""
