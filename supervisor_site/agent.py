@@ -38,8 +38,8 @@ logger = logging.getLogger("supervisor.agent")
 RESTART_BASE_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
-# SIGTERM (the agent process goes from Celery's warm shutdown to its cold one by itself
-# after 6 s), then SIGKILL: all within 10 s.
+# SIGTERM (the agent process ends by itself at most 6 s later, agent_setup.py), then
+# SIGKILL: all within 10 s.
 STOP_KILL_SECONDS = 8.5
 PR_SET_PDEATHSIG = 1
 CONFIG_ERROR_EXIT = 78  # EX_CONFIG, as agent_main ends on a state file it cannot use

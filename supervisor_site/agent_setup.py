@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -93,22 +92,23 @@ def announce() -> None:
     print(f"Supervisor API: {addresses}" + (f"  (global API key: {key})" if sys.stdout.isatty() else ""))
 
 
-# Celery's warm shutdown waits for the running tasks (an apply, a download); after this
-# long the agent asks itself for the cold one, which abandons them, so that the process
-# ends within 10 s of its SIGTERM, whoever sent it (systemd, `make run`'s parent).
-WARM_SHUTDOWN_SECONDS = 6.0
-went_cold = threading.Event()
+# Celery's warm shutdown waits for the running tasks (an apply, a download), and its cold
+# shutdown cannot end them on a thread pool (it fails on `terminate_job`, then joins them).
+# So the agent gives them this long after a stop signal, then ends the process itself, as
+# a power cut would: the next start finishes what they left (docs/operations.md "Restarts
+# and faults"). The process ends within 10 s of its SIGTERM, whoever sent it.
+STOP_GRACE_SECONDS = 6.0
 
 
-def go_cold_if_still_running(how: str = "", **_: Any) -> None:
-    def cold() -> None:
-        went_cold.set()
-        os.kill(os.getpid(), signal.SIGQUIT)
+def end_after_the_grace(**_: Any) -> None:
+    def end() -> None:
+        logger.warning("tasks still running %.0f s after the stop signal: abandoned, for the next start to "
+                       "finish", STOP_GRACE_SECONDS)  # fmt: skip
+        os._exit(0)  # the stop that was asked for
 
-    if how == "Warm":
-        timer = threading.Timer(WARM_SHUTDOWN_SECONDS, cold)
-        timer.daemon = True
-        timer.start()
+    timer = threading.Timer(STOP_GRACE_SECONDS, end)
+    timer.daemon = True
+    timer.start()
 
 
 def run_worker() -> int:
@@ -120,7 +120,7 @@ def run_worker() -> int:
     os.environ["CELERY_SKIP_CHECKS"] = "1"
     collection = LogCollection(Path(settings.SUPERVISOR_DATA_DIR))
     worker_shutdown.connect(lambda **_: collection.stop(), weak=False)
-    worker_shutting_down.connect(go_cold_if_still_running, weak=False)
+    worker_shutting_down.connect(end_after_the_grace, weak=False)
     collection.start()
     # Started directly rather than through `celery worker`: the command line would import a
     # shell (prompt_toolkit, pygments: ~10 MiB) the agent never uses.
@@ -128,8 +128,7 @@ def run_worker() -> int:
     worker = make_worker(pool_cls="threads", concurrency=4, queues=["supervisor"], loglevel="INFO",
                          without_heartbeat=True, without_gossip=True, without_mingle=True)  # fmt: skip
     worker.start()
-    # A stop that had to abandon tasks is still the stop that was asked for: 0, not Celery's 1.
-    return 0 if went_cold.is_set() else int(worker.exitcode or 0)
+    return int(worker.exitcode or 0)
 
 
 def prepare() -> None:

@@ -439,8 +439,8 @@ def test_sigterm_in_the_middle_of_an_apply_stops_the_agent_and_the_next_one_fini
         post_target(agent, local_target(services, image=busybox_image, commit="c2"))
         assert wait_until(lambda: len(services_in_docker()) >= 3, 60)
         children = [agent.child("agent"), agent.child("redis")]
-        # Ended by itself, Celery's cold shutdown abandoning the round: not by the SIGKILL that
-        # systemd sends after TimeoutStopSec (10 s, docs/operations.md "Processes").
+        # Ended by itself, abandoning the round: not by the SIGKILL that systemd sends after
+        # TimeoutStopSec (10 s, docs/operations.md "Processes").
         assert agent.stop() == 0
         assert all(pid is not None and not process_alive(pid) for pid in children), children
         left_running = container_ids()
