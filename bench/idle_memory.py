@@ -2,10 +2,10 @@
 
 Starts the agent in a fresh data dir the way a device's systemd units run it (Redis and
 the agent process, no parent; the default) or the way `make run` does (`--layout
-make-run`: the launcher, whose supervising parent starts Redis and the agent process),
-waits until /ping answers and the processes settle, then sums the PSS of those processes
-and their children (dockerd excluded: it is the system's). Then again with 5 services,
-and under API load.
+make-run`: the supervising parent, which starts Redis and the agent process), as the
+tests start it (tests/agent_process.py), waits until it is ready and settles, then sums
+the PSS of those processes and their children (dockerd excluded: it is the system's);
+then again with 5 services, and under API load.
 Prints the figure, a bare Python interpreter measured in the same run as a baseline,
 and the ratio to the original supervisor's 97 MiB RSS on this machine kind.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def managed_config(data_dir: str) -> Any:
+def managed_config(data_dir: Path) -> Any:
     """A fake cloud (tests/fake_cloud.py) in this process, and a config.json naming it with a
     provisioning key: the agent provisions itself, polls and reports as a managed device."""
     sys.path.insert(0, str(PROJECT_DIR))
@@ -89,7 +88,7 @@ def managed_config(data_dir: str) -> Any:
     cloud.start()
     config = {"apiEndpoint": cloud.url, "apiKey": cloud.provisioning_key, "applicationId": "1",
               "deviceType": "genericx86-64-ext"}  # fmt: skip
-    boot = Path(data_dir) / "boot"
+    boot = data_dir / "boot"
     boot.mkdir()
     (boot / "config.json").write_text(json.dumps(config))
     return cloud
@@ -110,36 +109,26 @@ def agent_pss(roots: list[int], *, show: bool = False) -> tuple[int, int]:
 LAYOUTS = ("systemd", "make-run")
 
 
-def start_agent(layout: str, env: dict[str, str], log_path: Path) -> list[subprocess.Popen[bytes]]:
-    """The agent's processes as the layout starts them: `make run`'s launcher (its parent,
-    which starts Redis and the agent process), or Redis and the agent process as their
-    systemd units run them (tests/systemd_units.py)."""
-    if layout == "make-run":
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_site.launcher"],
-            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        return [launcher]
-    from tests.systemd_units import AGENT_UNIT, REDIS_UNIT, start_unit
+def started_agent(layout: str, data_dir: Path, port: int) -> Any:
+    """The agent as its systemd units run it (tests/systemd_units.py: Redis and the agent
+    process), or as `make run` runs it (its launcher, whose supervising parent starts Redis
+    and the agent process)."""
+    from tests.agent_process import Agent
+    from tests.systemd_units import UnitsAgent
 
-    redis = start_unit(REDIS_UNIT, env, log_path)
-    socket_path = Path(env["SUPERVISOR_DATA_DIR"]) / "redis.sock"
-    deadline = time.monotonic() + 10
-    while not socket_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return [redis, start_unit(AGENT_UNIT, env, log_path)]
+    where = {"port": port, "host_root": data_dir / "host", "log_file": data_dir / "bench-agent.log"}
+    agent = (
+        UnitsAgent(data_dir, **where)
+        if layout == "systemd"
+        else Agent(data_dir, entry="supervisor_site.launcher", **where)
+    )
+    agent.start()
+    return agent
 
 
-def stop_agent(layout: str, started: list[subprocess.Popen[bytes]]) -> None:
-    if layout == "make-run":
-        os.killpg(started[0].pid, signal.SIGINT)
-        started[0].wait(60)
-        return
-    from tests.systemd_units import AGENT_UNIT, REDIS_UNIT, stop_unit
-
-    redis, agent = started
-    stop_unit(agent, AGENT_UNIT)
-    stop_unit(redis, REDIS_UNIT)
+def agent_roots(agent: Any) -> list[int]:
+    """The processes whose trees are the agent: the parent, or each unit's process."""
+    return [agent.process.pid] + ([agent.redis.pid] if getattr(agent, "redis", None) else [])
 
 
 def call(port: int, method: str, path: str, body: Any = None) -> Any:
@@ -255,32 +244,25 @@ def main() -> None:
     from bench.local_agent import ensure_busybox_image
 
     ensure_busybox_image("local/bench-busybox:latest")
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "SUPERVISOR_DATA_DIR": data_dir, "SUPERVISOR_PORT": str(port)}
+    with tempfile.TemporaryDirectory() as root:
+        data_dir = Path(root) / "data"
+        data_dir.mkdir(mode=0o700)
         cloud = managed_config(data_dir) if managed else None
-        started = start_agent(arguments.layout, env, Path(data_dir) / "bench-agent.log")
-        roots = [process.pid for process in started]
+        agent = started_agent(arguments.layout, data_dir, port)
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
-                    break
-                except OSError:
-                    time.sleep(0.5)
             time.sleep(SETTLE_SECONDS)
-            total_kib, count = agent_pss(roots, show=True)
+            total_kib, count = agent_pss(agent_roots(agent), show=True)
             if not managed:
                 set_services(port, 5)
                 time.sleep(SETTLE_SECONDS)
-                five_kib, _ = agent_pss(roots)
-                load_kib, _ = under_load(port, 10, lambda: agent_pss(roots))
+                five_kib, _ = agent_pss(agent_roots(agent))
+                load_kib, _ = under_load(port, 10, lambda: agent_pss(agent_roots(agent)))
                 set_services(port, 0)
             if cloud is not None:
                 provisioned = any(r.path == "/device/register" for r in cloud.received)
                 print(f"  (managed: provisioned {provisioned}, {len(cloud.received)} requests to the cloud)")
         finally:
-            stop_agent(arguments.layout, started)
+            agent.stop()
             if cloud is not None:
                 cloud.stop()
 

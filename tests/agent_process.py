@@ -75,8 +75,8 @@ STARTED: list[Agent] = []
 
 @dataclass
 class Agent:
-    """One agent started as the systemd unit and `make run` start it: the supervising parent
-    in a session of its own, with a data dir, host root and port of its own."""
+    """One agent started as `make run` starts it: the supervising parent in a session of its
+    own, with a data dir, host root and port of its own."""
 
     data_dir: Path
     port: int = field(default_factory=free_port)
@@ -87,6 +87,9 @@ class Agent:
     log_file: Path | None = None
     project_dir: Path = PROJECT_DIR
     """The checkout whose agent runs (another release's, for the upgrade test)."""
+    entry: str = "supervisor_site.agent"
+    """The module run: the parent itself, or `make run`'s launcher in front of it in the same
+    process (supervisor_site.launcher, which first starts the system services missing)."""
 
     @property
     def log_path(self) -> Path:
@@ -125,7 +128,7 @@ class Agent:
             STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor_site.agent"], cwd=self.project_dir, env=self.environment(),
+                [sys.executable, "-m", self.entry], cwd=self.project_dir, env=self.environment(),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         if wait:

@@ -31,11 +31,11 @@ def unit_settings(unit: Path) -> list[tuple[str, str]]:
             if "=" in line and not line.startswith(("#", ";")))]  # fmt: skip
 
 
-def unit_setting(unit: Path, key: str) -> str:
-    """The value systemd takes for `key`: its last one."""
+def unit_setting(unit: Path, key: str, default: str | None = None) -> str:
+    """The value systemd takes for `key`: its last one, else `default` (systemd's own)."""
     values = [value for name, value in unit_settings(unit) if name == key]
-    assert values, f"{unit.name} has no {key}="
-    return values[-1]
+    assert values or default is not None, f"{unit.name} has no {key}="
+    return values[-1] if values else str(default)
 
 
 def unit_environment(unit: Path, settings_file: dict[str, str]) -> dict[str, str]:
@@ -56,8 +56,7 @@ def start_unit(unit: Path, settings_file: dict[str, str], log_path: Path) -> sub
     umask and working directory)."""
     environment = unit_environment(unit, settings_file)
     umask = int(unit_setting(unit, "UMask"), 8)
-    working_dir = dict(unit_settings(unit)).get("WorkingDirectory", "/")
-    working_dir = working_dir.replace(INSTALL_DIR, str(PROJECT_DIR))
+    working_dir = unit_setting(unit, "WorkingDirectory", "/").replace(INSTALL_DIR, str(PROJECT_DIR))
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             unit_command(unit, environment), cwd=working_dir, env=environment, stdout=log,
@@ -71,7 +70,7 @@ def stop_unit(process: subprocess.Popen[bytes], unit: Path) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(float(dict(unit_settings(unit)).get("TimeoutStopSec", "90")))  # systemd's default
+            process.wait(float(unit_setting(unit, "TimeoutStopSec", "90")))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     return process.wait()
@@ -117,7 +116,7 @@ class UnitsAgent(Agent):
         self, role: str, unit: Path, process: subprocess.Popen[bytes], stopping: threading.Event
     ) -> None:
         code = process.wait()
-        prevented = dict(unit_settings(unit)).get("RestartPreventExitStatus", "").split()
+        prevented = unit_setting(unit, "RestartPreventExitStatus", "").split()
         if str(code) in prevented or stopping.wait(float(unit_setting(unit, "RestartSec"))):
             return
         with self.lock:
